@@ -1,0 +1,1 @@
+"""gkd: generalized and on-policy knowledge distillation in JAX/Flax."""
