@@ -1,0 +1,129 @@
+"""Tests for gkd.models.llama on tiny random models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gkd.models import llama
+
+TINY = llama.PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def model():
+  return llama.init_model(TINY, seed=0)
+
+
+def _tokens(b, t, seed=1, vocab=TINY.vocab_size):
+  return jax.random.randint(jax.random.key(seed), (b, t), 0, vocab, dtype=jnp.int32)
+
+
+def test_shapes_dtype_and_head(model):
+  tokens = _tokens(2, 7)
+  logits = model(tokens)
+  assert logits.shape == (2, 7, TINY.vocab_size) and logits.dtype == jnp.float32
+  final, per_layer = model.hidden_states(tokens)
+  assert final.shape == (2, 7, TINY.dim) and len(per_layer) == TINY.n_layers
+  np.testing.assert_allclose(logits, final @ model.unembed_kernel(), rtol=1e-5, atol=1e-5)
+
+
+def test_causal(model):
+  tokens = _tokens(1, 8)
+  changed = tokens.at[0, 5].set((tokens[0, 5] + 1) % TINY.vocab_size)
+  a, b = model(tokens), model(changed)
+  np.testing.assert_allclose(a[:, :5], b[:, :5], atol=1e-6)
+  assert not np.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_rope_is_relative(model):
+  # Shifting every position by a constant leaves attention (and logits) unchanged.
+  tokens = _tokens(1, 6)
+  pos = jnp.arange(6)[None]
+  np.testing.assert_allclose(model(tokens, positions=pos), model(tokens, positions=pos + 37),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_left_padding_matches_unpadded_row(model):
+  short = _tokens(1, 4, seed=2)
+  padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), short], axis=1)
+  mask = jnp.array([[False] * 3 + [True] * 4])
+  out = model(padded, attention_mask=mask)
+  assert np.isfinite(np.asarray(out)).all()  # padding positions too
+  np.testing.assert_allclose(out[:, 3:], model(short), rtol=1e-5, atol=1e-5)
+  # A fully padded row must not produce NaN either.
+  assert np.isfinite(np.asarray(model(padded, attention_mask=jnp.zeros_like(mask)))).all()
+
+
+def test_kv_cache_matches_full_forward(model):
+  # Two left-padded prompts of different lengths, then 5 decode steps.
+  p, n = 6, 5
+  prompt = _tokens(2, p, seed=3)
+  mask = jnp.array([[True] * p, [False] * 2 + [True] * (p - 2)])
+  new = _tokens(2, n, seed=4)
+  full_tokens = jnp.concatenate([prompt, new], axis=1)
+  full_mask = jnp.concatenate([mask, jnp.ones((2, n), bool)], axis=1)
+  full = model(full_tokens, attention_mask=full_mask)
+
+  cache = model.init_cache(2, p + n)
+  pos = llama.default_positions(mask)
+  h, cache = model.forward_cached(prompt, cache, positions=pos, attention_mask=mask)
+  np.testing.assert_allclose(model.logits(h)[:, -1], full[:, p - 1], rtol=1e-4, atol=1e-4)
+  nxt = pos[:, -1] + 1
+  for i in range(n):
+    h, cache = model.forward_cached(new[:, i:i + 1], cache, positions=(nxt + i)[:, None])
+    np.testing.assert_allclose(model.logits(h)[:, 0], full[:, p + i], rtol=1e-4, atol=1e-4)
+  assert int(cache.index) == p + n
+
+
+def test_split_merge_under_jit(model):
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def f(state, tokens):
+    return nnx.merge(graphdef, state)(tokens)
+
+  tokens = _tokens(2, 5)
+  np.testing.assert_allclose(f(state, tokens), model(tokens), rtol=1e-5, atol=1e-5)
+  names = {".".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  for name in ("embed.embedding", "layers.0.attn.q.kernel", "layers.1.mlp.down.kernel",
+               "layers.0.attn_norm.scale", "final_norm.scale"):
+    assert name in names, sorted(names)
+
+
+def test_untied_bf16_and_count():
+  cfg = TINY.replace(tie_embeddings=False, dtype="bfloat16", param_dtype="bfloat16")
+  m = llama.init_model(cfg, seed=0)
+  assert m.embed.embedding[...].dtype == jnp.bfloat16
+  logits = m(_tokens(1, 4))
+  assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
+  d, f, v, hd = cfg.dim, cfg.ffn_dim, cfg.vocab_size, cfg.hd
+  per_layer = d * hd * (cfg.n_heads * 2 + cfg.n_kv_heads * 2) + 3 * d * f + 2 * d
+  assert llama.count_params(m) == cfg.n_layers * per_layer + 2 * v * d + d
+  assert llama.count_params(llama.init_model(TINY, 0)) == TINY.n_layers * per_layer + v * d + d
+
+
+def test_derive_student(model):
+  full = llama.derive_student(model, layers=range(TINY.n_layers), rngs=nnx.Rngs(5))
+  tokens = _tokens(2, 5)
+  np.testing.assert_allclose(full(tokens), model(tokens), rtol=1e-6, atol=1e-6)
+  four = llama.init_model(TINY.replace(n_layers=4), seed=1)
+  s = llama.derive_student(four, every_k=2, rngs=nnx.Rngs(5))
+  assert s.config.n_layers == 2
+  np.testing.assert_array_equal(s.layers[1].mlp.up.kernel[...], four.layers[2].mlp.up.kernel[...])
+  np.testing.assert_array_equal(s.embed.embedding[...], four.embed.embedding[...])
+  # Copies, not aliases: donating the student must not delete the teacher's buffers.
+  assert s.embed.embedding[...].unsafe_buffer_pointer() != four.embed.embedding[...].unsafe_buffer_pointer()
+  with pytest.raises(ValueError, match="exactly one"):
+    llama.derive_student(four, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="subset"):
+    llama.derive_student(four, layers=[0, 4], rngs=nnx.Rngs(0))
+
+
+def test_config_validation():
+  with pytest.raises(ValueError, match="n_kv_heads"):
+    TINY.replace(n_kv_heads=3)
+  with pytest.raises(ValueError, match="dtype"):
+    TINY.replace(dtype="float64")
+  assert llama.LlamaConfig.from_dict(TINY.to_dict()) == TINY
