@@ -1,0 +1,121 @@
+"""The default experiment config: every knob of a gkd run, with its meaning.
+
+Config files in configs/ start from `default_config()` and override what they change.
+Fields are grouped as in a big_vision config: models, data, mix, sampling, objective,
+optim, train, mesh, eval.
+"""
+
+import ml_collections
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+  """How to build one model (teacher or student).
+
+  source:
+    "init"    random init from `llama` (a dict of LlamaConfig fields) or `preset`;
+    "gguf"    a GGUF file (`path`; empty = the bundled SmolLM2-135M-Instruct);
+    "pretrained" a Hugging Face directory (`path`); a finished gkd run exports its student
+              to WORKDIR/export in this format, so earlier runs load the same way;
+    "derive"  (student only) a copy of a subset of the teacher's layers: `derive_every_k`
+              or `derive_layers`, as in DistilBERT.
+  """
+  cfg = ml_collections.ConfigDict({
+      "source": "init",
+      "path": "",
+      "preset": "",
+      "llama": ml_collections.ConfigDict(),  # LlamaConfig fields (vocab_size is taken from the tokenizer)
+      "derive_every_k": 0,
+      "derive_layers": ml_collections.FieldReference([], field_type=list),
+      "dtype": "float32",
+  })
+  cfg.update(overrides)
+  return cfg
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.mode = "gkd"  # "gkd": distil the teacher into the student; "sft": fine-tune `student` on the data
+
+  c.teacher = model_config()
+  c.student = model_config()
+  # Where the tokenizer comes from: "teacher" (the teacher's own), or "testbed" (char-level).
+  c.tokenizer = "teacher"
+
+  c.data = ml_collections.ConfigDict({
+      "task": "arithmetic",
+      "max_prompt_len": 32,
+      "max_response_len": 64,
+      "chat_template": False,
+      "data_dir": "",  # empty: gkd.data.builders.DEFAULT_DATA_DIR
+      "num_train_examples": 0,  # 0: the whole split
+  })
+
+  # Where each step's training sequences come from (fractions sum to 1; drawn per step as in the
+  # GKD paper). `student` is the on-policy fraction λ.
+  c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0})
+
+  # On-policy samples must follow the student's true distribution (DESIGN.md): keep these at
+  # T=1, top_k=0, top_p=1 unless you mean to study something else. The *loss* temperature is
+  # objective.temperature, a separate knob.
+  c.sampling = ml_collections.ConfigDict({
+      "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+      "teacher_temperature": 1.0,  # for sequence-level KD (teacher-generated responses)
+  })
+
+  c.objective = ml_collections.ConfigDict({
+      "divergence": "generalized_jsd",  # a name in gkd.divergences.NAMES
+      "beta": 0.5,  # generalized_jsd
+      "jsd_normalized": False,  # JSD(β)/(β(1−β)): continuous in β at the ends
+      "skew_alpha": 0.1,  # skew_kl / skew_reverse_kl
+      "temperature": 1.0,  # loss temperature T (brings the T² factor)
+      "alpha": 1.0,  # weight of the soft (divergence) term; 1−α goes to hard-label CE
+      "reduction": "sequence",  # "sequence": mean per sequence then over the batch; "token": flat
+      "teacher_topk": 0,  # >0: divergence from the teacher's top-k log-probs only
+      "chunk_size": 0,  # >0: compute head + loss in sequence chunks (memory), 0: plain
+      "hidden_loss": "",  # "", "cosine" or "mse" (DistilBERT-style, last hidden state)
+      "hidden_weight": 0.0,
+  })
+
+  c.optim = ml_collections.ConfigDict({
+      "learning_rate": 3e-4,
+      "schedule": "cosine",  # "cosine" or "constant" (both after linear warm-up)
+      "warmup_steps": 10,
+      "weight_decay": 0.0,
+      "b1": 0.9, "b2": 0.95,
+      "grad_clip": 1.0,
+      "grad_accum_steps": 1,
+  })
+
+  c.train = ml_collections.ConfigDict({
+      "batch_size": 8,  # global, over all devices and hosts
+      "num_steps": 100,
+      "log_every": 10,
+      "checkpoint_every": 50,
+      "keep_checkpoints": 2,
+      "progress_bar": True,
+  })
+
+  # Mesh over all devices: data parallel, optionally FSDP. data=-1 takes what fsdp leaves.
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+
+  c.eval = ml_collections.ConfigDict({
+      "every": 50,  # steps; 0 disables periodic eval (the final eval still runs)
+      "split": "validation",
+      "num_examples": 64,
+      "batch_size": 32,
+      "max_new_tokens": 0,  # 0: data.max_response_len
+  })
+  return c
+
+
+def parse_arg(arg: str, **defaults):
+  """Parses a config file's `key=value,key2=value2` argument, typed by `defaults` (big_vision style)."""
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep or key not in defaults:
+      raise ValueError(f"Config argument {item!r}: expected key=value with key in {sorted(defaults)}")
+    kind = type(defaults[key])
+    out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+  return ml_collections.ConfigDict(out)

@@ -1,0 +1,101 @@
+"""Checks a config before anything runs, so a bad sweep point fails in milliseconds, clearly."""
+
+import math
+
+import jax
+
+MODES = ("gkd", "sft")
+SOURCES = ("init", "gguf", "pretrained", "derive")
+REDUCTIONS = ("sequence", "token")
+HIDDEN_LOSSES = ("", "cosine", "mse")
+
+
+class ConfigError(ValueError):
+  """A config field holds a value gkd cannot run with."""
+
+
+def _check(ok: bool, message: str):
+  if not ok:
+    raise ConfigError(message)
+
+
+def _unit(name: str, value: float):
+  _check(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
+         f"{name}={value!r} must lie in [0, 1].")
+
+
+def validate(config, *, num_devices: int | None = None) -> None:
+  """Raises ConfigError naming the first bad field. Does not touch models or data."""
+  from gkd import divergences  # local: keep `validate` importable without JAX device init
+
+  _check(config.mode in MODES, f"mode={config.mode!r}; expected one of {MODES}.")
+  for role in ("teacher", "student"):
+    src = config[role].source
+    _check(src in SOURCES, f"{role}.source={src!r}; expected one of {SOURCES}.")
+    _check(src != "derive" or role == "student", "teacher.source='derive' is not possible.")
+    _check(src != "pretrained" or config[role].path,
+           f"{role}.source={src!r} needs {role}.path.")
+  if config.student.source == "derive":
+    _check(bool(config.student.derive_every_k) != bool(list(config.student.derive_layers)),
+           "student.source='derive' needs exactly one of derive_every_k, derive_layers.")
+
+  mix = config.mix
+  for key in ("dataset", "teacher", "student"):
+    _unit(f"mix.{key}", mix[key])
+  total = mix.dataset + mix.teacher + mix.student
+  _check(math.isclose(total, 1.0, abs_tol=1e-6),
+         f"mix fractions dataset+teacher+student must sum to 1, got {total:g}.")
+  _check(config.mode == "gkd" or mix.dataset == 1.0,
+         "mode='sft' trains on the dataset only: set mix.dataset=1.")
+
+  obj = config.objective
+  _check(obj.divergence in divergences.NAMES,
+         f"objective.divergence={obj.divergence!r} is unknown; expected one of {divergences.NAMES}.")
+  _unit("objective.beta", obj.beta)
+  _unit("objective.skew_alpha", obj.skew_alpha)
+  _unit("objective.alpha", obj.alpha)
+  _check(obj.temperature > 0, f"objective.temperature={obj.temperature} must be > 0.")
+  _check(obj.reduction in REDUCTIONS, f"objective.reduction={obj.reduction!r}; expected {REDUCTIONS}.")
+  _check(obj.teacher_topk >= 0 and obj.chunk_size >= 0,
+         "objective.teacher_topk and objective.chunk_size must be >= 0.")
+  _check(obj.hidden_loss in HIDDEN_LOSSES, f"objective.hidden_loss={obj.hidden_loss!r}; expected {HIDDEN_LOSSES}.")
+  _check(obj.hidden_weight >= 0, "objective.hidden_weight must be >= 0.")
+
+  smp = config.sampling
+  _check(smp.temperature >= 0 and smp.teacher_temperature >= 0, "sampling temperatures must be >= 0.")
+  _check(smp.top_k >= 0 and 0 < smp.top_p <= 1, "sampling.top_k must be >= 0 and top_p in (0, 1].")
+
+  opt, train = config.optim, config.train
+  _check(opt.learning_rate > 0, f"optim.learning_rate={opt.learning_rate} must be > 0.")
+  _check(opt.schedule in ("cosine", "constant"), f"optim.schedule={opt.schedule!r}.")
+  _check(opt.grad_accum_steps >= 1, "optim.grad_accum_steps must be >= 1.")
+  _check(train.num_steps >= 1 and train.batch_size >= 1, "train.num_steps and train.batch_size must be >= 1.")
+  _check(config.data.max_prompt_len >= 1 and config.data.max_response_len >= 1,
+         "data.max_prompt_len and data.max_response_len must be >= 1.")
+
+  n = jax.device_count() if num_devices is None else num_devices
+  data, fsdp = mesh_shape(config, n)
+  per_step = data * fsdp * opt.grad_accum_steps
+  _check(train.batch_size % per_step == 0,
+         f"train.batch_size={train.batch_size} must be divisible by devices × grad_accum_steps "
+         f"= {data * fsdp} × {opt.grad_accum_steps}.")
+
+
+def mesh_shape(config, num_devices: int) -> tuple[int, int]:
+  """The (data, fsdp) mesh shape the config asks for on `num_devices` devices."""
+  fsdp = config.mesh.fsdp
+  _check(fsdp >= 1 and num_devices % fsdp == 0,
+         f"mesh.fsdp={fsdp} must divide the device count {num_devices}.")
+  data = num_devices // fsdp if config.mesh.data == -1 else config.mesh.data
+  _check(data * fsdp == num_devices,
+         f"mesh data×fsdp = {data}×{fsdp} must equal the device count {num_devices}.")
+  return data, fsdp
+
+
+def check_vocab(teacher_vocab: int, student_vocab: int, tokenizer_vocab: int) -> None:
+  """Teacher and student must share a vocabulary; the tokenizer must fit inside it."""
+  _check(teacher_vocab == student_vocab,
+         f"student vocab_size={student_vocab} differs from the teacher's {teacher_vocab}; the "
+         "token-level divergence needs one shared vocabulary.")
+  _check(tokenizer_vocab <= student_vocab,
+         f"the tokenizer has {tokenizer_vocab} tokens but the models only {student_vocab}.")

@@ -1,0 +1,93 @@
+"""Config validation, the per-step source coin, parameter sharding rules and the teacher cache."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from gkd.train import defaults, mixing, sharding, validate
+
+
+def config(**overrides):
+  c = defaults.default_config()
+  for key, value in overrides.items():
+    node = c
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def test_default_config_is_valid():
+  validate.validate(config(), num_devices=8)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"objective.divergence": "kl_forward"}, "objective.divergence='kl_forward' is unknown"),
+    ({"mix.student": 1.5, "mix.dataset": -0.5}, "mix.dataset=-0.5 must lie in [0, 1]"),
+    ({"mix.student": 0.5}, "must sum to 1, got 1.5"),
+    ({"objective.beta": 1.2}, "objective.beta=1.2 must lie in [0, 1]"),
+    ({"objective.temperature": 0.0}, "objective.temperature=0.0 must be > 0"),
+    ({"train.batch_size": 12}, "train.batch_size=12 must be divisible by devices × grad_accum_steps = 8 × 1"),
+    ({"optim.grad_accum_steps": 2, "train.batch_size": 8}, "= 8 × 2"),
+    ({"mesh.fsdp": 3}, "mesh.fsdp=3 must divide the device count 8"),
+    ({"teacher.source": "hub"}, "teacher.source='hub'"),
+    ({"student.source": "pretrained"}, "student.source='pretrained' needs student.path"),
+    ({"student.source": "derive"}, "needs exactly one of derive_every_k, derive_layers"),
+    ({"mode": "sft", "mix.dataset": 0.0, "mix.student": 1.0}, "mode='sft' trains on the dataset only"),
+])
+def test_bad_configs_fail_clearly(overrides, message):
+  with pytest.raises(validate.ConfigError) as e:
+    validate.validate(config(**overrides), num_devices=8)
+  assert message in str(e.value)
+
+
+def test_vocab_mismatch_fails_clearly():
+  with pytest.raises(validate.ConfigError, match="student vocab_size=100 differs from the teacher's 120"):
+    validate.check_vocab(120, 100, 90)
+  with pytest.raises(validate.ConfigError, match="tokenizer has 130 tokens but the models only 120"):
+    validate.check_vocab(120, 120, 130)
+
+
+def test_source_coin_is_deterministic_and_matches_the_mix():
+  mix = {"dataset": 0.2, "teacher": 0.3, "student": 0.5}
+  draws = [mixing.source_for_step(0, s, mix) for s in range(4000)]
+  assert draws == [mixing.source_for_step(0, s, mix) for s in range(4000)]  # resumable
+  counts = collections.Counter(draws)
+  for name, p in mix.items():  # binomial: 4 standard deviations
+    assert abs(counts[name] / 4000 - p) < 4 * np.sqrt(p * (1 - p) / 4000), (name, counts)
+  assert draws != [mixing.source_for_step(1, s, mix) for s in range(4000)]  # the seed matters
+
+
+@pytest.mark.parametrize("lam, expected", [(0.0, {"dataset"}), (1.0, {"student"})])
+def test_source_coin_extremes(lam, expected):
+  mix = {"dataset": 1 - lam, "teacher": 0.0, "student": lam}
+  assert {mixing.source_for_step(3, s, mix) for s in range(200)} == expected
+
+
+def test_fsdp_spec_splits_the_largest_divisible_dim():
+  assert sharding.param_spec((576, 49152), 4) == sharding.P(None, "fsdp")
+  assert sharding.param_spec((49152, 576), 4) == sharding.P("fsdp", None)
+  assert sharding.param_spec((1536, 576), 1) == sharding.P()  # data parallel: replicated
+  assert sharding.param_spec((576,), 4) == sharding.P()  # small: replicated
+  assert sharding.param_spec((577, 131), 4) == sharding.P()  # nothing divides
+
+
+def test_teacher_cache_keeps_first_generation_and_round_trips():
+  cache = mixing.TeacherCache()
+  cache.add([5, 7], np.array([[1, 2], [3, 4]]), np.array([[1, 1], [1, 0]], bool))
+  cache.add([7, 9], np.array([[9, 9], [5, 6]]), np.array([[1, 1], [1, 1]], bool))
+  assert not cache.missing([9, 5]) and cache.missing([5, 8])
+  tokens, mask = cache.lookup([7, 9])
+  np.testing.assert_array_equal(tokens, [[3, 4], [5, 6]])  # 7 kept its first generation
+  restored = mixing.TeacherCache()
+  restored.load_state_dict(cache.state_dict())
+  np.testing.assert_array_equal(restored.lookup([5, 7, 9])[1], cache.lookup([5, 7, 9])[1])
+
+
+def test_parse_arg():
+  arg = defaults.parse_arg("steps=5,lam=0.5,runlocal=true", steps=100, lam=1.0, runlocal=False)
+  assert (arg.steps, arg.lam, arg.runlocal) == (5, 0.5, True)
+  with pytest.raises(ValueError, match="expected key=value"):
+    defaults.parse_arg("nope=1", steps=1)
