@@ -1,0 +1,60 @@
+"""The CPU testbed: a char-level arithmetic teacher, a 4× smaller student, and GKD between them.
+
+Three stages, each its own run (the arg picks the stage):
+  python -m gkd.main --config=configs/testbed.py:stage=teacher --workdir=runs/testbed/teacher
+  python -m gkd.main --config=configs/testbed.py:stage=student --workdir=runs/testbed/student_sft
+  python -m gkd.main --config=configs/testbed.py:stage=gkd     --workdir=runs/testbed/gkd
+The gkd stage reads the first two stages' exports (teacher=..., student=... args to change).
+`python -m gkd.sweep --config=configs/testbed.py --workdir=runs/testbed/sweep` runs get_sweep().
+`runlocal=true` shrinks everything to a seconds-long smoke run (used by the tests).
+"""
+
+from gkd.train.defaults import default_config, parse_arg
+
+TEACHER = dict(dim=192, n_layers=4, n_heads=6, n_kv_heads=2, ffn_dim=512, max_seq_len=128)
+STUDENT = dict(dim=96, n_layers=2, n_heads=3, n_kv_heads=1, ffn_dim=256, max_seq_len=128)
+TINY = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len=128)
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0,
+                  teacher="runs/testbed/teacher/export", student="runs/testbed/student_sft/export")
+  c = default_config()
+  c.seed = arg.seed
+  c.tokenizer = "testbed"
+  c.data.update(task="arithmetic", max_prompt_len=24, max_response_len=40)
+  c.optim.update(learning_rate=2e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine")
+  c.train.update(batch_size=32, log_every=25, checkpoint_every=200)
+  c.eval.update(every=0, num_examples=128, batch_size=64)
+  if arg.stage in ("teacher", "student"):  # supervised fine-tuning from scratch on the references
+    c.mode = "sft"
+    c.student.llama.update(TEACHER if arg.stage == "teacher" else STUDENT)
+    c.train.num_steps = 1500 if arg.stage == "teacher" else 600
+  elif arg.stage == "gkd":  # start from the SFT'd student, as the GKD paper does
+    c.teacher.update(source="pretrained", path=arg.teacher)
+    c.student.update(source="pretrained", path=arg.student)
+    c.optim.update(learning_rate=5e-4, warmup_steps=10)
+    c.mix.update(dataset=0.0, teacher=0.0, student=1.0)
+    c.objective.update(divergence="generalized_jsd", beta=0.5)
+    c.train.num_steps = 200
+  else:
+    raise ValueError(f"stage={arg.stage!r}; expected teacher, student or gkd.")
+  if arg.runlocal:  # a smoke run: tiny random models, a handful of steps
+    for role in ("teacher", "student"):
+      c[role].update(source="init", path="")
+      c[role].llama.update(TINY)
+    c.data.num_train_examples = 64
+    c.train.update(batch_size=8, num_steps=4, log_every=1, checkpoint_every=2)
+    c.eval.update(num_examples=8, batch_size=8, max_new_tokens=8)
+  if arg.steps:
+    c.train.num_steps = arg.steps
+  return c
+
+
+def get_sweep():
+  """The GKD paper's ablation on the testbed: divergence × on-policy fraction λ × seed."""
+  divergences = [("forward_kl", 0.5), ("reverse_kl", 0.5), ("generalized_jsd", 0.1),
+                 ("generalized_jsd", 0.5), ("generalized_jsd", 0.9)]
+  return [{"objective.divergence": d, "objective.beta": b, "mix.student": lam,
+           "mix.dataset": 1.0 - lam, "seed": seed}
+          for d, b in divergences for lam in (0.0, 0.5, 1.0) for seed in (0, 1, 2)]

@@ -1,0 +1,190 @@
+"""The config-driven training loop: `train(config, workdir)`.
+
+Per step: draw the batch source (dataset / teacher / student), produce the responses
+(sampling is its own jitted program, outside the gradient), then run the one jit-compiled
+train step. Metrics are fetched one step late so the host never stalls the device, and
+checkpoints carry the data iterator state and the teacher cache, so a killed run resumes
+to the same parameters as an uninterrupted one.
+"""
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from gkd import sampling
+from gkd.train import checkpoint, mixing, setup, sharding, step as step_lib, validate, writer
+
+
+def _loader(config, tokenizer, *, split, batch_size, shuffle, num_epochs, num_examples):
+  from gkd.data.pipeline import make_loader
+  return make_loader(
+      task=config.data.task, tokenizer=tokenizer, split=split,
+      batch_size=batch_size // jax.process_count(), max_prompt_len=config.data.max_prompt_len,
+      max_response_len=config.data.max_response_len, seed=config.seed, shuffle=shuffle,
+      num_epochs=num_epochs, chat_template=config.data.chat_template,
+      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      data_dir=config.data.data_dir or None, num_examples=num_examples or None)
+
+
+def _local_rows(mesh, x):
+  """This host's rows of a batch-sharded global array, as NumPy."""
+  return np.asarray(multihost_utils.global_array_to_host_local_array(
+      x, mesh, jax.sharding.PartitionSpec(sharding.BATCH_AXES)))
+
+
+class Run:
+  """Everything one training run holds; `train()` drives it."""
+
+  def __init__(self, config, workdir: str):
+    validate.validate(config)
+    self.config, self.workdir = config, workdir
+    self.mesh = sharding.make_mesh(config)
+    self.tokenizer, teacher, student = setup.build(config)
+    self.objective = step_lib.Objective.from_config(config)
+    self.student_graph, student_state = nnx.split(student)
+    params = {"student": student_state.to_pure_dict()}
+    self.teacher_graph, self.teacher_params = None, None
+    if teacher is not None:
+      self.teacher_graph, teacher_state = nnx.split(teacher)
+      teacher_params = teacher_state.to_pure_dict()
+      self.teacher_params = jax.device_put(teacher_params, sharding.param_shardings(self.mesh, teacher_params))
+      ds, dt = student.config.dim, teacher.config.dim
+      if self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
+        params["projection"] = jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)
+    self.optimizer = step_lib.make_optimizer(config.optim, config.train.num_steps)
+    state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
+    self.state_shardings = sharding.param_shardings(self.mesh, state)
+    self.state = jax.device_put(state, self.state_shardings)
+    self.train_step = jax.jit(
+        functools.partial(step_lib.train_step, student_graph=self.student_graph,
+                          teacher_graph=self.teacher_graph, objective=self.objective,
+                          optimizer=self.optimizer, grad_accum_steps=config.optim.grad_accum_steps),
+        donate_argnums=0, out_shardings=(self.state_shardings, sharding.replicated(self.mesh)))
+    self.loader = _loader(config, self.tokenizer, split="train", batch_size=config.train.batch_size,
+                          shuffle=True, num_epochs=None, num_examples=config.data.num_train_examples)
+    self.teacher_cache = mixing.TeacherCache()
+    self.checkpointer = checkpoint.Checkpointer(workdir, every=config.train.checkpoint_every,
+                                                keep=config.train.keep_checkpoints)
+    self.rng = jax.random.key(config.seed)
+
+  # -- models as modules (cheap: they reference the arrays) ----------------------------------
+  def student(self):
+    return nnx.merge(self.student_graph, self.state.params["student"])
+
+  def teacher(self):
+    return nnx.merge(self.teacher_graph, self.teacher_params)
+
+  def restore(self) -> int:
+    if self.checkpointer.latest_step() is None:
+      return 0
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            self.state, self.state_shardings)
+    self.state, data_state, cache = self.checkpointer.restore(abstract)
+    self.loader.set_state(data_state["loader"])
+    self.teacher_cache.load_state_dict(cache)
+    return int(self.state.step)
+
+  def save(self, *, force=False):
+    step = int(self.state.step)
+    self.checkpointer.save(step, self.state, {"loader": self.loader.get_state()},
+                           self.teacher_cache.state_dict(), force=force)
+
+  # -- responses from each source ------------------------------------------------------------
+  def _sample(self, model, batch, key, temperature):
+    s = self.config.sampling
+    out = sampling.sample(model, batch["prompt_tokens"], batch["prompt_mask"], rng=key,
+                          max_new_tokens=batch["response_tokens"].shape[1], temperature=temperature,
+                          top_k=s.top_k, top_p=s.top_p, eos_id=self.tokenizer.eos_id,
+                          pad_id=self.tokenizer.pad_id)
+    return dict(batch, response_tokens=out.tokens, response_mask=out.mask)
+
+  def make_batch(self, step: int, source: str):
+    local = next(self.loader)
+    ids = local.pop("example_id")
+    batch = sharding.global_batch(self.mesh, local)
+    key = jax.random.fold_in(self.rng, step)
+    if source == "student":  # on-policy: the student's own samples; no gradient flows through them
+      batch = self._sample(self.student(), batch, key, self.config.sampling.temperature)
+    elif source == "teacher":  # sequence-level KD: fixed teacher outputs, generated once per prompt
+      if self.teacher_cache.missing(ids):
+        out = self._sample(self.teacher(), batch, key, self.config.sampling.teacher_temperature)
+        self.teacher_cache.add(ids, _local_rows(self.mesh, out["response_tokens"]),
+                               _local_rows(self.mesh, out["response_mask"]))
+      tokens, mask = self.teacher_cache.lookup(ids)
+      batch = dict(batch, **sharding.global_batch(self.mesh, {"response_tokens": tokens,
+                                                              "response_mask": mask}))
+    return batch
+
+
+def train(config, workdir: str) -> dict:
+  """Runs (or resumes) the config's training in `workdir`; returns the final eval metrics."""
+  from gkd.eval.evaluator import Evaluator
+
+  run = Run(config, workdir)
+  start = run.restore()
+  writer.write_config(workdir, config)
+  run.tokenizer.save(os.path.join(workdir, "tokenizer"))
+  log = writer.MetricWriter(workdir, resume_step=start)
+  evaluator = Evaluator(config, run.tokenizer, run.mesh)
+  tc = config.train
+  bar = tqdm.tqdm(total=tc.num_steps, initial=start, disable=not tc.progress_bar or jax.process_index(),
+                  desc=os.path.basename(os.path.normpath(workdir)), dynamic_ncols=True)
+  pending = None  # (step, device metrics, host info): fetched one step late
+  step_start = time.perf_counter()
+
+  def flush():
+    # Dispatch is asynchronous, so a step's wall time is the gap between step starts.
+    nonlocal pending, step_start
+    if pending is None:
+      return
+    step, metrics, info = pending
+    pending = None
+    metrics = jax.device_get(metrics)
+    now = time.perf_counter()
+    info["step_s"], step_start = now - step_start, now
+    info["train_tokens_per_s"] = float(metrics["response_tokens"]) / max(info["step_s"], 1e-9)
+    if step % tc.log_every == 0 or step == tc.num_steps:
+      log.write(step, {**metrics, **info})
+    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", src=info["source"][0],
+                    tok_s=f"{info['train_tokens_per_s']:.0f}")
+
+  with jax.set_mesh(run.mesh):
+    for step in range(start, tc.num_steps):
+      source = mixing.source_for_step(config.seed, step, config.mix)
+      batch = run.make_batch(step, source)
+      run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
+      flush()
+      pending = (step + 1, metrics, {"source": source, "source_id": mixing.SOURCES.index(source)})
+      bar.update(1)
+      run.save()
+      if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < tc.num_steps:
+        flush()
+        log.write(step + 1, evaluator(run), prefix="eval/")
+        step_start = time.perf_counter()  # eval time is not train time
+    flush()
+    run.save(force=True)
+    run.checkpointer.wait()
+    final = evaluator(run)
+    log.write(tc.num_steps, final, prefix="eval/")
+  bar.close()
+  log.close()
+  run.checkpointer.close()
+  if jax.process_index() == 0:
+    export(run, os.path.join(workdir, "export"))
+    writer.atomic_write(os.path.join(workdir, "final_metrics.json"),
+                        json.dumps({"step": tc.num_steps, **final}, indent=2))
+  return final
+
+
+def export(run: Run, out_dir: str):
+  """The trained student in Hugging Face format (loadable with source='pretrained')."""
+  from gkd.models import save_pretrained
+  save_pretrained(run.student(), run.tokenizer, out_dir)
