@@ -163,7 +163,7 @@ def test_shards_are_disjoint_covering_and_equal_length(data_dir, tok):
     lengths.add(len(batches))
     ids = np.concatenate([b["example_id"] for b in batches])
     pad = ids < 0
-    assert all((b["prompt_mask"][b["example_id"] < 0] == False).all() for b in batches)  # noqa: E712
+    assert all(not b["prompt_mask"][b["example_id"] < 0].any() for b in batches)
     seen.append(set(ids[~pad].tolist()))
   assert len(lengths) == 1  # every host runs the same number of steps
   assert not (seen[0] & seen[1]) and not (seen[1] & seen[2]) and not (seen[0] & seen[2])
@@ -282,3 +282,33 @@ def test_gsm8k_from_local_jsonl(tmp_path):
   assert e["response"] == "2+5=7 apples\n#### 7" and e["answer"] == "7"
   task = tasks.get_task("gsm8k")
   assert all(task.grade(x["response"], x) == 1.0 for s in got.values() for x in s)
+
+
+def test_xsum_and_wmt_from_local_jsonl(tmp_path):
+  for split in tasks.SPLITS:
+    (tmp_path / "x").mkdir(exist_ok=True)
+    (tmp_path / "w").mkdir(exist_ok=True)
+    (tmp_path / "x" / f"{split}.jsonl").write_text(
+        json.dumps({"document": f"A long {split} story.", "summary": "Short."}) + "\n")
+    (tmp_path / "w" / f"{split}.jsonl").write_text(
+        json.dumps({"translation": {"de": "Hallo Welt", "en": "Hello world"}}) + "\n")
+  x = tasks.get_task("xsum").generate("test", path=str(tmp_path / "x"))
+  assert x == [{"prompt": "Summarize in one sentence:\n\nA long test story.", "response": "Short.",
+                "answer": "", "grader": "rouge"}]
+  w = tasks.get_task("wmt").generate("validation", path=str(tmp_path / "w"))
+  assert w[0]["prompt"] == "Translate from German to English:\n\nHallo Welt"
+  assert tasks.get_task("wmt").grade("Hello world", w[0]) == 0.0  # 2 words: no 4-gram
+  with pytest.raises(ValueError, match="without both"):
+    tasks.get_task("wmt").generate("test", path=str(tmp_path / "w"), source="fr")
+
+
+def test_shard_batch_places_the_batch_on_the_mesh(data_dir, tok):
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+  batch = next(_loader(data_dir, tok, batch_size=len(jax.devices())))
+  placed = pipeline.shard_batch(batch, NamedSharding(mesh, PartitionSpec("data")))
+  for k, v in batch.items():
+    np.testing.assert_array_equal(np.asarray(placed[k]), v)
+  assert len(placed["prompt_tokens"].sharding.device_set) == len(jax.devices())

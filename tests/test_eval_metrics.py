@@ -33,8 +33,8 @@ def test_answers_match_numerically():
 
 
 def test_accuracy_uses_the_task_grader():
-  examples = [{"prompt": "1+1=", "response": "1+1=2. Answer: 2", "answer": "2", "grader": "numeric"},
-              {"prompt": "2+2=", "response": "2+2=4. Answer: 4", "answer": "4", "grader": "numeric"}]
+  examples = [{"prompt": f"{a}+{a}=", "response": f"{a}+{a}={2 * a}. Answer: {2 * a}",
+               "answer": str(2 * a), "grader": "numeric"} for a in (1, 2)]
   assert metrics.accuracy("arithmetic", ["Answer: 2", "Answer: 5"], examples) == 0.5
   with pytest.raises(ValueError, match="completions"):
     metrics.accuracy("arithmetic", ["Answer: 2"], examples)

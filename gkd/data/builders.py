@@ -6,6 +6,8 @@ so every parameter set has its own directory:
 
     {data_dir}/gkd_task/{task}-{hash}/1.0.0/gkd_task-{split}.array_record-00000-of-00001
 
+The config hash covers the parameters, not the code: bump `GkdTask.VERSION` whenever a
+task's generation changes, so stale prepared data is never reused.
 Shuffling at write time is disabled, so record i of a split is example i as the task
 generated it (its `example_id`), and the same parameters give the same bytes.
 The examples are generated (and validated, and local files looked for) before TFDS is

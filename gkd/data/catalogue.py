@@ -83,7 +83,8 @@ def generate_gsm8k(split: str, *, seed: int, path: str | None, num_validation: i
                       "Copy grade_school_math/data/{train,test}.jsonl from "
                       "https://github.com/openai/grade-school-math there, or pass path=...")
   if split == "test":
-    return [_gsm8k_example(r, "test.jsonl") for r in _read_jsonl(os.path.join(folder, "test.jsonl"))]
+    rows = _read_jsonl(os.path.join(folder, "test.jsonl"))
+    return [_gsm8k_example(r, "test.jsonl") for r in rows]
   train = [_gsm8k_example(r, "train.jsonl")
            for r in _read_jsonl(os.path.join(folder, "train.jsonl"))]
   if not 0 <= num_validation < len(train):
@@ -115,8 +116,8 @@ def generate_wmt(split: str, *, path: str | None, source: str, target: str,
   pair = f"{source}-{target}"
   folder = find_files("wmt", [path, os.path.join(raw_dir(), "wmt", pair)],
                       ["train.jsonl", "validation.jsonl", "test.jsonl"],
-                      f"Export the WMT {pair} splits as JSONL ({{'{source}': ..., '{target}': ...}} "
-                      "per line) there, or pass path=...")
+                      f"Export the WMT {pair} splits as JSONL "
+                      f"({{'{source}': ..., '{target}': ...}} per line) there, or pass path=...")
   cap = {"train": num_train, "validation": num_validation, "test": num_test}[split]
   out = []
   for r in _cap(_read_jsonl(os.path.join(folder, f"{split}.jsonl")), cap):

@@ -39,7 +39,8 @@ def _templated(rng: np.random.Generator) -> dict:
   elif kind == 1:
     prompt, answer, grader = f"Write the word '{word}' in capital letters.", word.upper(), "exact"
   elif kind == 2:
-    prompt, answer, grader = f"How many letters are in the word '{word}'?", str(len(word)), "numeric"
+    prompt = f"How many letters are in the word '{word}'?"
+    answer, grader = str(len(word)), "numeric"
   elif kind == 3:
     prompt = f"Sort these numbers from smallest to largest: {', '.join(map(str, nums))}."
     answer, grader = ", ".join(map(str, sorted(nums))), "exact"
@@ -51,7 +52,8 @@ def _templated(rng: np.random.Generator) -> dict:
     prompt = f"Repeat the word '{word}' {n} times, separated by spaces."
     answer, grader = " ".join([word] * n), "exact"
   elif kind == 6:
-    prompt, answer, grader = f"Spell the word '{word}' with a dash between letters.", "-".join(word), "exact"
+    prompt = f"Spell the word '{word}' with a dash between letters."
+    answer, grader = "-".join(word), "exact"
   else:
     letter = word[int(rng.integers(0, len(word)))]
     prompt = f"How many times does the letter '{letter}' appear in '{word}'?"

@@ -1,7 +1,7 @@
 """grain input pipelines over the prepared TFDS datasets: tokenized, padded, sharded batches.
 
 Batch contract (NumPy, static shapes, B = batch_size per host):
-  prompt_tokens      int32[B, P]  LEFT-padded with tokenizer.pad_id (BOS first if the tokenizer has one)
+  prompt_tokens      int32[B, P]  LEFT-padded with tokenizer.pad_id (BOS first if there is one)
   prompt_mask        bool[B, P]   True on real prompt tokens
   response_tokens    int32[B, R]  RIGHT-padded: the response tokens, then EOS
   response_mask      bool[B, R]   True on the response tokens and that EOS

@@ -51,8 +51,8 @@ def _draw(make: Callable[[int, int, int], dict | None], sizes: dict[str, int], s
     limit = _stream_size(n)
     while len(examples) < n:
       if index >= limit:
-        raise ValueError(f"Could draw only {len(examples)} distinct {split} examples of the {n} asked "
-                         "for; ask for fewer examples.")
+        raise ValueError(f"Could draw only {len(examples)} distinct {split} examples of the "
+                         f"{n} asked for; ask for fewer examples.")
       example = make(1000 * seed + _SPLIT_OFFSET[split], index, limit)
       index += 1
       if example is None or example["prompt"] in seen:

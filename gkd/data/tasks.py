@@ -55,7 +55,8 @@ class Task:
     params = dict(self.defaults)
     unknown = sorted(set(overrides) - set(params))
     if unknown:
-      raise ValueError(f"Task {self.name!r} has no parameters {unknown}; it takes {sorted(params)}.")
+      raise ValueError(f"Task {self.name!r} has no parameters {unknown}; "
+                       f"it takes {sorted(params)}.")
     params.update(overrides)
     return params
 
@@ -84,7 +85,8 @@ class Task:
       return metrics.rouge(completion, example["response"])["rougeL"]
     if grader == "bleu":
       return metrics.bleu([completion], [example["response"]]) / 100.0
-    raise ValueError(f"Unknown grader {grader!r} in an example of {self.name}; use one of {GRADERS}.")
+    raise ValueError(f"Unknown grader {grader!r} in an example of {self.name}; "
+                     f"use one of {GRADERS}.")
 
 
 def _check_example(task: str, split: str, index: int, example: dict) -> None:
