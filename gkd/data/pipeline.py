@@ -1,0 +1,210 @@
+"""grain input pipelines over the prepared TFDS datasets: tokenized, padded, sharded batches.
+
+Batch contract (NumPy, static shapes, B = batch_size per host):
+  prompt_tokens      int32[B, P]  LEFT-padded with tokenizer.pad_id (BOS first if there is one)
+  prompt_mask        bool[B, P]   True on real prompt tokens
+  response_tokens    int32[B, R]  RIGHT-padded: the response tokens, then EOS
+  response_mask      bool[B, R]   True on the response tokens and that EOS
+  example_id         int64[B]     index of the example in its split; -1 on padding rows
+  prompt_truncated   bool[B]      the prompt was cut (see the truncation policy)
+  response_truncated bool[B]      the response was cut, so it has no EOS
+
+Truncation policy (`truncation="truncate"`, the default): a prompt longer than P keeps its
+BOS and its LAST P-1 tokens (the text next to the response survives); a response that
+does not fit R with its EOS keeps its FIRST R tokens, has no EOS, and its mask covers all R.
+Both are flagged per row and counted in `iterator.stats`. `truncation="error"` raises
+instead. An empty (or blank) prompt always raises.
+
+Order: the split's examples are sliced per host (`shard_index::shard_count`, disjoint and
+covering), shuffled with `seed` (a new permutation every epoch), repeated `num_epochs`
+times (None: forever) and batched. With finite epochs the tail is filled with padding rows
+(example_id -1, all masks False) so every host yields the same number of full batches.
+
+Resume: `it.get_state()` is a small JSON-serialisable dict; a new loader built with the same
+arguments and given `set_state(state)` continues at the exact next example.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import grain
+import numpy as np
+
+from gkd.data import builders
+from gkd.data import tasks as tasks_lib
+
+TRUNCATION_POLICIES = ("truncate", "error")
+
+
+class TaskIterator:
+  """Iterator of batches (see the module docstring) with get_state/set_state."""
+
+  def __init__(self, dataset: grain.MapDataset, fingerprint: dict, num_batches: int | None,
+               num_threads: int):
+    self._dataset = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * num_threads))
+    self._iter = iter(self._dataset)
+    self._fingerprint = fingerprint
+    self.num_batches = num_batches  # None when repeating forever
+    self.stats = {"examples": 0, "prompt_truncated": 0, "response_truncated": 0}
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._iter)
+    self.stats["examples"] += int((batch["example_id"] >= 0).sum())
+    self.stats["prompt_truncated"] += int(batch["prompt_truncated"].sum())
+    self.stats["response_truncated"] += int(batch["response_truncated"].sum())
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {"grain": self._iter.get_state(), "loader": dict(self._fingerprint)}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if state.get("loader") != self._fingerprint:
+      raise ValueError("This state belongs to a different loader (task, split, seed, sizes or "
+                       f"sharding differ): saved {state.get('loader')}, this {self._fingerprint}.")
+    self._iter.set_state(state["grain"])
+
+
+def encode_example(tokenizer, prompt: str, response: str, *, max_prompt_len: int,
+                   max_response_len: int, chat_template: bool = False,
+                   truncation: str = "truncate", example_id: int = -1) -> dict[str, np.ndarray]:
+  """One padded row of the batch contract (without the batch axis)."""
+  if not prompt.strip():
+    raise ValueError(f"Example {example_id} has an empty prompt.")
+  if chat_template:
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+  prompt_ids = tokenizer.encode(prompt, add_bos=True)
+  response_ids = tokenizer.encode(response) + [tokenizer.eos_id]
+  prompt_cut = len(prompt_ids) > max_prompt_len
+  response_cut = len(response_ids) > max_response_len
+  if (prompt_cut or response_cut) and truncation == "error":
+    raise ValueError(f"Example {example_id}: prompt of {len(prompt_ids)} tokens (max "
+                     f"{max_prompt_len}) or response+EOS of {len(response_ids)} tokens (max "
+                     f"{max_response_len}) is too long, and truncation='error'.")
+  if prompt_cut:
+    has_bos = tokenizer.bos_id is not None
+    head = prompt_ids[:1] if has_bos else []
+    prompt_ids = head + prompt_ids[len(prompt_ids) - (max_prompt_len - len(head)):]
+  if response_cut:
+    response_ids = response_ids[:max_response_len]  # drops the EOS: no stop is taught here
+  row = _empty_row(tokenizer.pad_id, max_prompt_len, max_response_len)
+  if prompt_ids:
+    row["prompt_tokens"][-len(prompt_ids):] = prompt_ids
+    row["prompt_mask"][-len(prompt_ids):] = True
+  row["response_tokens"][:len(response_ids)] = response_ids
+  row["response_mask"][:len(response_ids)] = True
+  row["example_id"] = np.int64(example_id)
+  row["prompt_truncated"] = np.bool_(prompt_cut)
+  row["response_truncated"] = np.bool_(response_cut)
+  return row
+
+
+def _empty_row(pad_id: int, p: int, r: int) -> dict[str, np.ndarray]:
+  return {
+      "prompt_tokens": np.full((p,), pad_id, np.int32),
+      "prompt_mask": np.zeros((p,), bool),
+      "response_tokens": np.full((r,), pad_id, np.int32),
+      "response_mask": np.zeros((r,), bool),
+      "example_id": np.int64(-1),
+      "prompt_truncated": np.bool_(False),
+      "response_truncated": np.bool_(False),
+  }
+
+
+def make_loader(*, task: str, tokenizer, split: str, batch_size: int, max_prompt_len: int,
+                max_response_len: int, seed: int, shuffle: bool = True,
+                num_epochs: int | None = None, chat_template: bool = False, shard_index: int = 0,
+                shard_count: int = 1, data_dir: str | None = None,
+                num_examples: int | None = None, task_kwargs: dict | None = None,
+                truncation: str = "truncate", num_threads: int = 2) -> TaskIterator:
+  """Batches of `task`/`split` for training or evaluation; see the module docstring.
+
+  `seed` orders the examples; the task's own data seed and split sizes go in `task_kwargs`
+  (e.g. {"seed": 0, "num_train": 1000}). `num_examples` caps the split (its first examples).
+  """
+  task_obj = tasks_lib.get_task(task)
+  task_kwargs = dict(task_kwargs or {})
+  task_obj.params(**task_kwargs)  # unknown parameter names fail here, before any work
+  _check_args(batch_size=batch_size, max_prompt_len=max_prompt_len,
+              max_response_len=max_response_len, shard_index=shard_index,
+              shard_count=shard_count, num_epochs=num_epochs, num_examples=num_examples,
+              truncation=truncation, tokenizer=tokenizer)
+  source = builders.load_split(task, split, data_dir, **task_kwargs)
+  n = len(source) if num_examples is None else min(num_examples, len(source))
+  if n < shard_count:
+    raise ValueError(f"{task}/{split} has {n} examples, fewer than shard_count={shard_count}.")
+
+  ids = grain.MapDataset.range(n)[shard_index::shard_count]
+  if shuffle:
+    ids = ids.shuffle(seed=seed)
+  ids = ids.repeat(num_epochs)
+  num_batches = None
+  if num_epochs is not None:
+    # Same number of full batches on every host: pad to the largest shard, then to a batch.
+    per_host = math.ceil(n / shard_count) * num_epochs
+    num_batches = math.ceil(per_host / batch_size)
+    padding = num_batches * batch_size - len(ids)
+    if padding:
+      ids = grain.MapDataset.concatenate([ids, grain.MapDataset.source([-1] * padding)])
+
+  pad_row = _empty_row(tokenizer.pad_id, max_prompt_len, max_response_len)
+
+  def featurize(i):
+    i = int(i)
+    if i < 0:
+      return {k: np.copy(v) for k, v in pad_row.items()}
+    record = builders.decode_record(source[i])
+    try:
+      return encode_example(tokenizer, record["prompt"], record["response"],
+                            max_prompt_len=max_prompt_len, max_response_len=max_response_len,
+                            chat_template=chat_template, truncation=truncation, example_id=i)
+    except ValueError as e:
+      raise ValueError(f"{task}/{split}: {e}") from e
+
+  batches = ids.map(featurize).batch(batch_size, drop_remainder=True)
+  fingerprint = dict(task=task, split=split, task_kwargs=task_kwargs, n=n, seed=seed,
+                     shuffle=shuffle, num_epochs=num_epochs, batch_size=batch_size,
+                     shard_index=shard_index, shard_count=shard_count)
+  return TaskIterator(batches, fingerprint, num_batches, num_threads)
+
+
+def _check_args(*, batch_size, max_prompt_len, max_response_len, shard_index, shard_count,
+                num_epochs, num_examples, truncation, tokenizer):
+  min_prompt = 2 if tokenizer.bos_id is not None else 1  # room for BOS and one real token
+  if batch_size < 1:
+    raise ValueError(f"batch_size={batch_size} must be >= 1")
+  if max_prompt_len < min_prompt or max_response_len < 1:
+    raise ValueError(f"max_prompt_len={max_prompt_len} must be >= {min_prompt} and "
+                     f"max_response_len={max_response_len} >= 1")
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+  if num_epochs is not None and num_epochs < 1:
+    raise ValueError(f"num_epochs={num_epochs} must be >= 1, or None to repeat forever")
+  if num_examples is not None and num_examples < 1:
+    raise ValueError(f"num_examples={num_examples} must be >= 1")
+  if truncation not in TRUNCATION_POLICIES:
+    raise ValueError(f"truncation={truncation!r}; use one of {TRUNCATION_POLICIES}")
+
+
+def make_eval_examples(task: str, split: str, n: int | None, data_dir: str | None = None,
+                       **task_kwargs) -> list[dict]:
+  """The first `n` (all if None) raw examples of a prepared split, each with its example_id."""
+  source = builders.load_split(task, split, data_dir, **task_kwargs)
+  count = len(source) if n is None else min(n, len(source))
+  return [builders.decode_record(source[i]) for i in range(count)]
+
+
+def shard_batch(batch: dict[str, np.ndarray], sharding) -> dict:
+  """Places this host's batch on the mesh as global jax.Arrays (batch axis split by `sharding`).
+
+  With one host this is a device_put; with several, each host passes its own slice (the
+  loader's shard_index/shard_count) and the global batch is their concatenation.
+  """
+  import jax
+
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
