@@ -353,3 +353,34 @@ def derive_student(teacher: Llama, *, layers: Sequence[int] | None = None,
   for dst, src in zip(student.layers, layers):
     _copy_state(dst, teacher.layers[src])
   return student
+
+
+# -- flat name <-> array views, used by the checkpoint loaders and writers --------------------
+def flat_params(model: Llama) -> dict[str, jax.Array]:
+  """{"layers.0.attn.q.kernel": array, ...} for every parameter."""
+  return {".".join(map(str, path)): var[...]
+          for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def from_flat_params(config: LlamaConfig, params: dict[str, Any]) -> Llama:
+  """Builds a model from a complete {name: array} dict without random-initializing it first.
+
+  Raises ValueError naming any missing, unexpected or mis-shaped parameter.
+  """
+  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  flat = dict(nnx.to_flat_state(state))
+  want = {".".join(map(str, k)): k for k in flat}
+  missing = sorted(set(want) - set(params))
+  extra = sorted(set(params) - set(want))
+  if missing or extra:
+    raise ValueError(f"Checkpoint does not match the architecture: missing {missing[:5]}"
+                     f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}.")
+  pdt = DTYPES[config.param_dtype]
+  for name, key in want.items():
+    value = params[name]
+    if tuple(value.shape) != tuple(flat[key].shape):
+      raise ValueError(f"Parameter {name} has shape {tuple(value.shape)}, the config implies "
+                       f"{tuple(flat[key].shape)}.")
+    flat[key] = flat[key].replace(jnp.asarray(value, pdt))
+  return nnx.merge(graphdef, nnx.from_flat_state(flat))
