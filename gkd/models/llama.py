@@ -107,6 +107,18 @@ def default_positions(attention_mask: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
+def batch_full(like, shape, value, dtype) -> jax.Array:
+  """jnp.full(shape, value, dtype), sharded along the batch axis like `like` (if given).
+
+  Under explicit-sharding meshes a replicated buffer cannot receive sharded updates, so
+  buffers are broadcast from a slice of a batch-sharded array instead of built from scratch.
+  """
+  if like is None:
+    return jnp.full(shape, value, dtype)
+  base = jnp.full_like(like.reshape(like.shape[0], -1)[:, :1], value, dtype=dtype)
+  return jnp.broadcast_to(base.reshape((shape[0],) + (1,) * (len(shape) - 1)), shape)
+
+
 def _rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
   """Rotate-half RoPE (HF layout: pairs are (i, i + hd/2)). x: [B,T,H,hd], positions: [B,T]."""
   hd = x.shape[-1]
@@ -210,6 +222,18 @@ class Llama(nnx.Module):
     if not config.tie_embeddings:
       self.lm_head = _linear(config, config.dim, config.vocab_size, rngs)
 
+  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+    """[B,T] -> [B,T,D] in the compute dtype; safe under explicit-sharding meshes."""
+    table = self.embed.embedding[...]
+    sharding = getattr(jax.typeof(tokens), "sharding", None)
+    if sharding is not None and getattr(sharding.mesh, "explicit_axes", ()):
+      # An explicitly sharded gather needs its output sharding spelled out: batch-sharded.
+      out = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec, None))
+      x = table.at[tokens].get(out_sharding=out)
+    else:
+      x = jnp.take(table, tokens, axis=0)
+    return x.astype(DTYPES[self.config.dtype])
+
   # -- full-sequence forward (training, scoring) ---------------------------------------------
   def hidden_states(self, tokens, *, positions=None, attention_mask=None):
     """Returns (final hidden [B,T,D] after the final norm, tuple of each block's output [B,T,D]).
@@ -219,13 +243,13 @@ class Llama(nnx.Module):
     """
     b, t = tokens.shape
     if attention_mask is None:
-      attention_mask = jnp.ones((b, t), bool)
+      attention_mask = batch_full(tokens, (b, t), True, bool)
     attention_mask = attention_mask.astype(bool)
     if positions is None:
       positions = default_positions(attention_mask)
     causal = jnp.tril(jnp.ones((t, t), bool))
     mask = causal[None] & attention_mask[:, None, :]
-    x = self.embed(tokens)
+    x = self.embed_tokens(tokens)
     per_layer = []
     for block in self.layers:
       x, _ = block(x, positions, mask)
@@ -249,14 +273,18 @@ class Llama(nnx.Module):
                    preferred_element_type=jnp.float32)
 
   # -- KV-cache decoding ---------------------------------------------------------------------
-  def init_cache(self, batch_size: int, max_len: int, dtype=None) -> KVCache:
-    """An empty cache of `max_len` slots (prompt plus new tokens), in the compute dtype."""
+  def init_cache(self, batch_size: int, max_len: int, dtype=None, *, like=None) -> KVCache:
+    """An empty cache of `max_len` slots (prompt plus new tokens), in the compute dtype.
+
+    `like`: an optional [B, ...] array (e.g. the prompt) whose batch sharding the cache copies,
+    so that it works under a mesh with explicit sharding.
+    """
     cfg = self.config
     dtype = DTYPES[cfg.dtype] if dtype is None else dtype
     shape = (batch_size, max_len, cfg.n_kv_heads, cfg.hd)
-    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
-    return KVCache(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers)),
-                   mask=jnp.zeros((batch_size, max_len), bool), index=jnp.zeros((), jnp.int32))
+    kv = lambda: tuple(batch_full(like, shape, 0, dtype) for _ in range(cfg.n_layers))  # noqa: E731
+    return KVCache(k=kv(), v=kv(), mask=batch_full(like, (batch_size, max_len), False, bool),
+                   index=jnp.zeros((), jnp.int32))
 
   def forward_cached(self, tokens, cache: KVCache, *, positions, attention_mask=None):
     """Appends `tokens` [B,T] at slots [index, index+T) and returns (final hidden [B,T,D], cache).
@@ -266,13 +294,13 @@ class Llama(nnx.Module):
     """
     b, t = tokens.shape
     if attention_mask is None:
-      attention_mask = jnp.ones((b, t), bool)
+      attention_mask = batch_full(tokens, (b, t), True, bool)
     index = cache.index
     slot_mask = jax.lax.dynamic_update_slice(cache.mask, attention_mask.astype(bool), (0, index))
     slots = jnp.arange(slot_mask.shape[1])
     causal = slots[None, :] <= index + jnp.arange(t)[:, None]  # [T,S]
     mask = causal[None] & slot_mask[:, None, :]
-    x = self.embed(tokens)
+    x = self.embed_tokens(tokens)
     ks, vs = [], []
     for block, k, v in zip(self.layers, cache.k, cache.v):
       x, (k, v) = block(x, positions, mask, (k, v), index)
@@ -325,3 +353,34 @@ def derive_student(teacher: Llama, *, layers: Sequence[int] | None = None,
   for dst, src in zip(student.layers, layers):
     _copy_state(dst, teacher.layers[src])
   return student
+
+
+# -- flat name <-> array views, used by the checkpoint loaders and writers --------------------
+def flat_params(model: Llama) -> dict[str, jax.Array]:
+  """{"layers.0.attn.q.kernel": array, ...} for every parameter."""
+  return {".".join(map(str, path)): var[...]
+          for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def from_flat_params(config: LlamaConfig, params: dict[str, Any]) -> Llama:
+  """Builds a model from a complete {name: array} dict without random-initializing it first.
+
+  Raises ValueError naming any missing, unexpected or mis-shaped parameter.
+  """
+  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  flat = dict(nnx.to_flat_state(state))
+  want = {".".join(map(str, k)): k for k in flat}
+  missing = sorted(set(want) - set(params))
+  extra = sorted(set(params) - set(want))
+  if missing or extra:
+    raise ValueError(f"Checkpoint does not match the architecture: missing {missing[:5]}"
+                     f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}.")
+  pdt = DTYPES[config.param_dtype]
+  for name, key in want.items():
+    value = params[name]
+    if tuple(value.shape) != tuple(flat[key].shape):
+      raise ValueError(f"Parameter {name} has shape {tuple(value.shape)}, the config implies "
+                       f"{tuple(flat[key].shape)}.")
+    flat[key] = flat[key].replace(jnp.asarray(value, pdt))
+  return nnx.merge(graphdef, nnx.from_flat_state(flat))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Sequence
 
 import tokenizers
@@ -30,6 +31,7 @@ class Tokenizer:
   pad_id: int
   chat_template: str = PLAIN
   unk_id: int | None = None  # if set, text that encodes to it is an error, not silently mangled
+  default_system: str | None = None  # ChatML: system message added when the chat has none (SmolLM2)
 
   def __post_init__(self):
     n = self.vocab_size
@@ -60,6 +62,8 @@ class Tokenizer:
   def apply_chat_template(self, messages: Sequence[dict], *, add_generation_prompt: bool = True) -> str:
     """Formats [{"role": ..., "content": ...}] as a prompt string."""
     if self.chat_template == CHATML:
+      if self.default_system is not None and (not messages or messages[0]["role"] != "system"):
+        messages = [{"role": "system", "content": self.default_system}, *messages]
       text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
       return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
@@ -69,7 +73,8 @@ class Tokenizer:
   def save(self, path_prefix: str) -> None:
     self.backend.save(f"{path_prefix}.json")
     meta = {"bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id,
-            "chat_template": self.chat_template, "unk_id": self.unk_id}
+            "chat_template": self.chat_template, "unk_id": self.unk_id,
+            "default_system": self.default_system}
     with open(f"{path_prefix}.meta.json", "w") as f:
       json.dump(meta, f)
 
@@ -78,6 +83,82 @@ class Tokenizer:
     with open(f"{path_prefix}.meta.json") as f:
       meta = json.load(f)
     return cls(tokenizers.Tokenizer.from_file(f"{path_prefix}.json"), **meta)
+
+
+  # -- builders for real checkpoints -----------------------------------------------------------
+  @classmethod
+  def from_bpe(cls, tokens: Sequence[str], merges: Sequence[str], *, special: Sequence[int],
+               bos_id: int | None, eos_id: int, pad_id: int | None = None,
+               pre: str = "gpt2", chat_template_text: str | None = None) -> "Tokenizer":
+    """A byte-level BPE (GPT-2 family) from a token list, "a b" merges and special-token ids.
+
+    `pre` is the GGUF pre-tokenizer name: "smollm" splits every digit on its own before the
+    GPT-2 regex (as SmolLM2's tokenizer.json does); "gpt2"/"default" uses the regex only.
+    """
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+      raise ValueError("Tokenizer token list has duplicate entries.")
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+    byte_level = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in ("smollm", "starcoder", "refact"):
+      backend.pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
+          [tokenizers.pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif pre in ("gpt2", "default", None):
+      backend.pre_tokenizer = byte_level
+    else:
+      raise ValueError(f"Unsupported BPE pre-tokenizer {pre!r}; supported: smollm, gpt2.")
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    backend.post_processor = tokenizers.processors.ByteLevel(trim_offsets=False)
+    backend.add_special_tokens([tokenizers.AddedToken(tokens[i], special=True, normalized=False)
+                                for i in special])
+    template, system = _template_kind(chat_template_text)
+    return cls(backend, bos_id=bos_id, eos_id=eos_id, pad_id=eos_id if pad_id is None else pad_id,
+               chat_template=template, default_system=system)
+
+  @classmethod
+  def from_tokenizer_json(cls, path: str, *, config: dict | None = None) -> "Tokenizer":
+    """Reads a Hugging Face tokenizer.json; special ids come from `config` (tokenizer_config.json).
+
+    Without a config, eos is the first of <|im_end|>, <|endoftext|>, </s> that exists.
+    """
+    backend = tokenizers.Tokenizer.from_file(path)
+    config = config or {}
+
+    def token_id(key, fallbacks=()):
+      value = config.get(key)
+      if isinstance(value, dict):  # {"content": "...", ...} in older configs
+        value = value.get("content")
+      for name in ([value] if value else []) + list(fallbacks):
+        i = backend.token_to_id(name)
+        if i is not None:
+          return i
+      return None
+
+    eos = token_id("eos_token", ["<|im_end|>", "<|endoftext|>", "</s>"])
+    if eos is None:
+      raise ValueError(f"{path}: cannot determine the EOS token (no eos_token in tokenizer_config).")
+    template, system = _template_kind(config.get("chat_template"))
+    if "gkd_chat_template" in config:
+      template = config["gkd_chat_template"]
+      system = config.get("gkd_default_system")
+    return cls(backend, bos_id=token_id("bos_token"), eos_id=eos,
+               pad_id=token_id("pad_token") if token_id("pad_token") is not None else eos,
+               chat_template=template, default_system=system)
+
+
+def _template_kind(text: str | None) -> tuple[str, str | None]:
+  """Maps a Jinja chat template to (CHATML or PLAIN, the default system message if any)."""
+  if not text or "<|im_start|>" not in text:
+    return PLAIN, None
+  found = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", text, re.S)
+  return CHATML, (found.group(1) if found and "loop.first" in text else None)
+
+
+CHATML_JINJA = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"

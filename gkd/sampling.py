@@ -1,0 +1,166 @@
+"""Jit-compiled autoregressive sampling with a KV cache.
+
+`sample` runs one compiled program per static shape set: a prefill over the left-padded
+prompts, then a `lax.while_loop` that decodes one token per step for the whole batch and
+stops as soon as every row has emitted EOS. Parameters and the rng are arguments of the jitted
+function (never closed over); the graphdef and the sampler settings are static, so repeated
+calls with the same shapes reuse the compiled program. Nothing happens host-side per token,
+so inputs sharded over a mesh batch axis stay sharded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gkd.models.llama import batch_full, default_positions
+
+TRACE_COUNT = 0  # incremented each time the sampler is traced; tests use it to catch retraces
+
+
+class SampleOutput(NamedTuple):
+  """tokens int32[B,N]; mask bool[B,N] (True up to and including the first EOS);
+  logprobs float32[B,N] (0 where mask is False)."""
+
+  tokens: jax.Array
+  mask: jax.Array
+  logprobs: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+  """Static sampler settings (part of the compilation key)."""
+
+  max_new_tokens: int
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  eos_id: int = 0
+  pad_id: int = 0
+  use_cache: bool = True
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+    if self.temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
+    if self.top_k < 0:
+      raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}.")
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+
+def sample(model: nnx.Module, prompt_tokens: jax.Array, prompt_mask: jax.Array, *, rng: jax.Array,
+           max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           eos_id: int, pad_id: int | None = None, use_cache: bool = True) -> SampleOutput:
+  """Samples `max_new_tokens` continuations of left-padded prompts.
+
+  Args:
+    model: a `Llama` (anything with `forward_cached`, `hidden_states`, `logits`, `init_cache`).
+    prompt_tokens: int32[B,P], left-padded. prompt_mask: bool[B,P], True on real tokens.
+    rng: a jax PRNG key.
+    temperature: 0 means greedy (argmax). top_k: 0 = off. top_p: 1.0 = off.
+    eos_id: the token that ends a row. pad_id: fills tokens after a row's EOS (default eos_id).
+    use_cache: False recomputes the whole fixed-size [B, P+N] sequence each step (no KV cache);
+      only useful as a baseline for benchmarks and tests.
+
+  Returns:
+    SampleOutput. `logprobs` are the log-probabilities of the chosen tokens under the
+    distribution actually sampled from, i.e. after temperature, top-k and top-p (so top_k=1
+    gives 0). Greedy (temperature=0) returns the log-prob under the unmodified T=1 softmax.
+    On-policy distillation wants temperature=1, top_k=0, top_p=1, where both coincide.
+  """
+  settings = SamplerSettings(int(max_new_tokens), float(temperature), int(top_k), float(top_p),
+                             int(eos_id), int(eos_id if pad_id is None else pad_id), bool(use_cache))
+  graphdef, state = nnx.split(model)
+  return _sample_jit(graphdef, settings, state, jnp.asarray(prompt_tokens, jnp.int32),
+                     jnp.asarray(prompt_mask, bool), rng)
+
+
+def choose(logits: jax.Array, key: jax.Array, s: SamplerSettings) -> tuple[jax.Array, jax.Array]:
+  """Picks one token per row from float32 logits [B,V]; returns (tokens, their log-probs)."""
+  if s.temperature == 0:
+    tok = jnp.argmax(logits, axis=-1)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+  else:
+    logits = logits / s.temperature
+    if s.top_k > 0 and s.top_k < logits.shape[-1]:
+      kth = jax.lax.top_k(logits, s.top_k)[0][:, -1:]
+      logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if s.top_p < 1.0:
+      # Keep the smallest prefix of the sorted distribution whose mass reaches top_p.
+      desc = -jnp.sort(-logits, axis=-1)
+      probs = jax.nn.softmax(desc, axis=-1)
+      mass_before = jnp.cumsum(probs, axis=-1) - probs
+      cutoff = jnp.min(jnp.where(mass_before < s.top_p, desc, jnp.inf), axis=-1, keepdims=True)
+      logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    tok = jax.random.categorical(key, logits, axis=-1)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+  tok = tok.astype(jnp.int32)
+  return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample_jit(graphdef, s: SamplerSettings, state, prompt, pmask, rng) -> SampleOutput:
+  global TRACE_COUNT
+  TRACE_COUNT += 1
+  model = nnx.merge(graphdef, state)
+  b, p = prompt.shape
+  n = s.max_new_tokens
+  first_pos = jnp.sum(pmask, axis=1, dtype=jnp.int32)  # RoPE position of the first new token
+
+  # Prefill: only the last prompt position's logits are needed (the head is [D,V]).
+  if s.use_cache:
+    cache = model.init_cache(b, p + n, like=prompt)
+    h, aux = model.forward_cached(prompt, cache, positions=default_positions(pmask),
+                                  attention_mask=pmask)
+  else:
+    h, _ = model.hidden_states(prompt, attention_mask=pmask)
+    aux = (jnp.concatenate([prompt, batch_full(prompt, (b, n), s.pad_id, jnp.int32)], axis=1),
+           jnp.concatenate([pmask, batch_full(prompt, (b, n), False, bool)], axis=1))
+  rng, key = jax.random.split(rng)
+  tok, lp = choose(model.logits(h[:, -1]), key, s)
+  tokens = jax.lax.dynamic_update_slice(batch_full(prompt, (b, n), s.pad_id, jnp.int32),
+                                        tok[:, None], (0, 0))
+  logprobs = jax.lax.dynamic_update_slice(batch_full(prompt, (b, n), 0, jnp.float32),
+                                          lp[:, None], (0, 0))
+  mask = batch_full(prompt, (b, n), False, bool).at[:, 0].set(True)
+  done = tok == s.eos_id
+
+  def cond(carry):
+    step, done = carry[0], carry[4]
+    return (step < n) & ~jnp.all(done)
+
+  def body(carry):
+    step, tokens, mask, logprobs, done, aux, rng = carry
+    prev = jax.lax.dynamic_index_in_dim(tokens, step - 1, axis=1)  # [B,1]
+    if s.use_cache:
+      h, aux = model.forward_cached(prev, aux, positions=(first_pos + step - 1)[:, None])
+      h = h[:, 0]
+    else:
+      buf, bmask = aux
+      slot = p + step - 1
+      buf = jax.lax.dynamic_update_slice(buf, prev, (0, slot))
+      bmask = jax.lax.dynamic_update_slice(bmask, batch_full(prompt, (b, 1), True, bool), (0, slot))
+      h_all, _ = model.hidden_states(buf, attention_mask=bmask)
+      h = jax.lax.dynamic_index_in_dim(h_all, slot, axis=1, keepdims=False)
+      aux = (buf, bmask)
+    rng, key = jax.random.split(rng)
+    tok, lp = choose(model.logits(h), key, s)
+    live = ~done
+    tok = jnp.where(live, tok, s.pad_id)
+    lp = jnp.where(live, lp, 0.0)
+    tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, step))
+    logprobs = jax.lax.dynamic_update_slice(logprobs, lp[:, None], (0, step))
+    mask = jax.lax.dynamic_update_slice(mask, live[:, None], (0, step))
+    done = done | (live & (tok == s.eos_id))
+    return step + 1, tokens, mask, logprobs, done, aux, rng
+
+  carry = (jnp.ones((), jnp.int32), tokens, mask, logprobs, done, aux, rng)
+  _, tokens, mask, logprobs, _, _, _ = jax.lax.while_loop(cond, body, carry)
+  return SampleOutput(tokens, mask, logprobs)

@@ -1,0 +1,176 @@
+"""Tests for gkd.sampling on tiny random models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gkd import sampling
+from gkd.models import llama
+
+TINY = llama.PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def model():
+  return llama.init_model(TINY.replace(init_std=0.2), seed=0)  # peaked enough to be non-trivial
+
+
+def _left_pad(rows, width):
+  toks = np.zeros((len(rows), width), np.int32)
+  mask = np.zeros((len(rows), width), bool)
+  for i, r in enumerate(rows):
+    toks[i, width - len(r):] = r
+    mask[i, width - len(r):] = True
+  return jnp.asarray(toks), jnp.asarray(mask)
+
+
+ROWS = [[5, 17, 33], [9, 8, 7, 6, 5, 4, 3, 2], [100, 101, 102, 103, 104]]
+NO_EOS = TINY.vocab_size - 1  # an id the tests treat as EOS only where they mean to
+
+
+def test_logprobs_match_full_forward(model):
+  """KV-cache decode == full forward, token for token, with mixed-length left-padded prompts."""
+  prompt, pmask = _left_pad(ROWS, 8)
+  out = sampling.sample(model, prompt, pmask, rng=jax.random.key(0), max_new_tokens=6,
+                        eos_id=NO_EOS)
+  assert out.mask.all()
+  full = jnp.concatenate([prompt, out.tokens], axis=1)
+  fmask = jnp.concatenate([pmask, out.mask], axis=1)
+  logp = jax.nn.log_softmax(model(full, attention_mask=fmask), axis=-1)[:, 7:-1]
+  want = jnp.take_along_axis(logp, out.tokens[..., None], axis=-1)[..., 0]
+  np.testing.assert_allclose(out.logprobs, want, rtol=1e-4, atol=1e-4)
+  # The cache-free baseline picks the same tokens with the same key.
+  nocache = sampling.sample(model, prompt, pmask, rng=jax.random.key(0), max_new_tokens=6,
+                            eos_id=NO_EOS, use_cache=False)
+  np.testing.assert_array_equal(nocache.tokens, out.tokens)
+  np.testing.assert_allclose(nocache.logprobs, out.logprobs, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_deterministic_topk1_and_rows_alone(model):
+  prompt, pmask = _left_pad(ROWS, 8)
+  kw = dict(max_new_tokens=5, eos_id=NO_EOS)
+  g1 = sampling.sample(model, prompt, pmask, rng=jax.random.key(1), temperature=0.0, **kw)
+  g2 = sampling.sample(model, prompt, pmask, rng=jax.random.key(2), temperature=0.0, **kw)
+  np.testing.assert_array_equal(g1.tokens, g2.tokens)
+  k1 = sampling.sample(model, prompt, pmask, rng=jax.random.key(3), top_k=1, **kw)
+  np.testing.assert_array_equal(k1.tokens, g1.tokens)
+  np.testing.assert_allclose(k1.logprobs, 0.0, atol=1e-6)  # a point mass after top-k=1
+  assert (g1.logprobs < 0).all()  # greedy reports the T=1 log-prob
+  for i, row in enumerate(ROWS):  # each row alone, unpadded, continues the same way
+    alone = sampling.sample(model, jnp.asarray([row], jnp.int32), jnp.ones((1, len(row)), bool),
+                            rng=jax.random.key(4), temperature=0.0, **kw)
+    np.testing.assert_array_equal(alone.tokens[0], g1.tokens[i])
+
+
+def test_eos_mask_and_pad(model):
+  prompt, pmask = _left_pad(ROWS, 8)
+  g = sampling.sample(model, prompt, pmask, rng=jax.random.key(0), temperature=0.0,
+                      max_new_tokens=6, eos_id=NO_EOS)
+  eos = int(g.tokens[0, 2])  # make row 0 stop at step 2 (or earlier if it repeats)
+  out = sampling.sample(model, prompt, pmask, rng=jax.random.key(0), temperature=0.0,
+                        max_new_tokens=6, eos_id=eos, pad_id=NO_EOS)
+  for r in range(len(ROWS)):
+    toks = np.asarray(out.tokens[r])
+    hits = np.where(toks == eos)[0]
+    stop = hits[0] if len(hits) else 5
+    np.testing.assert_array_equal(out.mask[r], np.arange(6) <= stop)
+    assert (toks[stop + 1:] == NO_EOS).all() and (np.asarray(out.logprobs[r])[stop + 1:] == 0).all()
+  assert not out.mask[0, 3:].any()
+  # All rows ending at once: everything after step 0 is masked out.
+  first = int(g.tokens[1, 0])
+  one = sampling.sample(model, prompt[1:2], pmask[1:2], rng=jax.random.key(0), temperature=0.0,
+                        max_new_tokens=6, eos_id=first)
+  np.testing.assert_array_equal(one.mask[0], [True] + [False] * 5)
+
+
+def test_no_retrace(model):
+  prompt, pmask = _left_pad(ROWS, 8)
+  kw = dict(max_new_tokens=4, eos_id=NO_EOS, temperature=0.7, top_p=0.9)
+  sampling.sample(model, prompt, pmask, rng=jax.random.key(0), **kw)
+  before = sampling.TRACE_COUNT
+  sampling.sample(model, prompt + 1, pmask, rng=jax.random.key(9), **kw)
+  sampling.sample(model, prompt, pmask, rng=jax.random.key(5), **kw)
+  assert sampling.TRACE_COUNT == before
+
+
+def _first_token_samples(model, settings, n, seed=0):
+  prompt = jnp.tile(jnp.asarray([[3, 1, 4, 1, 5]], jnp.int32), (n, 1))
+  out = sampling.sample(model, prompt, jnp.ones_like(prompt, bool), rng=jax.random.key(seed),
+                        max_new_tokens=1, eos_id=NO_EOS, **settings)
+  probs = jax.nn.softmax(model(prompt[:1])[0, -1])
+  return np.asarray(out.tokens[:, 0]), np.asarray(probs), out
+
+
+def _chi2(tokens, probs):
+  counts = np.bincount(tokens, minlength=len(probs))
+  expected = probs * len(tokens)
+  big = expected >= 5  # pool the rare tail into one bin
+  obs = np.append(counts[big], counts[~big].sum())
+  exp = np.append(expected[big], expected[~big].sum())
+  keep = exp > 0
+  return float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()), int(keep.sum()) - 1
+
+
+def test_t1_samples_match_softmax():
+  m = llama.init_model(TINY.replace(vocab_size=16, init_std=0.1), seed=3)
+  tokens, probs, out = _first_token_samples(m, {}, 4000)
+  stat, dof = _chi2(tokens, probs)
+  assert stat < dof + 5 * np.sqrt(2 * dof), (stat, dof)  # ~5 sigma
+  np.testing.assert_allclose(out.logprobs[:, 0], np.log(probs[tokens]), rtol=1e-4, atol=1e-4)
+
+
+def _choose_samples(logits, n, seed, **settings):
+  s = sampling.SamplerSettings(max_new_tokens=1, **settings)
+  tok, lp = jax.jit(lambda k: sampling.choose(jnp.tile(logits[None], (n, 1)), k, s))(
+      jax.random.key(seed))
+  return np.asarray(tok), np.asarray(lp)
+
+
+def test_choose_temperature_topk_topp():
+  logits = jnp.log(jnp.asarray([0.3, 0.2, 0.15, 0.1, 0.1, 0.05, 0.05, 0.03, 0.02]))
+  probs = np.asarray(jax.nn.softmax(logits))
+  # T=0.5 sharpens the distribution to softmax(logits / 0.5) ∝ p**2.
+  tokens, lp = _choose_samples(logits, 4000, 0, temperature=0.5)
+  sharp = probs ** 2 / (probs ** 2).sum()
+  stat, dof = _chi2(tokens, sharp)
+  assert stat < dof + 5 * np.sqrt(2 * dof), (stat, dof)
+  assert _chi2(tokens, probs)[0] > dof + 5 * np.sqrt(2 * dof)  # the test tells the two apart
+  np.testing.assert_allclose(lp, np.log(sharp[tokens]), rtol=1e-5)
+  # top-k=3: only the 3 likeliest tokens, in renormalized proportions.
+  tokens, lp = _choose_samples(logits, 4000, 1, top_k=3)
+  renorm = np.zeros_like(probs)
+  renorm[:3] = probs[:3] / probs[:3].sum()
+  assert set(tokens) <= {0, 1, 2}
+  stat, dof = _chi2(tokens, renorm)
+  assert stat < dof + 5 * np.sqrt(2 * dof), (stat, dof)
+  np.testing.assert_allclose(lp, np.log(renorm[tokens]), rtol=1e-5)
+  # top-p=0.6: the nucleus is {0.3, 0.2, 0.15} (mass before the 3rd is 0.5 < 0.6).
+  tokens, _ = _choose_samples(logits, 2000, 2, top_p=0.6)
+  assert set(tokens) == {0, 1, 2}
+  greedy, lp = _choose_samples(logits, 2, 3, temperature=0.0)
+  assert (greedy == 0).all() and np.allclose(lp, np.log(0.3))
+
+
+@pytest.mark.parametrize("axis_type", ["Explicit", "Auto"])
+def test_sharded_batch(model, axis_type):
+  axis_types = (getattr(jax.sharding.AxisType, axis_type),)
+  mesh = jax.make_mesh((len(jax.devices()),), ("data",), axis_types=axis_types)
+  b = len(jax.devices())
+  prompt, pmask = _left_pad((ROWS * b)[:b], 8)
+  want = sampling.sample(model, prompt, pmask, rng=jax.random.key(0), temperature=0.0,
+                         max_new_tokens=4, eos_id=NO_EOS)
+  sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  got = sampling.sample(model, jax.device_put(prompt, sh), jax.device_put(pmask, sh),
+                        rng=jax.random.key(0), temperature=0.0, max_new_tokens=4, eos_id=NO_EOS)
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+
+
+def test_bad_settings(model):
+  prompt, pmask = _left_pad(ROWS, 8)
+  with pytest.raises(ValueError, match="top_p"):
+    sampling.sample(model, prompt, pmask, rng=jax.random.key(0), max_new_tokens=2, eos_id=0,
+                    top_p=0.0)
+  with pytest.raises(ValueError, match="temperature"):
+    sampling.sample(model, prompt, pmask, rng=jax.random.key(0), max_new_tokens=2, eos_id=0,
+                    temperature=-1.0)
