@@ -1,0 +1,332 @@
+"""The distillation objective: divergence + α-mixed hard cross-entropy, masked averaging.
+
+  loss = (α·T²·Σ div + (1−α)·Σ ce) / weight
+
+where div is a `gkd.divergences` divergence at temperature T (the T² keeps soft-target
+gradients on the scale of the hard ones, as in Hinton et al.), ce is the student's
+cross-entropy at T = 1 on the labels, and Σ / weight follow `masked_reduce`. Every
+function returns sums and a denominator rather than a mean, so the trainer can divide
+by ONE global denominator across gradient-accumulation micro-batches and shards.
+
+`chunked_distillation_loss` computes the same loss from hidden states and output
+kernels, a chunk of the sequence at a time under `jax.checkpoint`, so neither the
+forward nor the backward pass holds full [B, T, V] float32 logits (they dominate
+memory at V ≈ 49k). The hidden-state term (`hidden_state_loss`) is kept separate so
+the trainer can add it with its own weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from gkd import divergences as D
+
+REDUCTIONS = ("sequence", "token")
+HIDDEN_KINDS = ("cosine", "mse")
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def _check_reduction(reduction: str) -> None:
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+
+
+def position_weights(mask, reduction: str = "sequence") -> tuple[jax.Array, jax.Array]:
+  """Per-position weights w [..., T] and the denominator, so that Σ v·w / weight is the loss.
+
+  "sequence": w = m / max(n_b, 1) (mean over each sequence's tokens), weight = number of
+  sequences with at least one token. "token": w = m, weight = number of tokens.
+  """
+  _check_reduction(reduction)
+  m = jnp.asarray(mask).astype(jnp.float32)
+  if reduction == "token":
+    return m, jnp.sum(m)
+  n = jnp.sum(m, axis=-1, keepdims=True)
+  return m / jnp.maximum(n, 1.0), jnp.sum(n > 0).astype(jnp.float32)
+
+
+def _weighted_total(values, mask, w) -> jax.Array:
+  # where, not v·m: a NaN/inf at a masked position must not leak into the total.
+  return jnp.sum(jnp.where(mask, jnp.asarray(values, jnp.float32), 0.0) * w)
+
+
+def masked_reduce(values, mask, reduction: str = "sequence") -> tuple[jax.Array, jax.Array]:
+  """(total, weight) of per-position values [..., T] over a boolean mask [..., T].
+
+  "sequence": total = Σ_b Σ_t v·m / max(n_b, 1), weight = #{b : n_b > 0}
+  "token":    total = Σ v·m,                   weight = Σ m
+  The loss is total / weight; all-masked sequences contribute nothing to either.
+  """
+  if jnp.shape(values) != jnp.shape(mask):
+    raise ValueError(f"values {jnp.shape(values)} and mask {jnp.shape(mask)} must have one shape.")
+  mask = jnp.asarray(mask, bool)
+  w, weight = position_weights(mask, reduction)
+  return _weighted_total(values, mask, w), weight
+
+
+def _safe_divide(total, weight):
+  # An empty batch (weight 0) has total 0: return 0, with finite gradients.
+  weight = jnp.asarray(weight, jnp.float32)
+  return total / jnp.where(weight > 0, weight, 1.0)
+
+
+# -------------------------------------------------------------- configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class _LossConfig:
+  divergence: str
+  divergence_params: tuple
+  temperature: float
+  alpha: float
+  reduction: str
+  teacher_topk: int
+
+  @classmethod
+  def make(
+    cls,
+    divergence="generalized_jsd",
+    divergence_params=None,
+    temperature=1.0,
+    alpha=1.0,
+    reduction="sequence",
+    teacher_topk=0,
+  ):
+    params = dict(divergence_params or {})
+    D.get(divergence, **params)  # unknown names/params and bad β/α fail here
+    D._check_temperature(temperature)
+    D._check_unit_interval("alpha", alpha)
+    _check_reduction(reduction)
+    if int(teacher_topk) != teacher_topk or teacher_topk < 0:
+      raise ValueError(f"teacher_topk must be an integer >= 0, got {teacher_topk!r}.")
+    return cls(divergence, tuple(sorted(params.items())), temperature, alpha, reduction,
+               int(teacher_topk))
+
+  def divergence_fn(self):
+    return D.get(self.divergence, **dict(self.divergence_params))
+
+
+def _per_position(student_logits, teacher, labels, cfg: _LossConfig):
+  """(divergence, hard CE), both f32 [B, T]. `teacher` is logits or a top-k pair."""
+  temperature = cfg.temperature
+  params = dict(cfg.divergence_params)
+  if isinstance(teacher, tuple):  # precomputed (topk_logprobs, topk_indices)
+    lp, idx = jax.lax.stop_gradient(teacher[0]), teacher[1]
+    div = D.topk_divergence(cfg.divergence, student_logits=student_logits, topk_logprobs=lp,
+                            topk_indices=idx, temperature=temperature, **params)
+  else:
+    teacher = jax.lax.stop_gradient(teacher)
+    if jnp.shape(student_logits) != jnp.shape(teacher):
+      D._check_pair(student_logits, teacher)  # raises with a clear message
+    if cfg.teacher_topk:
+      lp, idx = D.teacher_topk(teacher, cfg.teacher_topk, temperature)
+      div = D.topk_divergence(cfg.divergence, student_logits=student_logits, topk_logprobs=lp,
+                              topk_indices=idx, temperature=temperature, **params)
+    else:
+      div = cfg.divergence_fn()(student_logits=student_logits, teacher_logits=teacher,
+                                temperature=temperature)
+  # Hard CE at T = 1: logsumexp − z[label], without a second [B, T, V] log-softmax.
+  z = jnp.asarray(student_logits, jnp.float32)
+  vocab = z.shape[-1]
+  safe_labels = jnp.clip(jnp.asarray(labels, jnp.int32), 0, vocab - 1)  # masked slots may hold -100
+  z_label = jnp.take_along_axis(z, safe_labels[..., None], axis=-1)[..., 0]
+  ce = jax.nn.logsumexp(z, axis=-1) - z_label
+  return div, ce
+
+
+def _finish(div_total, ce_total, local_weight, weight, num_tokens, cfg: _LossConfig):
+  weight = local_weight if weight is None else jnp.asarray(weight, jnp.float32)
+  t2 = cfg.temperature ** 2
+  loss = _safe_divide(cfg.alpha * t2 * div_total + (1.0 - cfg.alpha) * ce_total, weight)
+  aux = {
+    "divergence": _safe_divide(div_total, weight),
+    "hard_ce": _safe_divide(ce_total, weight),
+    "weight": weight,
+    "num_tokens": num_tokens,
+    "divergence_total": div_total,
+    "hard_ce_total": ce_total,
+  }
+  return loss, aux
+
+
+def _check_sequence_shapes(leading, labels, loss_mask):
+  if jnp.shape(labels) != leading or jnp.shape(loss_mask) != leading:
+    raise ValueError(
+      f"labels {jnp.shape(labels)} and loss_mask {jnp.shape(loss_mask)} must both be {leading}."
+    )
+
+
+# ------------------------------------------------------------------ the losses
+
+
+def distillation_loss(
+  student_logits,
+  teacher_logits,
+  labels,
+  loss_mask,
+  *,
+  divergence: str = "generalized_jsd",
+  divergence_params: dict | None = None,
+  temperature: float = 1.0,
+  alpha: float = 1.0,
+  reduction: str = "sequence",
+  teacher_topk: int = 0,
+  weight=None,
+) -> tuple[jax.Array, dict]:
+  """(α·T²·Σdiv + (1−α)·Σce) / weight for logits [B, T, V]; returns (loss, aux).
+
+  labels[b, t] is the token that logits[b, t] predicts (the caller shifts). The
+  teacher is under stop_gradient. `teacher_topk > 0` evaluates the divergence from
+  the teacher's top-k log-probs (see `gkd.divergences`); `teacher_logits` may also be
+  a precomputed `(topk_logprobs, topk_indices)` pair from `divergences.teacher_topk`
+  at the same temperature. `weight` defaults to the local `masked_reduce` weight;
+  pass a global one to share a denominator across micro-batches and shards. An
+  empty batch gives loss 0. aux holds f32 scalars: divergence and hard_ce (means),
+  weight, num_tokens, and the two unnormalized totals.
+  """
+  cfg = _LossConfig.make(divergence, divergence_params, temperature, alpha, reduction,
+                         teacher_topk)
+  _check_sequence_shapes(jnp.shape(student_logits)[:-1], labels, loss_mask)
+  mask = jnp.asarray(loss_mask, bool)
+  div, ce = _per_position(student_logits, teacher_logits, labels, cfg)
+  w, local_weight = position_weights(mask, reduction)
+  num_tokens = jnp.sum(mask).astype(jnp.float32)
+  return _finish(_weighted_total(div, mask, w), _weighted_total(ce, mask, w), local_weight,
+                 weight, num_tokens, cfg)
+
+
+def chunked_distillation_loss(
+  student_hidden,
+  student_kernel,
+  teacher_hidden,
+  teacher_kernel,
+  labels,
+  loss_mask,
+  *,
+  chunk_size: int = 128,
+  **loss_kwargs,
+) -> tuple[jax.Array, dict]:
+  """`distillation_loss(student_hidden @ student_kernel, teacher_hidden @ teacher_kernel, ...)`
+  without materializing [B, T, V] logits.
+
+  The head matmuls and the loss run one chunk of `chunk_size` positions at a time in a
+  `lax.scan`; the chunk body is rematerialized (`jax.checkpoint`), so the backward
+  pass recomputes each chunk's logits instead of storing them and the peak holds
+  O(B·chunk_size·V) floats. Logits are accumulated in float32 from inputs of any
+  dtype. T need not divide by chunk_size (the tail is padded and masked). Gradients
+  reach student_hidden and student_kernel only; the teacher is under stop_gradient.
+  Keyword arguments are those of `distillation_loss`.
+  """
+  weight = loss_kwargs.pop("weight", None)
+  cfg = _LossConfig.make(**loss_kwargs)
+  if int(chunk_size) != chunk_size or chunk_size < 1:
+    raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+  b, t, ds = jnp.shape(student_hidden)
+  bt, tt, dt = jnp.shape(teacher_hidden)
+  if (bt, tt) != (b, t):
+    raise ValueError(f"student hidden {(b, t, ds)} and teacher hidden {(bt, tt, dt)} differ in B, T.")
+  if jnp.shape(student_kernel)[0] != ds or jnp.shape(teacher_kernel)[0] != dt:
+    raise ValueError(
+      f"kernels {jnp.shape(student_kernel)}, {jnp.shape(teacher_kernel)} do not match hidden "
+      f"widths {ds}, {dt}."
+    )
+  vs, vt = jnp.shape(student_kernel)[1], jnp.shape(teacher_kernel)[1]
+  if vs != vt:
+    raise ValueError(
+      f"student and teacher vocabulary sizes differ ({vs} vs {vt}); restrict both kernels to "
+      "the shared real vocabulary first."
+    )
+  _check_sequence_shapes((b, t), labels, loss_mask)
+
+  mask = jnp.asarray(loss_mask, bool)
+  w, local_weight = position_weights(mask, cfg.reduction)
+  num_tokens = jnp.sum(mask).astype(jnp.float32)
+  chunk = int(min(chunk_size, t))
+  n_chunks = math.ceil(t / chunk)
+  pad = n_chunks * chunk - t
+
+  def to_chunks(x, fill=0):
+    # [B, T, ...] -> [n_chunks, B, chunk, ...], padding T with masked-out positions.
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
+    x = x.reshape((b, n_chunks, chunk) + x.shape[2:])
+    return jnp.moveaxis(x, 1, 0)
+
+  xs = (
+    to_chunks(jnp.asarray(student_hidden)),
+    to_chunks(jax.lax.stop_gradient(jnp.asarray(teacher_hidden))),
+    to_chunks(jnp.asarray(labels, jnp.int32)),
+    to_chunks(mask, False),
+    to_chunks(w),
+  )
+  t_kernel = jax.lax.stop_gradient(teacher_kernel)
+
+  def chunk_totals(s_kernel, t_kernel, chunk_xs):
+    hs, ht, lab, m, wc = chunk_xs
+    zs = jnp.einsum("bcd,dv->bcv", hs, s_kernel, preferred_element_type=jnp.float32)
+    zt = jnp.einsum("bcd,dv->bcv", ht, t_kernel, preferred_element_type=jnp.float32)
+    div, ce = _per_position(zs, zt, lab, cfg)
+    return _weighted_total(div, m, wc), _weighted_total(ce, m, wc)
+
+  # prevent_cse=False is safe (and cheaper) inside scan.
+  chunk_totals = jax.checkpoint(chunk_totals, prevent_cse=False)
+
+  def step(carry, chunk_xs):
+    d, c = chunk_totals(student_kernel, t_kernel, chunk_xs)
+    return (carry[0] + d, carry[1] + c), None
+
+  zero = jnp.zeros((), jnp.float32)
+  (div_total, ce_total), _ = jax.lax.scan(step, (zero, zero), xs)
+  return _finish(div_total, ce_total, local_weight, weight, num_tokens, cfg)
+
+
+# ---------------------------------------------------------------- hidden states
+
+
+def hidden_state_loss(
+  student_hidden,
+  teacher_hidden,
+  mask,
+  *,
+  kind: str = "cosine",
+  projection=None,
+  reduction: str = "sequence",
+) -> tuple[jax.Array, jax.Array]:
+  """DistilBERT-style hidden-state alignment; returns (total, weight) like `masked_reduce`.
+
+  kind="cosine": 1 − cos(h_s·P, h_t) per position; kind="mse": mean over features of
+  (h_s·P − h_t)². P is `projection` [Ds, Dt] (a trainable parameter the caller owns),
+  required when the widths differ. The teacher is under stop_gradient.
+  """
+  if kind not in HIDDEN_KINDS:
+    raise ValueError(f"kind must be one of {HIDDEN_KINDS}, got {kind!r}.")
+  ds, dt = jnp.shape(student_hidden)[-1], jnp.shape(teacher_hidden)[-1]
+  if jnp.shape(student_hidden)[:-1] != jnp.shape(teacher_hidden)[:-1]:
+    raise ValueError(
+      f"student hidden {jnp.shape(student_hidden)} and teacher hidden "
+      f"{jnp.shape(teacher_hidden)} differ in their leading shape."
+    )
+  hs = jnp.asarray(student_hidden, jnp.float32)
+  if projection is not None:
+    if jnp.shape(projection) != (ds, dt):
+      raise ValueError(f"projection must have shape {(ds, dt)}, got {jnp.shape(projection)}.")
+    hs = hs @ jnp.asarray(projection, jnp.float32)
+  elif ds != dt:
+    raise ValueError(
+      f"hidden widths differ (student {ds}, teacher {dt}): pass projection of shape {(ds, dt)}."
+    )
+  ht = jax.lax.stop_gradient(jnp.asarray(teacher_hidden, jnp.float32))
+  if kind == "mse":
+    per = jnp.mean(jnp.square(hs - ht), axis=-1)
+  else:
+    # rsqrt(max(‖x‖², ε)): a zero vector gets cos = 0 and finite gradients.
+    def unit(x):
+      return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+
+    per = 1.0 - jnp.sum(unit(hs) * unit(ht), axis=-1)
+  return masked_reduce(per, mask, reduction)
