@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 
 from gkd.models import llama
-from gkd.models.tokenizer import Tokenizer
+from gkd.models.tokenizer import Tokenizer, chat_template_jinja
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -208,6 +208,8 @@ def save_gguf(model: llama.Llama, tokenizer: Tokenizer, path: str) -> None:
     w.add_bos_token_id(tokenizer.bos_id)
   w.add_eos_token_id(tokenizer.eos_id)
   w.add_pad_token_id(tokenizer.pad_id)
+  if chat_template_jinja(tokenizer):
+    w.add_chat_template(chat_template_jinja(tokenizer))
   w.add_tensor("token_embd.weight", flat["embed.embedding"])
   w.add_tensor("output_norm.weight", flat["final_norm.scale"])
   if not cfg.tie_embeddings:

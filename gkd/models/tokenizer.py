@@ -155,10 +155,17 @@ def _template_kind(text: str | None) -> tuple[str, str | None]:
   return CHATML, (found.group(1) if found and "loop.first" in text else None)
 
 
-CHATML_JINJA = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\n' }}{% endif %}")
+def chat_template_jinja(tokenizer: "Tokenizer") -> str | None:
+  """The Hugging Face (Jinja) form of the tokenizer's chat template, for export."""
+  if tokenizer.chat_template != CHATML:
+    return None
+  system = ""
+  if tokenizer.default_system is not None:
+    system = ("{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+              + tokenizer.default_system.replace("'", "\\'") + "<|im_end|>\n' }}{% endif %}")
+  return ("{% for message in messages %}" + system + "{{'<|im_start|>' + message['role'] + '\n'"
+          " + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
