@@ -230,7 +230,9 @@ def chunked_distillation_loss(
   b, t, ds = jnp.shape(student_hidden)
   bt, tt, dt = jnp.shape(teacher_hidden)
   if (bt, tt) != (b, t):
-    raise ValueError(f"student hidden {(b, t, ds)} and teacher hidden {(bt, tt, dt)} differ in B, T.")
+    raise ValueError(
+      f"student hidden {(b, t, ds)} and teacher hidden {(bt, tt, dt)} differ in B or T."
+    )
   if jnp.shape(student_kernel)[0] != ds or jnp.shape(teacher_kernel)[0] != dt:
     raise ValueError(
       f"kernels {jnp.shape(student_kernel)}, {jnp.shape(teacher_kernel)} do not match hidden "

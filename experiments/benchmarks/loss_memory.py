@@ -1,7 +1,7 @@
 """Peak memory of the plain vs the chunked distillation loss (forward + backward, jitted).
 
-  python experiments/benchmarks/loss_memory.py            # SmolLM2-135M head shapes, ~30 s on CPU
-  python experiments/benchmarks/loss_memory.py --time     # also time one step of each
+  python experiments/benchmarks/loss_memory.py            # SmolLM2-135M head shapes, ~10 s on CPU
+  python experiments/benchmarks/loss_memory.py --time     # also time one step of each (~1.5 min)
   python experiments/benchmarks/loss_memory.py --vocab 128256 --chunk 64
 
 Memory comes from XLA's buffer assignment (`compiled.memory_analysis()`), so nothing
@@ -10,6 +10,10 @@ needs beyond its arguments and outputs, and `peak ≈ args + outputs + temp`. Bo
 variants compute the loss and its gradients w.r.t. the student hidden states and
 head kernel; the plain one starts from the same hidden states and does the head
 matmuls itself, so the arguments are identical.
+
+On 2 CPU cores (jax 0.10.2), defaults: plain peak 6,674 MiB (17.4 [B,T,V] tensors),
+chunked 1,092 MiB (2.8), i.e. 6.1x less; with --time, 23.3 s vs 14.3 s per step.
+The chunked temp memory scales with --chunk (195 MiB at 32, 1,499 MiB at 256).
 """
 
 from __future__ import annotations
@@ -75,8 +79,9 @@ def main():
     peak = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
     peak -= mem.alias_size_in_bytes
     peaks[name] = peak
-    row = (f"{name:<10}{mib(mem.argument_size_in_bytes):>10,.0f}{mib(mem.output_size_in_bytes):>10,.0f}"
-           f"{mib(mem.temp_size_in_bytes):>10,.0f}{mib(peak):>10,.0f}"
+    row = (f"{name:<10}{mib(mem.argument_size_in_bytes):>10,.0f}"
+           f"{mib(mem.output_size_in_bytes):>10,.0f}{mib(mem.temp_size_in_bytes):>10,.0f}"
+           f"{mib(peak):>10,.0f}"
            f"{mib(peak) / logits_mb:>12.2f}{compile_s:>11.1f}")
     if args.time:
       keys = jax.random.split(jax.random.key(0), 4)
