@@ -302,13 +302,13 @@ def test_xsum_and_wmt_from_local_jsonl(tmp_path):
     tasks.get_task("wmt").generate("test", path=str(tmp_path / "w"), source="fr")
 
 
-def test_shard_batch_places_the_batch_on_the_mesh(data_dir, tok):
+def test_global_batch_places_the_loader_batch_on_the_mesh(data_dir, tok):
   import jax
-  from jax.sharding import NamedSharding, PartitionSpec
+  from gkd.train import defaults, sharding
 
-  mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+  mesh = sharding.make_mesh(defaults.default_config())
   batch = next(_loader(data_dir, tok, batch_size=len(jax.devices())))
-  placed = pipeline.shard_batch(batch, NamedSharding(mesh, PartitionSpec("data")))
+  placed = sharding.global_batch(mesh, batch)
   for k, v in batch.items():
     np.testing.assert_array_equal(np.asarray(placed[k]), v)
   assert len(placed["prompt_tokens"].sharding.device_set) == len(jax.devices())

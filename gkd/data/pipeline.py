@@ -197,14 +197,3 @@ def make_eval_examples(task: str, split: str, n: int | None, data_dir: str | Non
   source = builders.load_split(task, split, data_dir, **task_kwargs)
   count = len(source) if n is None else min(n, len(source))
   return [builders.decode_record(source[i]) for i in range(count)]
-
-
-def shard_batch(batch: dict[str, np.ndarray], sharding) -> dict:
-  """Places this host's batch on the mesh as global jax.Arrays (batch axis split by `sharding`).
-
-  With one host this is a device_put; with several, each host passes its own slice (the
-  loader's shard_index/shard_count) and the global batch is their concatenation.
-  """
-  import jax
-
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

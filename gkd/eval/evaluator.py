@@ -1,8 +1,8 @@
 """Model-level evaluation: generate, grade, and measure the student against the teacher.
 
 Metrics (all scalars, written as `eval/<name>`):
-  task        greedy decoding (the GKD paper evaluates reasoning greedily): `accuracy` for
-              reasoning tasks via the task's grader, ROUGE for continuation tasks, and
+  task        greedy decoding (the GKD paper evaluates reasoning greedily): `accuracy` by the
+              task's grader (answer extraction for reasoning), ROUGE/BLEU for text tasks, and
               `distinct_2` of the generations;
   held-out    on the split's reference responses: token-level `forward_kl` and `reverse_kl`
               from the teacher, the student's and the teacher's `nll` per token;
@@ -79,16 +79,14 @@ class Evaluator:
     sums, completions, examples = {}, [], []
     key = jax.random.fold_in(jax.random.key(self.config.seed), 2**30)  # fixed: evals are comparable
     for i, local in enumerate(self._make_loader()):
-      ids = local.pop("example_id")
-      if len(ids) < self.batch_size // jax.process_count():
-        break  # static shapes: the ragged tail is skipped (num_examples says how many counted)
-      batch = sharding.global_batch(self.mesh, local)
+      ids = local.pop("example_id")  # -1 marks the padding rows of the last batch (masks all False)
+      batch = sharding.global_batch(self.mesh, {k: local[k] for k in step_lib.BATCH_KEYS})
       ref = _reference_sums(run.state.params["student"], run.teacher_params, batch,
                             student_graph=run.student_graph, teacher_graph=run.teacher_graph)
       greedy = self._generate(student, batch, temperature=0.0, key=key)
       tokens, mask = np.asarray(greedy.tokens), np.asarray(greedy.mask)
-      completions += [self.tokenizer.decode(t[m]) for t, m in zip(tokens, mask)]
-      examples += [self.examples[int(j)] for j in ids]
+      completions += [self.tokenizer.decode(t[m]) for t, m, j in zip(tokens, mask, ids) if j >= 0]
+      examples += [self.examples[int(j)] for j in ids if j >= 0]
       if has_teacher:
         sampled = self._generate(student, batch, temperature=1.0, key=jax.random.fold_in(key, i))
         scored = dict(batch, response_tokens=sampled.tokens, response_mask=sampled.mask)
@@ -107,10 +105,6 @@ class Evaluator:
         out[k] = sums[k] / tokens
     if "sample_tokens" in sums:
       out["teacher_logprob_of_samples"] = sums["sample_logprob"] / max(sums["sample_tokens"], 1.0)
-    if self.task.kind == "reasoning":
-      out["accuracy"] = float(np.mean([self.task.grade(c, e) for c, e in zip(completions, examples)]))
-    else:
-      scores = [text_metrics.rouge(c, e["response"]) for c, e in zip(completions, examples)]
-      out.update({k: float(np.mean([s[k] for s in scores])) for k in ("rouge1", "rouge2", "rougeL")})
+    out.update(text_metrics.task_metrics(self.task, completions, examples))
     out["distinct_2"] = text_metrics.distinct_n(completions, 2)
     return out

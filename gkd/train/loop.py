@@ -71,6 +71,7 @@ class Run:
     self.loader = _loader(config, self.tokenizer, split="train", batch_size=config.train.batch_size,
                           shuffle=True, num_epochs=None, num_examples=config.data.num_train_examples)
     self.teacher_cache = mixing.TeacherCache()
+    self.truncated = 0  # prompts/responses cut to the configured lengths (see gkd.data.pipeline)
     self.checkpointer = checkpoint.Checkpointer(workdir, every=config.train.checkpoint_every,
                                                 keep=config.train.keep_checkpoints)
     self.rng = jax.random.key(config.seed)
@@ -108,8 +109,9 @@ class Run:
 
   def make_batch(self, step: int, source: str):
     local = next(self.loader)
-    ids = local.pop("example_id")
-    batch = sharding.global_batch(self.mesh, local)
+    ids = local["example_id"]
+    self.truncated += int(np.sum(local["prompt_truncated"]) + np.sum(local["response_truncated"]))
+    batch = sharding.global_batch(self.mesh, {k: local[k] for k in step_lib.BATCH_KEYS})
     key = jax.random.fold_in(self.rng, step)
     if source == "student":  # on-policy: the student's own samples; no gradient flows through them
       batch = self._sample(self.student(), batch, key, self.config.sampling.temperature)
@@ -162,7 +164,8 @@ def train(config, workdir: str) -> dict:
       batch = run.make_batch(step, source)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
       flush()
-      pending = (step + 1, metrics, {"source": source, "source_id": mixing.SOURCES.index(source)})
+      pending = (step + 1, metrics, {"source": source, "source_id": mixing.SOURCES.index(source),
+                                     "truncated_total": run.truncated})
       bar.update(1)
       run.save()
       if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < tc.num_steps:

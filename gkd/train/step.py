@@ -19,6 +19,9 @@ from flax import nnx
 
 from gkd import objectives
 
+# The arrays a train/eval batch carries into jitted code (loaders add host-side bookkeeping too).
+BATCH_KEYS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
+
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
