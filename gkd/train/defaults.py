@@ -96,8 +96,9 @@ def default_config() -> ml_collections.ConfigDict:
       "progress_bar": True,
   })
 
-  # Mesh over all devices: data parallel, optionally FSDP. data=-1 takes what fsdp leaves.
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  # Mesh: data parallel, optionally FSDP. data=-1 takes what fsdp leaves; num_devices=0 uses
+  # every device (a smaller number takes the first ones: for comparisons and debugging).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "num_devices": 0})
 
   c.eval = ml_collections.ConfigDict({
       "every": 50,  # steps; 0 disables periodic eval (the final eval still runs)

@@ -17,9 +17,11 @@ FSDP_MIN_SIZE = 2**14  # smaller tensors (norm scales, biases) stay replicated: 
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
-  shape = mesh_shape(config, jax.device_count())
+  devices = jax.devices()[:config.mesh.num_devices or None]
+  shape = mesh_shape(config, len(devices))
   # Auto axes: shardings propagate through the model code without explicit out_sharding annotations.
-  return jax.make_mesh(shape, ("data", "fsdp"), axis_types=(AxisType.Auto, AxisType.Auto))
+  return jax.make_mesh(shape, ("data", "fsdp"), axis_types=(AxisType.Auto, AxisType.Auto),
+                       devices=devices)
 
 
 def param_spec(shape, fsdp_size: int) -> P:

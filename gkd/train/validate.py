@@ -73,7 +73,9 @@ def validate(config, *, num_devices: int | None = None) -> None:
   _check(config.data.max_prompt_len >= 1 and config.data.max_response_len >= 1,
          "data.max_prompt_len and data.max_response_len must be >= 1.")
 
-  n = jax.device_count() if num_devices is None else num_devices
+  available = jax.device_count() if num_devices is None else num_devices
+  n = config.mesh.num_devices or available
+  _check(0 < n <= available, f"mesh.num_devices={n}, but {available} devices are available.")
   data, fsdp = mesh_shape(config, n)
   per_step = data * fsdp * opt.grad_accum_steps
   _check(train.batch_size % per_step == 0,
