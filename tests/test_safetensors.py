@@ -94,3 +94,20 @@ def test_vocab_mismatch_message(tmp_path):
   json.dump({**cfg, "vocab_size": 256}, open(tmp_path / "config.json", "w"))
   with pytest.raises(ValueError, match="tokenizer has 261 tokens .* only 256 rows"):
     load_pretrained(str(tmp_path))
+
+
+def test_char_tokenizer_round_trips_with_its_unknown_check(tmp_path):
+  from gkd.data.tasks import testbed_tokenizer
+  from gkd.models import llama, load_pretrained, save_pretrained
+
+  tok = testbed_tokenizer()
+  model = llama.init_model(llama.LlamaConfig(vocab_size=tok.vocab_size, dim=16, n_layers=1,
+                                             n_heads=2, n_kv_heads=1, ffn_dim=32), 0)
+  save_pretrained(model, tok, str(tmp_path))
+  _, loaded = load_pretrained(str(tmp_path))
+  text = "-9-(9*-5)=9*-5=-45. Answer: 36"
+  assert loaded.encode(text, add_bos=True) == tok.encode(text, add_bos=True)
+  assert (loaded.bos_id, loaded.eos_id, loaded.pad_id, loaded.unk_id) == (tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id)
+  assert loaded.decode(loaded.encode(text)) == text
+  with pytest.raises(ValueError, match="outside the tokenizer's vocabulary"):
+    loaded.encode("1 + ∑")

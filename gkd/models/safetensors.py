@@ -179,6 +179,7 @@ def save_pretrained(model: llama.Llama, tokenizer: Tokenizer, out_dir: str) -> N
   name = lambda i: None if i is None else tokenizer.backend.id_to_token(i)  # noqa: E731
   tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": name(tokenizer.bos_id),
              "eos_token": name(tokenizer.eos_id), "pad_token": name(tokenizer.pad_id),
+             "unk_token": name(tokenizer.unk_id),
              "model_max_length": cfg.max_seq_len, "gkd_chat_template": tokenizer.chat_template,
              "gkd_default_system": tokenizer.default_system}
   if tokenizer.chat_template == CHATML:

@@ -69,22 +69,6 @@ class Tokenizer:
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
     return text + ("assistant: " if add_generation_prompt else "")
 
-  # -- persistence: tokenizer.json plus a small sidecar with the special ids ------------------
-  def save(self, path_prefix: str) -> None:
-    self.backend.save(f"{path_prefix}.json")
-    meta = {"bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id,
-            "chat_template": self.chat_template, "unk_id": self.unk_id,
-            "default_system": self.default_system}
-    with open(f"{path_prefix}.meta.json", "w") as f:
-      json.dump(meta, f)
-
-  @classmethod
-  def load(cls, path_prefix: str) -> "Tokenizer":
-    with open(f"{path_prefix}.meta.json") as f:
-      meta = json.load(f)
-    return cls(tokenizers.Tokenizer.from_file(f"{path_prefix}.json"), **meta)
-
-
   # -- builders for real checkpoints -----------------------------------------------------------
   @classmethod
   def from_bpe(cls, tokens: Sequence[str], merges: Sequence[str], *, special: Sequence[int],
@@ -144,7 +128,7 @@ class Tokenizer:
       system = config.get("gkd_default_system")
     return cls(backend, bos_id=token_id("bos_token"), eos_id=eos,
                pad_id=token_id("pad_token") if token_id("pad_token") is not None else eos,
-               chat_template=template, default_system=system)
+               unk_id=token_id("unk_token"), chat_template=template, default_system=system)
 
 
 def _template_kind(text: str | None) -> tuple[str, str | None]:

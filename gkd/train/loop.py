@@ -133,7 +133,6 @@ def train(config, workdir: str) -> dict:
   run = Run(config, workdir)
   start = run.restore()
   writer.write_config(workdir, config)
-  run.tokenizer.save(os.path.join(workdir, "tokenizer"))
   log = writer.MetricWriter(workdir, resume_step=start)
   evaluator = Evaluator(config, run.tokenizer, run.mesh)
   tc = config.train
