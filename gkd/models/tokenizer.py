@@ -8,7 +8,6 @@ so the data pipeline, the sampler and the trainer see one interface.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from typing import Sequence
 
