@@ -51,10 +51,16 @@ def get_config(arg=None):
   return c
 
 
-def get_sweep():
-  """The GKD paper's ablation on the testbed: divergence × on-policy fraction λ × seed."""
+def get_sweep(arg=None):
+  """The GKD paper's ablation on the testbed: divergence × on-policy fraction λ × seed.
+
+  With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
+  """
+  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, teacher="", student="")
   divergences = [("forward_kl", 0.5), ("reverse_kl", 0.5), ("generalized_jsd", 0.1),
                  ("generalized_jsd", 0.5), ("generalized_jsd", 0.9)]
+  grid = [(d, b, lam, seed) for d, b in divergences for lam in (0.0, 0.5, 1.0) for seed in (0, 1, 2)]
+  if arg.runlocal:
+    grid = [("forward_kl", 0.5, 0.0, 0), ("generalized_jsd", 0.5, 1.0, 0)]
   return [{"objective.divergence": d, "objective.beta": b, "mix.student": lam,
-           "mix.dataset": 1.0 - lam, "seed": seed}
-          for d, b in divergences for lam in (0.0, 0.5, 1.0) for seed in (0, 1, 2)]
+           "mix.dataset": 1.0 - lam, "seed": seed} for d, b, lam, seed in grid]

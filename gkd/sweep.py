@@ -1,6 +1,6 @@
 """Runs every point of a config's sweep: python -m gkd.sweep --config=configs/NAME.py[:ARG] --workdir=DIR
 
-`get_sweep()` in the config file returns a list of override dicts ({"objective.beta": 0.5, ...}).
+`get_sweep(arg)` in the config file returns a list of override dicts ({"objective.beta": 0.5, ...}).
 Each point runs `python -m gkd.main` in its own process and workdir (DIR/points/NAME), so a
 crash in one point cannot take down the others. Finished points (those with final_metrics.json)
 are skipped, unfinished ones resume from their checkpoints, and a failing point (a bad config,
@@ -33,13 +33,14 @@ SUMMARY_METRICS = ("accuracy", "forward_kl", "reverse_kl", "nll", "teacher_logpr
 
 
 def load_sweep(config_arg: str) -> list[dict]:
-  path = config_arg.split(":", 1)[0]
+  """The config file's get_sweep(arg) points (the arg after ':' is passed on, as to get_config)."""
+  path, _, arg = config_arg.partition(":")
   spec = importlib.util.spec_from_file_location("gkd_sweep_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"{path} has no get_sweep(); nothing to sweep.")
-  return list(module.get_sweep())
+  return list(module.get_sweep(arg or None))
 
 
 def point_name(overrides: dict) -> str:

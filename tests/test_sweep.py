@@ -1,0 +1,89 @@
+"""Sweeps end to end: kill-and-restart loses and repeats nothing, a bad point is reported, the
+analysis notebook runs headless on the result and saves its figures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gkd import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SWEEP_CONFIG = '''
+from configs.testbed import get_config  # noqa: F401  (the testbed config, smoke size via the arg)
+
+def get_sweep(arg=None):
+  return [{"objective.divergence": "forward_kl", "seed": 0},
+          {"objective.beta": 1.5, "seed": 0},  # invalid: must fail alone
+          {"objective.divergence": "generalized_jsd", "mix.student": 1.0, "mix.dataset": 0.0, "seed": 1}]
+'''
+
+
+def test_point_names_and_summary():
+  rows = [{"overrides": {"objective.divergence": "forward_kl", "seed": s}, "status": "done",
+           "metrics": {"accuracy": a}} for s, a in ((0, 0.5), (1, 0.7))]
+  rows.append({"overrides": {"objective.divergence": "forward_kl", "seed": 2}, "status": "failed"})
+  md, csv = sweep.summarize(rows)
+  assert "| forward_kl | 2 | 1 | 0.600 ± 0.100 |" in md
+  assert csv.splitlines()[1] == "forward_kl,2,1,0.6,0.1"
+  assert sweep.point_name({"objective.beta": 0.5, "seed": 1}) == "beta=0.5,seed=1"
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("sweep")
+  config = tmp / "sweep_config.py"
+  config.write_text(SWEEP_CONFIG)
+  workdir = tmp / "out"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             GKD_DATA_DIR=str(tmp / "tfds"))
+  cmd = [sys.executable, "-m", "gkd.sweep", f"--config={config}:stage=gkd,runlocal=true",
+         f"--workdir={workdir}"]
+  first = workdir / "points" / "divergence=forward_kl,seed=0" / "final_metrics.json"
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and not first.exists():
+    time.sleep(0.1)
+  assert first.exists(), "the first point never finished"
+  first_mtime = first.stat().st_mtime_ns
+  os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the point it is running
+  proc.wait()
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  return workdir, first_mtime, first
+
+
+def test_interrupted_sweep_completes_without_losing_or_repeating_points(finished_sweep):
+  workdir, first_mtime, first = finished_sweep
+  rows = [json.loads(line) for line in open(workdir / "results.jsonl")]
+  assert [r["point"] for r in rows] == ["divergence=forward_kl,seed=0", "beta=1.5,seed=0",
+                                        "divergence=generalized_jsd,student=1.0,dataset=0.0,seed=1"]
+  assert [r["status"] for r in rows] == ["done", "failed", "done"]
+  assert first.stat().st_mtime_ns == first_mtime  # finished before the kill: not run again
+  for r in rows[::2]:
+    assert {"accuracy", "forward_kl", "reverse_kl"} <= set(r["metrics"])
+  assert "objective.beta=1.5 must lie in [0, 1]" in rows[1]["error"]
+  assert (workdir / "summary.md").read_text().count("\n") == 2 + 3
+  assert (workdir / "summary.csv").exists()
+
+
+def test_analysis_notebook_runs_headless_and_saves_figures(finished_sweep):
+  nbformat = pytest.importorskip("nbformat")
+  from nbclient import NotebookClient
+  workdir, *_ = finished_sweep
+  nb = nbformat.read(os.path.join(ROOT, "notebooks", "analysis.ipynb"), as_version=4)
+  os.environ["GKD_SWEEP_DIR"] = str(workdir)
+  try:
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
+  finally:
+    del os.environ["GKD_SWEEP_DIR"]
+  for name in ("final_accuracy.png", "heatmap_accuracy.png", "heatmap_forward_kl.png", "curves_loss.png"):
+    assert (workdir / name).stat().st_size > 5000, name
+  text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+  assert "2 of 3 points finished" in text and "beta=1.5,seed=0" in text
