@@ -17,7 +17,7 @@ TINY = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0,
+  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, sweep="grid",
                   teacher="runs/testbed/teacher/export", student="runs/testbed/student_sft/export")
   c = default_config()
   c.seed = arg.seed
@@ -51,16 +51,38 @@ def get_config(arg=None):
   return c
 
 
-def get_sweep(arg=None):
-  """The GKD paper's ablation on the testbed: divergence × on-policy fraction λ × seed.
+METHODS = {  # the GKD paper's comparison (Agarwal et al., 2024, Fig. 4), as config overrides
+    "sft": {"mode": "sft", "mix.dataset": 1.0, "mix.student": 0.0},
+    "supervised_kd": {"objective.divergence": "forward_kl", "mix.dataset": 1.0, "mix.student": 0.0},
+    "seq_kd": {"objective.divergence": "forward_kl", "mix.dataset": 0.0, "mix.teacher": 1.0,
+               "mix.student": 0.0},
+    "gkd_fkl": {"objective.divergence": "forward_kl", "mix.dataset": 0.0, "mix.student": 1.0},
+    "gkd_rkl": {"objective.divergence": "reverse_kl", "mix.dataset": 0.0, "mix.student": 1.0},
+    "gkd_jsd0.5": {"objective.divergence": "generalized_jsd", "objective.beta": 0.5,
+                   "mix.dataset": 0.0, "mix.student": 1.0},
+    "mixed_jsd0.5": {"objective.divergence": "generalized_jsd", "objective.beta": 0.5,
+                     "mix.dataset": 0.5, "mix.student": 0.5},
+}
 
+
+def get_sweep(arg=None):
+  """Two sweeps, by `sweep=`:
+
+  grid     (default) the GKD paper's ablation: divergence × on-policy fraction λ × 3 seeds (45 runs);
+  methods  SFT, supervised KD, SeqKD, on-policy GKD per divergence and mixed λ=0.5, × 3 seeds.
   With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
   """
-  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, teacher="", student="")
+  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, teacher="", student="",
+                  sweep="grid")
+  seeds = (0, 1, 2)
+  if arg.runlocal:
+    return [{**METHODS["supervised_kd"], "seed": 0}, {**METHODS["gkd_jsd0.5"], "seed": 0}]
+  if arg.sweep == "methods":
+    return [{**overrides, "seed": seed} for overrides in METHODS.values() for seed in seeds]
+  if arg.sweep != "grid":
+    raise ValueError(f"sweep={arg.sweep!r}; expected grid or methods.")
   divergences = [("forward_kl", 0.5), ("reverse_kl", 0.5), ("generalized_jsd", 0.1),
                  ("generalized_jsd", 0.5), ("generalized_jsd", 0.9)]
-  grid = [(d, b, lam, seed) for d, b in divergences for lam in (0.0, 0.5, 1.0) for seed in (0, 1, 2)]
-  if arg.runlocal:
-    grid = [("forward_kl", 0.5, 0.0, 0), ("generalized_jsd", 0.5, 1.0, 0)]
   return [{"objective.divergence": d, "objective.beta": b, "mix.student": lam,
-           "mix.dataset": 1.0 - lam, "seed": seed} for d, b, lam, seed in grid]
+           "mix.dataset": 1.0 - lam, "seed": seed}
+          for d, b in divergences for lam in (0.0, 0.5, 1.0) for seed in seeds]

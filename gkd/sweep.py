@@ -72,14 +72,16 @@ def summarize(rows: list[dict]) -> tuple[str, str]:
   groups = collections.defaultdict(list)
   for r in rows:
     groups[tuple((k, v) for k, v in r["overrides"].items() if k != "seed")].append(r)
-  columns = [k.rsplit(".", 1)[-1] for k, _ in next(iter(groups))] if groups else []
+  keys = list(dict.fromkeys(k for key in groups for k, _ in key))  # union, in first-seen order
+  columns = [k.rsplit(".", 1)[-1] for k in keys]
   metrics = [m for m in SUMMARY_METRICS if any(m in r.get("metrics", {}) for r in rows)]
   md = ["| " + " | ".join(columns + ["seeds", "failed"] + metrics) + " |",
         "|" + "---|" * (len(columns) + 2 + len(metrics))]
   csv = [",".join(columns + ["seeds", "failed"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")])]
   for key, members in groups.items():
     done = [r for r in members if r["status"] == "done"]
-    head = [str(v) for _, v in key] + [str(len(done)), str(len(members) - len(done))]
+    values = dict(key)
+    head = [str(values.get(k, "")) for k in keys] + [str(len(done)), str(len(members) - len(done))]
     stats = []
     for m in metrics:
       values = [r["metrics"][m] for r in done if r["metrics"].get(m) is not None]

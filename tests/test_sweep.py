@@ -87,3 +87,15 @@ def test_analysis_notebook_runs_headless_and_saves_figures(finished_sweep):
     assert (workdir / name).stat().st_size > 5000, name
   text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
   assert "2 of 3 points finished" in text and "beta=1.5,seed=0" in text
+
+
+def test_summary_and_labels_with_different_override_keys():
+  from gkd.eval import plots
+  rows = [{"overrides": {"mode": "sft", "seed": 0}, "status": "done", "metrics": {"accuracy": 0.1}},
+          {"overrides": {"mix.teacher": 1.0, "objective.divergence": "forward_kl", "seed": 0},
+           "status": "done", "metrics": {"accuracy": 0.3}}]
+  md, _ = sweep.summarize(rows)
+  assert md.splitlines()[0] == "| mode | teacher | divergence | seeds | failed | accuracy |"
+  assert md.splitlines()[3] == "|  | 1.0 | forward_kl | 1 | 0 | 0.300 ± 0.000 |"
+  assert [plots.method_label(r["overrides"]) for r in rows] == ["SFT", "SeqKD"]
+  assert plots.method_label({"objective.beta": 0.9}) == "JSD(0.9)"

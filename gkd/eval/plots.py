@@ -27,7 +27,12 @@ def load_results(sweep_dir: str) -> list[dict]:
 
 
 def method_label(overrides: dict) -> str:
-  """'JSD(0.5)', 'FKL', 'RKL', ... from a point's overrides."""
+  """'JSD(0.5)', 'FKL', 'SeqKD', 'SFT', ... from a point's overrides (the default config's
+  divergence is generalized_jsd; λ is shown separately)."""
+  if overrides.get("mode") == "sft":
+    return "SFT"
+  if float(overrides.get("mix.teacher", 0.0)) > 0:
+    return "SeqKD"
   div = overrides.get("objective.divergence", "generalized_jsd")
   if div == "generalized_jsd":
     return f"JSD({overrides.get('objective.beta', 0.5)})"
