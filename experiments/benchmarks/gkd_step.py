@@ -32,14 +32,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def prompts_batch(tokenizer, batch: int):
+  """The first `batch` prompts, tokenized exactly as the TRL side sees them, left-padded."""
   with open(os.path.join(HERE, "prompts.jsonl")) as f:
-    rows = [json.loads(line) for line in f][:batch]
-  texts = [tokenizer.apply_chat_template(r["messages"][:1]) for r in rows]  # the user turn only
-  ids = [tokenizer.encode(t) for t in texts]
+    ids = [json.loads(line)["prompt_ids"] for line in f][:batch]
   width = max(map(len, ids))
   tokens = np.full((batch, width), tokenizer.pad_id, np.int32)
   mask = np.zeros((batch, width), bool)
-  for i, row in enumerate(ids):  # left padding
+  for i, row in enumerate(ids):
     tokens[i, width - len(row):], mask[i, width - len(row):] = row, True
   return tokens, mask
 
@@ -67,7 +66,7 @@ def main():
   tg, ts = nnx.split(teacher)
   teacher_params = ts.to_pure_dict()
   objective = step_lib.Objective(divergence="generalized_jsd", divergence_params=(("beta", 0.5),))
-  optimizer = optax.adamw(1e-4)
+  optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))  # as TRL's defaults
   params = {"student": ss.to_pure_dict()}
   state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
   train_step = jax.jit(functools.partial(step_lib.train_step, student_graph=sg, teacher_graph=tg,
