@@ -9,14 +9,7 @@ from gkd.train import defaults, mixing, sharding, validate
 
 
 def config(**overrides):
-  c = defaults.default_config()
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return defaults.apply_overrides(defaults.default_config(), overrides)
 
 
 def test_default_config_is_valid():

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from gkd.train import loop
+from gkd.train import defaults, loop
 from gkd.train.writer import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,13 +23,7 @@ def smoke_config(**overrides):
   c = testbed.get_config("stage=gkd,runlocal=true")
   c.mix.update(dataset=0.4, teacher=0.3, student=0.3)  # every source within a few steps
   c.train.update(num_steps=5, checkpoint_every=1)
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return defaults.apply_overrides(c, overrides)
 
 
 @pytest.fixture(autouse=True)

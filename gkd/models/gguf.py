@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 
 from gkd.models import llama
-from gkd.models.tokenizer import Tokenizer, chat_template_jinja
+from gkd.models.tokenizer import Tokenizer, chat_template_jinja, check_fits
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -163,9 +163,7 @@ def load_gguf(path: str | None = None, *, dtype: str = "float32") -> tuple[llama
     for src, dst in _NORMS.items():
       params[f"layers.{i}.{dst}"] = get(f"blk.{i}.{src}.weight")
   tokenizer = tokenizer_from_gguf(reader)
-  if tokenizer.vocab_size > cfg.vocab_size:
-    raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                     f"embedding has only {cfg.vocab_size} rows (tokenizer/vocab mismatch).")
+  check_fits(tokenizer, cfg.vocab_size, path)
   return llama.from_flat_params(cfg, params), tokenizer
 
 

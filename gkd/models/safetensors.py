@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from gkd.models import llama
-from gkd.models.tokenizer import CHATML, Tokenizer, chat_template_jinja
+from gkd.models.tokenizer import CHATML, Tokenizer, chat_template_jinja, check_fits
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 _PROJ = {"self_attn.q_proj": "attn.q", "self_attn.k_proj": "attn.k", "self_attn.v_proj": "attn.v",
@@ -119,9 +119,7 @@ def load_pretrained(hf_dir: str, *, dtype: str = "float32") -> tuple[llama.Llama
     for src, dst in _NORMS.items():
       params[f"layers.{i}.{dst}.scale"] = get(f"{pre}{src}.weight")
   tokenizer = _load_tokenizer(hf_dir)
-  if tokenizer.vocab_size > cfg.vocab_size:
-    raise ValueError(f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                     f"embedding has only {cfg.vocab_size} rows (tokenizer/vocab mismatch).")
+  check_fits(tokenizer, cfg.vocab_size, hf_dir)
   return llama.from_flat_params(cfg, params), tokenizer
 
 

@@ -151,6 +151,13 @@ def chat_template_jinja(tokenizer: "Tokenizer") -> str | None:
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
+def check_fits(tokenizer: Tokenizer, vocab_size: int, where: str) -> None:
+  """A checkpoint's tokenizer must not produce ids beyond its model's embedding rows."""
+  if tokenizer.vocab_size > vocab_size:
+    raise ValueError(f"{where}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+                     f"embedding has only {vocab_size} rows (tokenizer/vocab mismatch).")
+
+
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
 

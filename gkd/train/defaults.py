@@ -110,6 +110,17 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """Sets dotted keys in place, e.g. {"objective.beta": 0.9} (as --config.objective.beta=0.9 does)."""
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for part in path:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
 def parse_arg(arg: str, **defaults):
   """Parses a config file's `key=value,key2=value2` argument, typed by `defaults` (big_vision style)."""
   out = dict(defaults)
