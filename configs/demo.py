@@ -4,7 +4,7 @@
 
 The student is derived from every 3rd teacher layer (10 of 30, DistilBERT's recipe) and trained
 fully on-policy (λ=1) with JSD(0.5) on chat-formatted arithmetic prompts. Cost on a 2-core CPU:
-about 5–10 minutes (steps × batch below); most of it is sampling and teacher scoring.
+about 3 minutes (~5 s a step after a ~30 s compile, plus loading and the final eval).
 `--config=configs/demo.py:steps=4` makes it shorter.
 """
 
