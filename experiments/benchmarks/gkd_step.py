@@ -54,6 +54,7 @@ def main():
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--new_tokens", type=int, default=64)
+  parser.add_argument("--chunk", type=int, default=0, help="objective.chunk_size (0: plain loss)")
   args = parser.parse_args()
 
   teacher, tokenizer = gguf.load_gguf()
@@ -65,7 +66,8 @@ def main():
   sg, ss = nnx.split(student)
   tg, ts = nnx.split(teacher)
   teacher_params = ts.to_pure_dict()
-  objective = step_lib.Objective(divergence="generalized_jsd", divergence_params=(("beta", 0.5),))
+  objective = step_lib.Objective(divergence="generalized_jsd", divergence_params=(("beta", 0.5),),
+                                 chunk_size=args.chunk)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))  # as TRL's defaults
   params = {"student": ss.to_pure_dict()}
   state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
@@ -91,7 +93,7 @@ def main():
   generated = statistics.median(r["generated"] for r in rows)
   print(json.dumps({
       "impl": "gkd-jax", "device": jax.devices()[0].device_kind, "batch": args.batch,
-      "new_tokens": args.new_tokens, "seconds_per_step": total,
+      "new_tokens": args.new_tokens, "chunk": args.chunk, "seconds_per_step": total,
       "generated_tokens_per_s": generated / med["sample_s"],
       "train_tokens_per_s": generated / total,
       "split_s": {"sampling": med["sample_s"], "teacher_scoring": med["teacher_s"],
