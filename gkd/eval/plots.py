@@ -112,7 +112,10 @@ def learning_curves(rows, metric="loss", *, save_to=None):
     ax.set_title(f"λ={lam:g}")
     ax.set_xlabel("step")
   axes[0, 0].set_ylabel(metric)
-  axes[0, -1].legend(fontsize=8)
+  handles = {line.get_label(): line for ax in axes[0] for line in ax.get_lines()
+             if not line.get_label().startswith("_")}  # one entry per method, from any panel
+  fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=8)
+  fig.subplots_adjust(right=0.88)
   return _save(fig, save_to, f"curves_{metric}.png")
 
 
