@@ -82,29 +82,28 @@ def test_gkd_step_loss_matches_numpy_reference(batch):
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
 
 
+def assert_same_update(batch, a: dict, b: dict):
+  """Two step configurations (make_step kwargs) give the same loss and the same new parameters."""
+  fn_a, state, tp, *_ = make_step(**a)
+  fn_b, *_ = make_step(**b)
+  sa, ma = fn_a(state, batch, tp)
+  sb, mb = fn_b(state, batch, tp)
+  np.testing.assert_allclose(float(ma["loss"]), float(mb["loss"]), rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(sa.params), jax.tree.leaves(sb.params), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
 def test_gradient_accumulation_matches_one_big_batch(batch):
-  objective = step_lib.Objective(reduction="token", divergence="forward_kl", divergence_params=())
-  fn1, state, tp, *_ = make_step(objective, grad_accum=1)
-  fn2, _, _, *_ = make_step(objective, grad_accum=2)
-  s1, m1 = fn1(state, batch, tp)
-  s2, m2 = fn2(state, batch, tp)
   # Uneven token counts per micro-batch: only one global denominator makes these agree.
-  np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  objective = step_lib.Objective(reduction="token", divergence="forward_kl", divergence_params=())
+  assert_same_update(batch, dict(objective=objective, grad_accum=1),
+                     dict(objective=objective, grad_accum=2))
 
 
 def test_chunked_step_matches_plain_step(batch):
-  plain = step_lib.Objective(divergence="reverse_kl", divergence_params=(), temperature=2.0, alpha=0.7)
-  chunked = step_lib.Objective(divergence="reverse_kl", divergence_params=(), temperature=2.0,
-                               alpha=0.7, chunk_size=3)  # 3 does not divide R=7
-  fn_p, state, tp, *_ = make_step(plain)
-  fn_c, *_ = make_step(chunked)
-  sp, mp = fn_p(state, batch, tp)
-  sc, mc = fn_c(state, batch, tp)
-  np.testing.assert_allclose(float(mp["loss"]), float(mc["loss"]), rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(sp.params), jax.tree.leaves(sc.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  kwargs = dict(divergence="reverse_kl", divergence_params=(), temperature=2.0, alpha=0.7)
+  assert_same_update(batch, dict(objective=step_lib.Objective(**kwargs)),
+                     dict(objective=step_lib.Objective(**kwargs, chunk_size=3)))  # 3 does not divide R=7
 
 
 def test_sft_step_is_masked_cross_entropy(batch):
