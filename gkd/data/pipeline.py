@@ -197,3 +197,17 @@ def make_eval_examples(task: str, split: str, n: int | None, data_dir: str | Non
   source = builders.load_split(task, split, data_dir, **task_kwargs)
   count = len(source) if n is None else min(n, len(source))
   return [builders.decode_record(source[i]) for i in range(count)]
+
+
+def loader_for_config(config, tokenizer, *, split: str, batch_size: int, shuffle: bool,
+                      num_epochs: int | None, num_examples: int | None) -> TaskIterator:
+  """`make_loader` for a gkd run config: `batch_size` is global, split over the hosts."""
+  import jax
+
+  return make_loader(
+      task=config.data.task, tokenizer=tokenizer, split=split,
+      batch_size=batch_size // jax.process_count(), max_prompt_len=config.data.max_prompt_len,
+      max_response_len=config.data.max_response_len, seed=config.seed, shuffle=shuffle,
+      num_epochs=num_epochs, chat_template=config.data.chat_template,
+      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      data_dir=config.data.data_dir or None, num_examples=num_examples or None)

@@ -61,12 +61,8 @@ class Evaluator:
     self.batch_size = min(ec.batch_size, len(self.examples))
     self.max_new_tokens = ec.max_new_tokens or config.data.max_response_len
     self._make_loader = functools.partial(
-        pipeline.make_loader, task=config.data.task, tokenizer=tokenizer, split=ec.split,
-        batch_size=self.batch_size // jax.process_count(), max_prompt_len=config.data.max_prompt_len,
-        max_response_len=config.data.max_response_len, seed=config.seed, shuffle=False,
-        num_epochs=1, chat_template=config.data.chat_template, shard_index=jax.process_index(),
-        shard_count=jax.process_count(), data_dir=config.data.data_dir or None,
-        num_examples=len(self.examples))
+        pipeline.loader_for_config, config, tokenizer, split=ec.split, batch_size=self.batch_size,
+        shuffle=False, num_epochs=1, num_examples=len(self.examples))
 
   def _generate(self, model, batch, *, temperature, key):
     return sampling.sample(model, batch["prompt_tokens"], batch["prompt_mask"], rng=key,

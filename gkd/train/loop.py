@@ -23,17 +23,6 @@ from gkd import sampling
 from gkd.train import checkpoint, mixing, setup, sharding, step as step_lib, validate, writer
 
 
-def _loader(config, tokenizer, *, split, batch_size, shuffle, num_epochs, num_examples):
-  from gkd.data.pipeline import make_loader
-  return make_loader(
-      task=config.data.task, tokenizer=tokenizer, split=split,
-      batch_size=batch_size // jax.process_count(), max_prompt_len=config.data.max_prompt_len,
-      max_response_len=config.data.max_response_len, seed=config.seed, shuffle=shuffle,
-      num_epochs=num_epochs, chat_template=config.data.chat_template,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
-      data_dir=config.data.data_dir or None, num_examples=num_examples or None)
-
-
 def _local_rows(mesh, x):
   """This host's rows of a batch-sharded global array, as NumPy."""
   return np.asarray(multihost_utils.global_array_to_host_local_array(
@@ -45,7 +34,7 @@ class Run:
 
   def __init__(self, config, workdir: str):
     validate.validate(config)
-    self.config, self.workdir = config, workdir
+    self.config = config
     self.mesh = sharding.make_mesh(config)
     self.tokenizer, teacher, student = setup.build(config)
     self.objective = step_lib.Objective.from_config(config)
@@ -68,8 +57,10 @@ class Run:
                           teacher_graph=self.teacher_graph, objective=self.objective,
                           optimizer=self.optimizer, grad_accum_steps=config.optim.grad_accum_steps),
         donate_argnums=0, out_shardings=(self.state_shardings, sharding.replicated(self.mesh)))
-    self.loader = _loader(config, self.tokenizer, split="train", batch_size=config.train.batch_size,
-                          shuffle=True, num_epochs=None, num_examples=config.data.num_train_examples)
+    from gkd.data.pipeline import loader_for_config
+    self.loader = loader_for_config(config, self.tokenizer, split="train",
+                                    batch_size=config.train.batch_size, shuffle=True,
+                                    num_epochs=None, num_examples=config.data.num_train_examples)
     self.teacher_cache = mixing.TeacherCache()
     self.truncated = 0  # prompts/responses cut to the configured lengths (see gkd.data.pipeline)
     self.checkpointer = checkpoint.Checkpointer(workdir, every=config.train.checkpoint_every,
