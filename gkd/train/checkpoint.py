@@ -40,7 +40,7 @@ class Checkpointer:
     step = self._manager.latest_step() if step is None else step
     items = self._manager.item_metadata(step)
     args = {"state": ocp.args.StandardRestore(abstract_state), "data": ocp.args.JsonRestore()}
-    has_cache = items.get("teacher_cache") is not None if hasattr(items, "get") else False
+    has_cache = items.get("teacher_cache") is not None  # absent when nothing was cached
     if has_cache:
       args["teacher_cache"] = ocp.args.StandardRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**args))
