@@ -11,6 +11,9 @@ Parameters (`DEFAULTS`; every one settable as --config.data.task_kwargs.NAME=...
                     "parquet", "hf" or "tfds".
   prompt_field, response_field
                     the columns holding the prompt and the reference response.
+  prompt_template   how a prompt column is shown to the model: "{prompt}" is replaced by the
+                    value, e.g. "Question: {prompt}\nAnswer: ". The response follows it directly
+                    (in training, in generation and in few-shot exemplars).
   messages_field    instead: a column holding a chat as a list of {"role", "content"}. The
                     last assistant message is the response; the messages before it are the
                     prompt (rendered with the tokenizer's chat template when
@@ -22,10 +25,11 @@ Parameters (`DEFAULTS`; every one settable as --config.data.task_kwargs.NAME=...
                     a split without its own file or directory entry is carved out of train:
                     a fraction (< 1) or a count (>= 1) of the train rows, drawn by `seed`.
   seed              seeds the carving and the few-shot draw.
-  num_fewshot       k > 0 prepends k exemplars (prompt + response) to every prompt, as the
-                    GKD paper's few-shot GSM8K prompts. They are drawn once by `seed` from the
-                    train split and then removed from it, so no training target appears in
-                    its own prompt. With a chat, they become earlier user/assistant turns.
+  num_fewshot       k > 0 prepends k exemplars (templated prompt + response) to every prompt,
+                    as the GKD paper's few-shot GSM8K prompts. They are drawn once by `seed`
+                    from the train split and then removed from it, so no training target
+                    appears in its own prompt. With a chat, they become earlier user/assistant
+                    turns.
   fewshot_separator the text between exemplars (and before the prompt) without a chat.
 
 Every bad value fails while the dataset is prepared, before any training step, naming the
@@ -34,6 +38,7 @@ file, the line (or row) and the field.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -44,6 +49,7 @@ from gkd.data import graders, readers, splits
 DEFAULTS = (
     ("path", ""), ("train_path", ""), ("validation_path", ""), ("test_path", ""),
     ("format", "auto"), ("prompt_field", "prompt"), ("response_field", "response"),
+    ("prompt_template", "{prompt}"),
     ("messages_field", ""), ("answer_field", ""), ("grader", "none"),
     ("validation_size", 0.1), ("test_size", 0.1), ("seed", 0),
     ("num_fewshot", 0), ("fewshot_separator", "\n\n"),
@@ -72,11 +78,26 @@ def fingerprint(params: dict) -> str:
 def generate(split: str, **params) -> list[dict]:
   """The examples of `split` (see the module docstring for the parameters)."""
   graders.check_grader(params["grader"])
+  if "{prompt}" not in params["prompt_template"]:
+    raise ValueError(f"prompt_template={params['prompt_template']!r} lacks '{{prompt}}'.")
+  tables, exemplars = _read_all(json.dumps(params, sort_keys=True), fingerprint(params))
+  rows = tables[split]
+  if not rows:
+    raise ValueError(f"The {split} split of the files task is empty "
+                     f"({_describe_source(split, params)}).")
+  return [_with_fewshot(_example(where, row, params), exemplars, params) for where, row in rows]
+
+
+@functools.lru_cache(maxsize=2)
+def _read_all(params_json: str, files_fingerprint: str):
+  """(rows per split, few-shot exemplars): read once for the three splits of a preparation."""
+  del files_fingerprint  # part of the cache key only: a changed file is read again
+  params = json.loads(params_json)
   tables = _split_tables(params)
   train = tables["train"]
   exemplars = []
-  if params["num_fewshot"] > 0:
-    k = params["num_fewshot"]
+  k = params["num_fewshot"]
+  if k > 0:
     if k >= len(train):
       raise ValueError(f"num_fewshot={k} needs more than {k} train rows; there are {len(train)}.")
     picked = set(np.random.default_rng([params["seed"], 1]).choice(len(train), k, replace=False)
@@ -84,11 +105,7 @@ def generate(split: str, **params) -> list[dict]:
     exemplars = [_example(where, row, params) for i, (where, row) in enumerate(train)
                  if i in picked]
     tables["train"] = [r for i, r in enumerate(train) if i not in picked]
-  rows = tables[split]
-  if not rows:
-    raise ValueError(f"The {split} split of the files task is empty "
-                     f"({_describe_source(split, params)}).")
-  return [_with_fewshot(_example(where, row, params), exemplars, params) for where, row in rows]
+  return tables, exemplars
 
 
 def _describe_source(split: str, params: dict) -> str:
@@ -138,7 +155,7 @@ def _field(where: str, row: dict, name: str, param: str):
 def _string(where: str, row: dict, name: str, param: str) -> str:
   value = _field(where, row, name, param)
   if not isinstance(value, str):
-    raise ValueError(f"{where}: field {name!r} is a {type(value).__name__}, not a string.")
+    raise ValueError(f"{where}: field {name!r} is not a string ({type(value).__name__}).")
   return value
 
 
@@ -177,12 +194,13 @@ def _example(where: str, row: dict, params: dict) -> dict:
     response = _string(where, row, params["response_field"], "response_field")
     if not prompt.strip():
       raise ValueError(f"{where}: field {params['prompt_field']!r} is empty.")
+    prompt = params["prompt_template"].replace("{prompt}", prompt)
   grader = params["grader"]
   if params["answer_field"]:
     answer = _field(where, row, params["answer_field"], "answer_field")
     if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
-      raise ValueError(f"{where}: field {params['answer_field']!r} is a "
-                       f"{type(answer).__name__}, not a string or a number.")
+      raise ValueError(f"{where}: field {params['answer_field']!r} is neither a string nor a "
+                       f"number ({type(answer).__name__}).")
     answer = str(answer).strip()
   elif grader == "numeric":
     answer = graders.extract_answer(response)
