@@ -84,8 +84,11 @@ def _hashes(path):
   return {f: hashlib.sha256(open(os.path.join(path, f), "rb").read()).hexdigest() for f in files}
 
 
-def test_prepare_is_reproducible_byte_for_byte(tmp_path):
+def test_prepare_is_reproducible_byte_for_byte(tmp_path, capsys):
   a = builders.prepare("arithmetic", str(tmp_path / "a"), **SMALL)
+  out = capsys.readouterr().out  # one honest line, not TFDS's "Downloading ... Unknown size"
+  assert out == f"gkd: writing dataset {os.path.basename(os.path.dirname(a))} to {a} " \
+      "(generated locally, nothing downloaded)\n"
   b = builders.prepare("arithmetic", str(tmp_path / "b"), **SMALL)
   c = builders.prepare("arithmetic", str(tmp_path / "c"), seed=1, **SMALL)
   assert _hashes(a) == _hashes(b)
@@ -212,7 +215,7 @@ def test_bad_inputs_raise_clearly(data_dir, tok):
     _loader(data_dir, tok, max_prompt_len=1)
   with pytest.raises(ValueError, match="truncation"):
     _loader(data_dir, tok, truncation="silently")
-  empty = tasks.Task("empty", "reasoning", "accuracy", "", (("seed", 0),),
+  empty = tasks.Task("empty", "", (("seed", 0),),
                      lambda split, seed: [{"prompt": "", "response": "1", "answer": "1",
                                            "grader": "numeric"}])
   with pytest.raises(ValueError, match="empty prompt"):

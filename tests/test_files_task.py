@@ -188,7 +188,8 @@ def test_bad_files_fail_with_path_line_and_field(tmp_path, jsonl):
     prepare(path=str(tmp_path / "nope.jsonl"))
   bad = list(ROWS)
   bad[4] = {"question": "x", "a": "y"}
-  with pytest.raises(ValueError, match=r"b\.jsonl:5: no field 'q' \(data\.task_kwargs\.prompt_field\)"):
+  with pytest.raises(ValueError,
+                     match=r"b\.jsonl:5: no field 'q' \(data\.task_kwargs\.prompt_field\)"):
     prepare(path=_jsonl(tmp_path / "b.jsonl", bad))
   bad[4] = {"q": 5, "a": "y"}
   with pytest.raises(ValueError, match=r"b2\.jsonl:5: field 'q' is not a string \(int\)"):

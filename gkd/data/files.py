@@ -167,7 +167,8 @@ def _chat(where: str, row: dict, params: dict) -> tuple[list[dict], str]:
     try:
       messages = json.loads(messages)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{where}: field {name!r} is not a JSON list of messages ({e.msg}).") from None
+      raise ValueError(f"{where}: field {name!r} is not a JSON list of messages "
+                       f"({e.msg}).") from None
   if not isinstance(messages, list) or not all(
       isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
       for m in messages):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 import grain
@@ -143,6 +144,7 @@ def make_loader(*, task: str, tokenizer, split: str, batch_size: int, max_prompt
               max_response_len=max_response_len, shard_index=shard_index,
               shard_count=shard_count, num_epochs=num_epochs, num_examples=num_examples,
               truncation=truncation, tokenizer=tokenizer)
+  dataset = builders.prepare(task, data_dir, **task_kwargs)
   source = builders.load_split(task, split, data_dir, **task_kwargs)
   n = len(source) if num_examples is None else min(num_examples, len(source))
   if n < shard_count:
@@ -185,8 +187,11 @@ def make_loader(*, task: str, tokenizer, split: str, batch_size: int, max_prompt
     return encode(i)
 
   batches = ids.map(featurize).batch(batch_size, drop_remainder=True)
-  fingerprint = dict(task=task, split=split, task_kwargs=task_kwargs, n=n, seed=seed,
-                     shuffle=shuffle, num_epochs=num_epochs, batch_size=batch_size,
+  # The dataset's name holds a hash of its parameters and of the files it read: a run does
+  # not resume onto data that changed under it.
+  dataset_name = os.path.relpath(dataset, os.path.dirname(os.path.dirname(dataset)))
+  fingerprint = dict(task=task, dataset=dataset_name, split=split, task_kwargs=task_kwargs, n=n,
+                     seed=seed, shuffle=shuffle, num_epochs=num_epochs, batch_size=batch_size,
                      shard_index=shard_index, shard_count=shard_count)
   return TaskIterator(batches, fingerprint, num_batches, num_threads)
 

@@ -46,8 +46,6 @@ class Task:
   """A named task. `defaults` are its generation parameters (seed and split sizes at least)."""
 
   name: str
-  kind: str
-  metric: str  # the headline text metric: "accuracy", "rouge" or "bleu" ("grader": by kwargs)
   description: str
   defaults: tuple[tuple[str, Any], ...]
   generator: Callable[..., list[dict]] = dataclasses.field(repr=False, compare=False)
@@ -98,7 +96,7 @@ def _reasoning(name: str, description: str, sizes: tuple) -> Task:
   def generator(split, **params):
     return reasoning.generate(name, split, **params)
 
-  return Task(name, "reasoning", "accuracy", description, (("seed", 0),) + sizes, generator)
+  return Task(name, description, (("seed", 0),) + sizes, generator)
 
 
 _TASKS = {
@@ -116,31 +114,25 @@ _TASKS = {
         "gsm_symbolic", "reasoning-gym gsm_symbolic: GSM8K-style word problems with worked "
         "solutions ending '#### N'.", _sizes(20000, 500, 1000)),
     "shakespeare": Task(
-        "shakespeare", "continuation", "rouge",
-        "Continue a Shakespeare passage; plays are split so that test plays are unseen.",
-        shakespeare.DEFAULTS, shakespeare.generate),
+        "shakespeare", "Continue a Shakespeare passage; plays are split so that test plays are "
+        "unseen.", shakespeare.DEFAULTS, shakespeare.generate),
     "instructions": Task(
-        "instructions", "instruction", "accuracy",
-        "Templated instructions with checkable answers, plus arithmetic and Shakespeare "
-        "prompts phrased as requests; meant to be wrapped in the chat template.",
+        "instructions", "Templated instructions with checkable answers, plus arithmetic and "
+        "Shakespeare prompts phrased as requests; meant to be wrapped in the chat template.",
         instructions.DEFAULTS, instructions.generate),
     "gsm8k": Task(
-        "gsm8k", "reasoning", "accuracy",
-        "GSM8K from the official JSONL files (train.jsonl, test.jsonl) on local disk.",
+        "gsm8k", "GSM8K from the official JSONL files (train.jsonl, test.jsonl) on local disk.",
         catalogue.GSM8K_DEFAULTS, catalogue.generate_gsm8k),
     "xsum": Task(
-        "xsum", "summarization", "rouge",
-        "XSum from local JSONL files ({train,validation,test}.jsonl: document, summary).",
+        "xsum", "XSum from local JSONL files ({train,validation,test}.jsonl: document, summary).",
         catalogue.XSUM_DEFAULTS, catalogue.generate_xsum),
     "wmt": Task(
-        "wmt", "translation", "bleu",
-        "WMT translation from local JSONL files ({train,validation,test}.jsonl with one key "
-        "per language).", catalogue.WMT_DEFAULTS, catalogue.generate_wmt),
+        "wmt", "WMT translation from local JSONL files ({train,validation,test}.jsonl with one "
+        "key per language).", catalogue.WMT_DEFAULTS, catalogue.generate_wmt),
     "files": Task(
-        "files", "files", "grader",
-        "Your own data from JSONL, CSV or Parquet files, or saved Hugging Face / prepared TFDS "
-        "directories; fields, grader, splits and few-shot set in data.task_kwargs.",
-        files.DEFAULTS, files.generate, fingerprint=files.fingerprint),
+        "files", "Your own data from JSONL, CSV or Parquet files, or saved Hugging Face / "
+        "prepared TFDS directories; fields, grader, splits and few-shot set in "
+        "data.task_kwargs.", files.DEFAULTS, files.generate, fingerprint=files.fingerprint),
 }
 TASK_NAMES = tuple(_TASKS)
 
