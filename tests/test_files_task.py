@@ -227,16 +227,37 @@ def test_too_long_prompt_fails_when_the_loader_is_made(jsonl, tmp_path, tok):
                          data_dir=str(tmp_path / "tfds"), task_kwargs=kw)
 
 
-def test_a_changed_file_is_prepared_again(tmp_path):
+def test_a_changed_file_is_prepared_again_and_not_resumed_onto(tmp_path, tok):
   path = tmp_path / "d.jsonl"
   _jsonl(path, ROWS)
   kw = {**KW, "path": str(path)}
+  loader = dict(task="files", tokenizer=tok, split="train", batch_size=2, max_prompt_len=24,
+                max_response_len=40, seed=0, data_dir=str(tmp_path / "tfds"), task_kwargs=kw)
   first = builders.prepare("files", str(tmp_path / "tfds"), **kw)
-  _jsonl(path, ROWS[:10])
+  it = pipeline.make_loader(**loader)
+  next(it)
+  state = it.get_state()
+  _jsonl(path, [dict(r, q=r["q"].upper()) for r in ROWS])  # new text, as many rows
   os.utime(path, ns=(1, 1))  # a new mtime even on a coarse clock
   second = builders.prepare("files", str(tmp_path / "tfds"), **kw)
   assert first != second
-  assert len(pipeline.make_eval_examples("files", "train", None, str(tmp_path / "tfds"), **kw)) == 8
+  assert pipeline.make_eval_examples("files", "train", 1, str(tmp_path / "tfds"), **kw)[0][
+      "prompt"].startswith("WHAT IS")
+  with pytest.raises(ValueError, match="different loader"):
+    pipeline.make_loader(**loader).set_state(state)
+
+
+def test_unknown_formats_are_named(tmp_path):
+  (tmp_path / "d.txt").write_text("x")
+  with pytest.raises(ValueError, match=r"d\.txt: cannot tell the format"):
+    _gen("train", path=str(tmp_path / "d.txt"))
+  (tmp_path / "folder").mkdir()
+  with pytest.raises(ValueError, match="neither a saved Hugging Face dataset"):
+    _gen("train", path=str(tmp_path / "folder"))
+  with pytest.raises(ValueError, match="format='xml'"):
+    _gen("train", path=str(tmp_path / "d.txt"), format="xml")
+  assert _gen("train", path=_jsonl(tmp_path / "rows.txt", ROWS), format="jsonl", test_size=0,
+              validation_size=0)[0]["prompt"] == ROWS[0]["q"]
 
 
 # -- task_kwargs from the config ---------------------------------------------------------------
