@@ -5,8 +5,9 @@
 Ten word problems ({"question", "solution", "answer"} per line); 2 are carved out for
 validation and 2 for test by seed, 6 train. The teacher is the bundled SmolLM2-135M-Instruct,
 the student every 3rd of its layers, trained on-policy (λ=1) with JSD(0.5) on chat-formatted
-prompts, and graded by the numeric answer. Cost on a 2-core CPU: about 2 minutes (10 steps of
-~5 s after a ~30 s compile, plus loading and the final eval).
+prompts, and graded by the numeric answer: it shows the wiring, ten steps teach little.
+Cost: about 2 CPU-minutes (measured 1m49s user time for the 10 steps, the model load and the
+final eval; 8 minutes of wall time on a 2-core machine shared with other jobs).
 `runlocal=true` uses tiny random models and the char-level tokenizer instead (seconds).
 `fewshot=K` prepends K train exemplars to every prompt (they leave the train split).
 
