@@ -8,7 +8,7 @@ the student every 3rd of its layers, trained on-policy (λ=1) with JSD(0.5) on c
 prompts, and graded by the numeric answer: it shows the wiring, ten steps teach little.
 Cost: about 2 CPU-minutes (measured 1m49s user time for the 10 steps, the model load and the
 final eval; 8 minutes of wall time on a 2-core machine shared with other jobs).
-`runlocal=true` uses tiny random models and the char-level tokenizer instead (seconds).
+`runlocal=true` uses tiny random models and the char-level tokenizer instead (~30 CPU-seconds).
 `fewshot=K` prepends K train exemplars to every prompt (they leave the train split).
 
 For your own file, change `task_kwargs` here or on the command line, e.g.
