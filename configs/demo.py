@@ -22,8 +22,8 @@ def get_config(arg=None):
   c.data.max_prompt_len = 48
   c.data.max_response_len = 32
   c.mix.update(dataset=0.0, teacher=0.0, student=1.0)
-  c.objective.update(divergence="generalized_jsd", beta=0.5)
+  c.objective.update(divergence="generalized_jsd", divergence_kw={"beta": 0.5})
   c.optim.update(learning_rate=1e-4, warmup_steps=2)
   c.train.update(batch_size=arg.batch, num_steps=arg.steps, log_every=1, checkpoint_every=10)
-  c.eval.update(every=0, num_examples=8, batch_size=4, max_new_tokens=32)
+  c.eval.update(every=0, at_start=True, num_examples=8, batch_size=4, max_new_tokens=32)
   return c
