@@ -29,8 +29,8 @@ student puts −inf where the teacher has mass, forward KL is +inf (the true val
 
 Top-k teacher mode: `teacher_topk` keeps the teacher's k largest log-probabilities
 (of the full softmax at the given temperature, NOT renormalized) and their indices,
-so teacher outputs can be stored at k ≪ V. `topk_divergence` / `get_topk` evaluate
-any divergence above on the (k+1)-outcome partition {top-1, …, top-k, rest}: the
+so teacher outputs can be stored at k ≪ V. `Divergence.topk` evaluates any divergence
+above on the (k+1)-outcome partition {top-1, …, top-k, rest}: the
 teacher's tail bucket holds 1 − Σ top-k mass, the student's tail bucket its exact
 mass outside the teacher's top-k (a logsumexp over the rest of its vocabulary).
 Both tails are floored at TOPK_TAIL_FLOOR (the float32 resolution of 1 − Σp), so
@@ -41,8 +41,8 @@ that grows monotonically with k (up to the floor, ≲1e-5 nats).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -58,9 +58,6 @@ NAMES = (
 
 # Tail masses below this are rounding noise of 1 - sum(top-k probs) in float32.
 TOPK_TAIL_FLOOR = 1e-6
-
-Divergence = Callable[..., jax.Array]
-
 
 # --------------------------------------------------------------------------- checks
 
@@ -183,63 +180,99 @@ def _tv_lp(ls, lt):
   return 0.5 * jnp.sum(jnp.abs(jnp.exp(lt) - jnp.exp(ls)), axis=-1)
 
 
-def _lp_fn(name: str, params: dict) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """(student_logprobs, teacher_logprobs) -> per-position divergence, params validated."""
+# The parameters each divergence takes, with their defaults (the one place they are written).
+PARAMS = {
+  "forward_kl": {},
+  "reverse_kl": {},
+  "generalized_jsd": {"beta": 0.5, "normalized": False},
+  "skew_kl": {"alpha": 0.1},
+  "skew_reverse_kl": {"alpha": 0.1},
+  "total_variation": {},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+  """A divergence with its parameters bound and checked (`get` makes one).
+
+  Hashable, so it can be a static argument of a jitted function. Calling it evaluates the
+  divergence from full logits; `topk` evaluates it from a top-k teacher (see the module
+  docstring). `kw` holds every parameter, defaults filled in, as sorted (name, value) pairs.
+  """
+
+  name: str
+  kw: tuple = ()
+
+  def __call__(self, *, student_logits, teacher_logits, temperature=1.0) -> jax.Array:
+    _check_temperature(temperature)
+    _check_pair(student_logits, teacher_logits)
+    return self.on_logprobs(log_probs(student_logits, temperature),
+                            log_probs(teacher_logits, temperature))
+
+  def topk(self, *, student_logits, topk_logprobs, topk_indices, temperature=1.0) -> jax.Array:
+    """From the teacher's top-k log-probs: a lower bound of the full value, exact at k = V."""
+    return self.on_logprobs(
+      *topk_bucket_logprobs(student_logits, topk_logprobs, topk_indices, temperature))
+
+  def on_logprobs(self, ls: jax.Array, lt: jax.Array) -> jax.Array:
+    """The divergence between normalized student and teacher log-probs [..., V]."""
+    kw = dict(self.kw)
+    if self.name == "forward_kl":
+      return _kl(lt, ls)
+    if self.name == "reverse_kl":
+      return _kl(ls, lt)
+    if self.name == "total_variation":
+      return _tv_lp(ls, lt)
+    if self.name == "generalized_jsd":
+      return _jsd_lp(ls, lt, kw["beta"], kw["normalized"])
+    if self.name == "skew_kl":
+      return _skew_lp(ls, lt, kw["alpha"])
+    return _skew_lp(lt, ls, kw["alpha"])  # skew_reverse_kl: KL(S‖αS + (1−α)T), roles swapped
+
+
+def get(name: str, **kw) -> Divergence:
+  """The divergence called `name` (one of NAMES) with parameters `kw` bound and checked.
+
+  Unknown names and parameters, and β or α outside [0, 1], raise ValueError here, once,
+  not at every trace. The result is called as f(*, student_logits, teacher_logits,
+  temperature=1.0) -> f32[...].
+  """
   if name not in NAMES:
     raise ValueError(f"unknown divergence {name!r}; valid names: {', '.join(NAMES)}.")
-  allowed = {
-    "forward_kl": set(),
-    "reverse_kl": set(),
-    "total_variation": set(),
-    "generalized_jsd": {"beta", "normalized"},
-    "skew_kl": {"alpha"},
-    "skew_reverse_kl": {"alpha"},
-  }[name]
-  unknown = set(params) - allowed
+  allowed = PARAMS[name]
+  unknown = set(kw) - set(allowed)
   if unknown:
     raise ValueError(
       f"divergence {name!r} takes parameters {sorted(allowed) or 'none'}, got {sorted(unknown)}."
     )
-  if name == "forward_kl":
-    return lambda ls, lt: _kl(lt, ls)
-  if name == "reverse_kl":
-    return lambda ls, lt: _kl(ls, lt)
-  if name == "total_variation":
-    return _tv_lp
-  if name == "generalized_jsd":
-    beta = params.get("beta", 0.5)
-    normalized = bool(params.get("normalized", False))
-    _check_unit_interval("beta", beta)
-    return lambda ls, lt: _jsd_lp(ls, lt, beta, normalized)
-  alpha = params.get("alpha", 0.1)
-  _check_unit_interval("alpha", alpha)
-  if name == "skew_kl":
-    return lambda ls, lt: _skew_lp(ls, lt, alpha)
-  return lambda ls, lt: _skew_lp(lt, ls, alpha)  # KL(S‖αS + (1−α)T): roles swapped
-
-
-def _from_logits(name, student_logits, teacher_logits, temperature, **params):
-  fn = _lp_fn(name, params)
-  _check_temperature(temperature)
-  _check_pair(student_logits, teacher_logits)
-  return fn(log_probs(student_logits, temperature), log_probs(teacher_logits, temperature))
+  kw = {**allowed, **kw}
+  for key in ("beta", "alpha"):
+    if key in kw:
+      _check_unit_interval(key, kw[key])
+  if "normalized" in kw:
+    kw["normalized"] = bool(kw["normalized"])
+  return Divergence(name, tuple(sorted(kw.items())))
 
 
 # ------------------------------------------------------------------- public API
+# The named functions are `get(name, **kw)` called at once; traced β/α are allowed here.
 
 
 def forward_kl(*, student_logits, teacher_logits, temperature=1.0) -> jax.Array:
   """KL(teacher‖student) per position, in nats."""
-  return _from_logits("forward_kl", student_logits, teacher_logits, temperature)
+  return get("forward_kl")(student_logits=student_logits, teacher_logits=teacher_logits,
+                           temperature=temperature)
 
 
 def reverse_kl(*, student_logits, teacher_logits, temperature=1.0) -> jax.Array:
   """KL(student‖teacher) per position, in nats."""
-  return _from_logits("reverse_kl", student_logits, teacher_logits, temperature)
+  return get("reverse_kl")(student_logits=student_logits, teacher_logits=teacher_logits,
+                           temperature=temperature)
 
 
 def generalized_jsd(
-  *, student_logits, teacher_logits, beta=0.5, temperature=1.0, normalized=False
+  *, student_logits, teacher_logits, beta=PARAMS["generalized_jsd"]["beta"], temperature=1.0,
+  normalized=False
 ) -> jax.Array:
   """β·KL(T‖M) + (1−β)·KL(S‖M) with M = βT + (1−β)S (GKD paper), per position.
 
@@ -249,38 +282,28 @@ def generalized_jsd(
   plain loss jumps at β ∈ {0, 1}. `normalized=True` divides by β(1−β), which makes
   β = 0 and β = 1 the continuous limits of the interior values.
   """
-  return _from_logits(
-    "generalized_jsd", student_logits, teacher_logits, temperature, beta=beta, normalized=normalized
-  )
+  return get("generalized_jsd", beta=beta, normalized=normalized)(
+    student_logits=student_logits, teacher_logits=teacher_logits, temperature=temperature)
 
 
-def skew_kl(*, student_logits, teacher_logits, alpha=0.1, temperature=1.0) -> jax.Array:
+def skew_kl(*, student_logits, teacher_logits, alpha=PARAMS["skew_kl"]["alpha"],
+            temperature=1.0) -> jax.Array:
   """KL(T‖αT + (1−α)S): α = 0 is forward_kl, α = 1 is 0; bounded by −log α."""
-  return _from_logits("skew_kl", student_logits, teacher_logits, temperature, alpha=alpha)
+  return get("skew_kl", alpha=alpha)(student_logits=student_logits,
+                                     teacher_logits=teacher_logits, temperature=temperature)
 
 
-def skew_reverse_kl(*, student_logits, teacher_logits, alpha=0.1, temperature=1.0) -> jax.Array:
+def skew_reverse_kl(*, student_logits, teacher_logits, alpha=PARAMS["skew_reverse_kl"]["alpha"],
+                    temperature=1.0) -> jax.Array:
   """KL(S‖αS + (1−α)T): α = 0 is reverse_kl, α = 1 is 0; bounded by −log α."""
-  return _from_logits("skew_reverse_kl", student_logits, teacher_logits, temperature, alpha=alpha)
+  return get("skew_reverse_kl", alpha=alpha)(student_logits=student_logits,
+                                             teacher_logits=teacher_logits, temperature=temperature)
 
 
 def total_variation(*, student_logits, teacher_logits, temperature=1.0) -> jax.Array:
   """½·Σ|T − S| per position, in [0, 1]."""
-  return _from_logits("total_variation", student_logits, teacher_logits, temperature)
-
-
-def get(name: str, **params) -> Divergence:
-  """The divergence called `name` with its parameters bound (validated now).
-
-  Returns f(*, student_logits, teacher_logits, temperature=1.0) -> f32[...].
-  """
-  _lp_fn(name, params)  # fail at config time, not at the first step
-
-  def divergence(*, student_logits, teacher_logits, temperature=1.0):
-    return _from_logits(name, student_logits, teacher_logits, temperature, **params)
-
-  divergence.__name__ = name
-  return divergence
+  return get("total_variation")(student_logits=student_logits, teacher_logits=teacher_logits,
+                                temperature=temperature)
 
 
 # ------------------------------------------------------------------ top-k teacher
@@ -342,37 +365,3 @@ def topk_bucket_logprobs(
   ls_b = jnp.concatenate([ls_top, jnp.maximum(ls_tail, floor)[..., None]], axis=-1)
   lt_b = jnp.concatenate([lt_top, jnp.maximum(lt_tail, floor)[..., None]], axis=-1)
   return ls_b, lt_b
-
-
-def topk_divergence(
-  name: str, *, student_logits, topk_logprobs, topk_indices, temperature=1.0, **params
-) -> jax.Array:
-  """Divergence `name` between the student and a top-k teacher, per position.
-
-  Evaluated on the (k+1)-bucket partition (see the module docstring): a lower bound
-  of the full divergence that is exact at k = V.
-  """
-  fn = _lp_fn(name, params)
-  ls_b, lt_b = topk_bucket_logprobs(student_logits, topk_logprobs, topk_indices, temperature)
-  return fn(ls_b, lt_b)
-
-
-def get_topk(name: str, **params) -> Divergence:
-  """Like `get`, for a top-k teacher.
-
-  Returns f(*, student_logits, topk_logprobs, topk_indices, temperature=1.0) -> f32[...].
-  """
-  _lp_fn(name, params)
-
-  def divergence(*, student_logits, topk_logprobs, topk_indices, temperature=1.0):
-    return topk_divergence(
-      name,
-      student_logits=student_logits,
-      topk_logprobs=topk_logprobs,
-      topk_indices=topk_indices,
-      temperature=temperature,
-      **params,
-    )
-
-  divergence.__name__ = f"{name}_topk"
-  return divergence

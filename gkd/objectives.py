@@ -80,57 +80,72 @@ def _safe_divide(total, weight):
 
 
 @dataclasses.dataclass(frozen=True)
-class _LossConfig:
-  divergence: str
-  divergence_params: tuple
-  temperature: float
-  alpha: float
-  reduction: str
-  teacher_topk: int
+class Objective:
+  """Every static setting of the distillation loss (hashable: part of the jit cache key).
+
+  divergence    a bound `gkd.divergences.Divergence` (from `divergences.get(name, **kw)`)
+  temperature   the loss temperature T (divides both logit sets; brings the T² factor)
+  alpha         weight of the soft term; 1 − α goes to hard-label CE at T = 1
+  reduction     "sequence": mean over each sequence's tokens, then over sequences;
+                "token": one flat mean over all tokens
+  teacher_topk  > 0: the divergence from the teacher's top-k log-probs only
+  chunk_size    > 0: head + loss in sequence chunks (memory); 0: plain
+  hidden_loss   "", "cosine" or "mse": a DistilBERT-style last-hidden-state term,
+                added with weight `hidden_weight`
+  Bad values raise ValueError on construction.
+  """
+
+  divergence: D.Divergence = D.get("generalized_jsd")
+  temperature: float = 1.0
+  alpha: float = 1.0
+  reduction: str = "sequence"
+  teacher_topk: int = 0
+  chunk_size: int = 0
+  hidden_loss: str = ""
+  hidden_weight: float = 0.0
+
+  def __post_init__(self):
+    if not isinstance(self.divergence, D.Divergence):
+      raise ValueError(f"divergence must come from gkd.divergences.get(), got {self.divergence!r}.")
+    D._check_temperature(self.temperature)
+    D._check_unit_interval("alpha", self.alpha)
+    _check_reduction(self.reduction)
+    for name in ("teacher_topk", "chunk_size"):
+      value = getattr(self, name)
+      if int(value) != value or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+    if self.hidden_loss not in ("",) + HIDDEN_KINDS:
+      raise ValueError(f"hidden_loss must be one of {('',) + HIDDEN_KINDS}, got {self.hidden_loss!r}.")
+    if self.hidden_weight < 0:
+      raise ValueError(f"hidden_weight must be >= 0, got {self.hidden_weight!r}.")
 
   @classmethod
-  def make(
-    cls,
-    divergence="generalized_jsd",
-    divergence_params=None,
-    temperature=1.0,
-    alpha=1.0,
-    reduction="sequence",
-    teacher_topk=0,
-  ):
-    params = dict(divergence_params or {})
-    D.get(divergence, **params)  # unknown names/params and bad β/α fail here
-    D._check_temperature(temperature)
-    D._check_unit_interval("alpha", alpha)
-    _check_reduction(reduction)
-    if int(teacher_topk) != teacher_topk or teacher_topk < 0:
-      raise ValueError(f"teacher_topk must be an integer >= 0, got {teacher_topk!r}.")
-    return cls(divergence, tuple(sorted(params.items())), temperature, alpha, reduction,
-               int(teacher_topk))
-
-  def divergence_fn(self):
-    return D.get(self.divergence, **dict(self.divergence_params))
+  def from_config(cls, objective) -> "Objective":
+    """From a config's `objective` block (see gkd.train.defaults)."""
+    return cls(divergence=D.get(objective.divergence, **dict(objective.divergence_kw)),
+               temperature=objective.temperature, alpha=objective.alpha,
+               reduction=objective.reduction, teacher_topk=int(objective.teacher_topk),
+               chunk_size=int(objective.chunk_size), hidden_loss=objective.hidden_loss,
+               hidden_weight=objective.hidden_weight)
 
 
-def _per_position(student_logits, teacher, labels, cfg: _LossConfig):
+def _per_position(student_logits, teacher, labels, cfg: Objective):
   """(divergence, hard CE), both f32 [B, T]. `teacher` is logits or a top-k pair."""
   temperature = cfg.temperature
-  params = dict(cfg.divergence_params)
   if isinstance(teacher, tuple):  # precomputed (topk_logprobs, topk_indices)
     lp, idx = jax.lax.stop_gradient(teacher[0]), teacher[1]
-    div = D.topk_divergence(cfg.divergence, student_logits=student_logits, topk_logprobs=lp,
-                            topk_indices=idx, temperature=temperature, **params)
+    div = cfg.divergence.topk(student_logits=student_logits, topk_logprobs=lp, topk_indices=idx,
+                              temperature=temperature)
   else:
     teacher = jax.lax.stop_gradient(teacher)
-    if jnp.shape(student_logits) != jnp.shape(teacher):
-      D._check_pair(student_logits, teacher)  # raises with a clear message
     if cfg.teacher_topk:
+      D._check_pair(student_logits, teacher)  # raises with a clear message
       lp, idx = D.teacher_topk(teacher, cfg.teacher_topk, temperature)
-      div = D.topk_divergence(cfg.divergence, student_logits=student_logits, topk_logprobs=lp,
-                              topk_indices=idx, temperature=temperature, **params)
+      div = cfg.divergence.topk(student_logits=student_logits, topk_logprobs=lp,
+                                topk_indices=idx, temperature=temperature)
     else:
-      div = cfg.divergence_fn()(student_logits=student_logits, teacher_logits=teacher,
-                                temperature=temperature)
+      div = cfg.divergence(student_logits=student_logits, teacher_logits=teacher,
+                           temperature=temperature)
   # Hard CE at T = 1: logsumexp − z[label], without a second [B, T, V] log-softmax.
   z = jnp.asarray(student_logits, jnp.float32)
   vocab = z.shape[-1]
@@ -140,7 +155,7 @@ def _per_position(student_logits, teacher, labels, cfg: _LossConfig):
   return div, ce
 
 
-def _finish(div_total, ce_total, local_weight, weight, num_tokens, cfg: _LossConfig):
+def _finish(div_total, ce_total, local_weight, weight, num_tokens, cfg: Objective):
   weight = local_weight if weight is None else jnp.asarray(weight, jnp.float32)
   t2 = cfg.temperature ** 2
   loss = _safe_divide(cfg.alpha * t2 * div_total + (1.0 - cfg.alpha) * ce_total, weight)
@@ -170,32 +185,26 @@ def distillation_loss(
   teacher_logits,
   labels,
   loss_mask,
+  objective: Objective = Objective(),
   *,
-  divergence: str = "generalized_jsd",
-  divergence_params: dict | None = None,
-  temperature: float = 1.0,
-  alpha: float = 1.0,
-  reduction: str = "sequence",
-  teacher_topk: int = 0,
   weight=None,
 ) -> tuple[jax.Array, dict]:
   """(α·T²·Σdiv + (1−α)·Σce) / weight for logits [B, T, V]; returns (loss, aux).
 
   labels[b, t] is the token that logits[b, t] predicts (the caller shifts). The
-  teacher is under stop_gradient. `teacher_topk > 0` evaluates the divergence from
-  the teacher's top-k log-probs (see `gkd.divergences`); `teacher_logits` may also be
-  a precomputed `(topk_logprobs, topk_indices)` pair from `divergences.teacher_topk`
+  teacher is under stop_gradient. `objective.teacher_topk > 0` evaluates the divergence
+  from the teacher's top-k log-probs (see `gkd.divergences`); `teacher_logits` may also
+  be a precomputed `(topk_logprobs, topk_indices)` pair from `divergences.teacher_topk`
   at the same temperature. `weight` defaults to the local `masked_reduce` weight;
   pass a global one to share a denominator across micro-batches and shards. An
   empty batch gives loss 0. aux holds f32 scalars: divergence and hard_ce (means),
   weight, num_tokens, and the two unnormalized totals.
   """
-  cfg = _LossConfig.make(divergence, divergence_params, temperature, alpha, reduction,
-                         teacher_topk)
+  cfg = objective
   _check_sequence_shapes(jnp.shape(student_logits)[:-1], labels, loss_mask)
   mask = jnp.asarray(loss_mask, bool)
   div, ce = _per_position(student_logits, teacher_logits, labels, cfg)
-  w, local_weight = position_weights(mask, reduction)
+  w, local_weight = position_weights(mask, cfg.reduction)
   num_tokens = jnp.sum(mask).astype(jnp.float32)
   return _finish(_weighted_total(div, mask, w), _weighted_total(ce, mask, w), local_weight,
                  weight, num_tokens, cfg)
@@ -208,24 +217,24 @@ def chunked_distillation_loss(
   teacher_kernel,
   labels,
   loss_mask,
+  objective: Objective = Objective(chunk_size=128),
   *,
-  chunk_size: int = 128,
-  **loss_kwargs,
+  weight=None,
 ) -> tuple[jax.Array, dict]:
   """`distillation_loss(student_hidden @ student_kernel, teacher_hidden @ teacher_kernel, ...)`
   without materializing [B, T, V] logits.
 
-  The head matmuls and the loss run one chunk of `chunk_size` positions at a time in a
+  The head matmuls and the loss run one chunk of `objective.chunk_size` positions at a time in a
   `lax.scan`; the chunk body is rematerialized (`jax.checkpoint`), so the backward
   pass recomputes each chunk's logits instead of storing them and the peak holds
   O(B·chunk_size·V) floats. Logits are accumulated in float32 from inputs of any
   dtype. T need not divide by chunk_size (the tail is padded and masked). Gradients
   reach student_hidden and student_kernel only; the teacher is under stop_gradient.
-  Keyword arguments are those of `distillation_loss`.
+  `weight` is as in `distillation_loss`.
   """
-  weight = loss_kwargs.pop("weight", None)
-  cfg = _LossConfig.make(**loss_kwargs)
-  if int(chunk_size) != chunk_size or chunk_size < 1:
+  cfg = objective
+  chunk_size = cfg.chunk_size
+  if chunk_size < 1:
     raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
   b, t, ds = jnp.shape(student_hidden)
   bt, tt, dt = jnp.shape(teacher_hidden)

@@ -1,11 +1,15 @@
 """Jit-compiled autoregressive sampling with a KV cache.
 
-`sample` runs one compiled program per static shape set: a prefill over the left-padded
-prompts, then a `lax.while_loop` that decodes one token per step for the whole batch and
-stops as soon as every row has emitted EOS. Parameters and the rng are arguments of the jitted
-function (never closed over); the graphdef and the sampler settings are static, so repeated
-calls with the same shapes reuse the compiled program. Nothing happens host-side per token,
-so inputs sharded over a mesh batch axis stay sharded.
+One compiled program per static shape set: a prefill over the left-padded prompts, then a
+`lax.while_loop` that decodes one token per step for the whole batch and stops as soon as every
+row has emitted EOS. Parameters and the rng are arguments of the jitted function (never closed
+over); the graphdef and the sampler settings are static, so repeated calls with the same shapes
+reuse the compiled program. Nothing happens host-side per token, so inputs sharded over a mesh
+batch axis stay sharded.
+
+`Sampler` is the object a training run builds once per model: it holds the graphdef and the
+token ids and takes new parameters on every call (no split/merge round trip). `sample(model,
+...)` is the one-off functional form, for notebooks and tests.
 """
 
 from __future__ import annotations
@@ -20,16 +24,14 @@ from flax import nnx
 
 from gkd.models.llama import batch_full, default_positions
 
-TRACE_COUNT = 0  # incremented each time the sampler is traced; tests use it to catch retraces
-
-
 class SampleOutput(NamedTuple):
   """tokens int32[B,N]; mask bool[B,N] (True up to and including the first EOS);
-  logprobs float32[B,N] (0 where mask is False)."""
+  logprobs float32[B,N] (0 where mask is False), or None unless asked for: computing them
+  costs a vocabulary-wide log-softmax per decode step."""
 
   tokens: jax.Array
   mask: jax.Array
-  logprobs: jax.Array
+  logprobs: jax.Array | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,7 @@ class SamplerSettings:
   eos_id: int = 0
   pad_id: int = 0
   use_cache: bool = True
+  return_logprobs: bool = False
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -75,18 +78,42 @@ def sample(model: nnx.Module, prompt_tokens: jax.Array, prompt_mask: jax.Array, 
     gives 0). Greedy (temperature=0) returns the log-prob under the unmodified T=1 softmax.
     On-policy distillation wants temperature=1, top_k=0, top_p=1, where both coincide.
   """
-  settings = SamplerSettings(int(max_new_tokens), float(temperature), int(top_k), float(top_p),
-                             int(eos_id), int(eos_id if pad_id is None else pad_id), bool(use_cache))
   graphdef, state = nnx.split(model)
-  return _sample_jit(graphdef, settings, state, jnp.asarray(prompt_tokens, jnp.int32),
-                     jnp.asarray(prompt_mask, bool), rng)
+  sampler = Sampler(graphdef, eos_id=eos_id, pad_id=pad_id, top_k=top_k, top_p=top_p,
+                    use_cache=use_cache, return_logprobs=True)
+  return sampler(state, prompt_tokens, prompt_mask, rng=rng, max_new_tokens=max_new_tokens,
+                 temperature=temperature)
 
 
-def choose(logits: jax.Array, key: jax.Array, s: SamplerSettings) -> tuple[jax.Array, jax.Array]:
-  """Picks one token per row from float32 logits [B,V]; returns (tokens, their log-probs)."""
+class Sampler:
+  """Samples from one model architecture with fixed settings; parameters come per call.
+
+  Build it once per run and role (the student's on-policy sampler, the teacher's, the
+  evaluator's greedy decoder) and call it with the current parameters: a pure dict or an
+  `nnx.State` matching `graphdef`. `max_new_tokens` and `temperature` may change per call
+  (each distinct value compiles once).
+  """
+
+  def __init__(self, graphdef, *, eos_id: int, pad_id: int | None = None, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, use_cache: bool = True,
+               return_logprobs: bool = False):
+    self.graphdef = graphdef
+    self.settings = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                         eos_id=int(eos_id), pad_id=int(eos_id if pad_id is None else pad_id),
+                         use_cache=bool(use_cache), return_logprobs=bool(return_logprobs))
+
+  def __call__(self, params, prompt_tokens: jax.Array, prompt_mask: jax.Array, *, rng: jax.Array,
+               max_new_tokens: int, temperature: float | None = None) -> SampleOutput:
+    overrides = {"temperature": float(temperature)} if temperature is not None else {}
+    settings = SamplerSettings(int(max_new_tokens), **{**self.settings, **overrides})
+    return _sample_jit(self.graphdef, settings, params, jnp.asarray(prompt_tokens, jnp.int32),
+                       jnp.asarray(prompt_mask, bool), rng)
+
+
+def choose(logits: jax.Array, key: jax.Array, s: SamplerSettings) -> tuple[jax.Array, jax.Array | None]:
+  """Picks one token per row from float32 logits [B,V]: (tokens, their log-probs or None)."""
   if s.temperature == 0:
     tok = jnp.argmax(logits, axis=-1)
-    logp = jax.nn.log_softmax(logits, axis=-1)
   else:
     logits = logits / s.temperature
     if s.top_k > 0 and s.top_k < logits.shape[-1]:
@@ -100,15 +127,15 @@ def choose(logits: jax.Array, key: jax.Array, s: SamplerSettings) -> tuple[jax.A
       cutoff = jnp.min(jnp.where(mass_before < s.top_p, desc, jnp.inf), axis=-1, keepdims=True)
       logits = jnp.where(logits < cutoff, -jnp.inf, logits)
     tok = jax.random.categorical(key, logits, axis=-1)
-    logp = jax.nn.log_softmax(logits, axis=-1)
   tok = tok.astype(jnp.int32)
+  if not s.return_logprobs:
+    return tok, None
+  logp = jax.nn.log_softmax(logits, axis=-1)
   return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _sample_jit(graphdef, s: SamplerSettings, state, prompt, pmask, rng) -> SampleOutput:
-  global TRACE_COUNT
-  TRACE_COUNT += 1
   model = nnx.merge(graphdef, state)
   b, p = prompt.shape
   n = s.max_new_tokens
@@ -127,8 +154,10 @@ def _sample_jit(graphdef, s: SamplerSettings, state, prompt, pmask, rng) -> Samp
   tok, lp = choose(model.logits(h[:, -1]), key, s)
   tokens = jax.lax.dynamic_update_slice(batch_full(prompt, (b, n), s.pad_id, jnp.int32),
                                         tok[:, None], (0, 0))
-  logprobs = jax.lax.dynamic_update_slice(batch_full(prompt, (b, n), 0, jnp.float32),
-                                          lp[:, None], (0, 0))
+  logprobs = None
+  if s.return_logprobs:
+    logprobs = jax.lax.dynamic_update_slice(batch_full(prompt, (b, n), 0, jnp.float32),
+                                            lp[:, None], (0, 0))
   mask = batch_full(prompt, (b, n), False, bool).at[:, 0].set(True)
   done = tok == s.eos_id
 
@@ -154,9 +183,9 @@ def _sample_jit(graphdef, s: SamplerSettings, state, prompt, pmask, rng) -> Samp
     tok, lp = choose(model.logits(h), key, s)
     live = ~done
     tok = jnp.where(live, tok, s.pad_id)
-    lp = jnp.where(live, lp, 0.0)
     tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, step))
-    logprobs = jax.lax.dynamic_update_slice(logprobs, lp[:, None], (0, step))
+    if s.return_logprobs:
+      logprobs = jax.lax.dynamic_update_slice(logprobs, jnp.where(live, lp, 0.0)[:, None], (0, step))
     mask = jax.lax.dynamic_update_slice(mask, live[:, None], (0, step))
     done = done | (live & (tok == s.eos_id))
     return step + 1, tokens, mask, logprobs, done, aux, rng

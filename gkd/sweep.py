@@ -1,6 +1,6 @@
 """Runs every point of a config's sweep: python -m gkd.sweep --config=configs/NAME.py[:ARG] --workdir=DIR
 
-`get_sweep(arg)` in the config file returns a list of override dicts ({"objective.beta": 0.5, ...}).
+`get_sweep(arg)` in the config file returns a list of override dicts ({"objective.divergence_kw": {"beta": 0.9}, ...}).
 Each point runs `python -m gkd.main` in its own process and workdir (DIR/points/NAME), so a
 crash in one point cannot take down the others. Finished points (those with final_metrics.json)
 are skipped, unfinished ones resume from their checkpoints, and a failing point (a bad config,
@@ -20,7 +20,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from gkd.train.writer import atomic_write
+from gkd import rundir
+from gkd.rundir import atomic_write
 
 _CONFIG = flags.DEFINE_string("config", None, "configs/NAME.py[:ARG], as for gkd.main.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory.")
@@ -43,15 +44,28 @@ def load_sweep(config_arg: str) -> list[dict]:
   return list(module.get_sweep(arg or None))
 
 
+def flat_overrides(overrides: dict) -> dict:
+  """Dict values spelled as dotted keys: {"objective.divergence_kw": {"beta": 1}} ->
+  {"objective.divergence_kw.beta": 1} (an empty dict stays as it is)."""
+  flat = {}
+  for key, value in overrides.items():
+    if isinstance(value, dict) and value:
+      flat.update(flat_overrides({f"{key}.{k}": v for k, v in value.items()}))
+    else:
+      flat[key] = value
+  return flat
+
+
 def point_name(overrides: dict) -> str:
-  short = {k.rsplit(".", 1)[-1]: v for k, v in overrides.items()}
+  """A readable directory name from the last part of each (flattened) key."""
+  short = {k.rsplit(".", 1)[-1]: v for k, v in flat_overrides(overrides).items()}
   return ",".join(f"{k}={v}" for k, v in short.items()).replace("/", "_")
 
 
 def run_point(config_arg: str, overrides: dict, workdir: str, log_path: str) -> dict:
   """Runs (or resumes, or skips) one point; returns its results row."""
   row = {"point": os.path.basename(workdir), "overrides": overrides, "workdir": workdir}
-  final = os.path.join(workdir, "final_metrics.json")
+  final = os.path.join(workdir, rundir.FINAL_METRICS)
   if not os.path.exists(final):
     cmd = [sys.executable, "-m", "gkd.main", f"--config={config_arg}", f"--workdir={workdir}",
            "--config.train.progress_bar=false"]
@@ -71,7 +85,8 @@ def summarize(rows: list[dict]) -> tuple[str, str]:
   """Markdown and CSV tables: one line per point with the seed removed, mean ± std over seeds."""
   groups = collections.defaultdict(list)
   for r in rows:
-    groups[tuple((k, v) for k, v in r["overrides"].items() if k != "seed")].append(r)
+    flat = flat_overrides(r["overrides"])
+    groups[tuple((k, str(v)) for k, v in flat.items() if k != "seed")].append(r)
   keys = list(dict.fromkeys(k for key in groups for k, _ in key))  # union, in first-seen order
   columns = [k.rsplit(".", 1)[-1] for k in keys]
   metrics = [m for m in SUMMARY_METRICS if any(m in r.get("metrics", {}) for r in rows)]

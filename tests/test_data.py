@@ -316,7 +316,8 @@ def test_xsum_and_wmt_from_local_jsonl(tmp_path):
 
 def test_global_batch_places_the_loader_batch_on_the_mesh(data_dir, tok):
   import jax
-  from gkd.train import defaults, sharding
+  from gkd import sharding
+  from gkd.train import defaults
 
   mesh = sharding.make_mesh(defaults.default_config())
   batch = next(_loader(data_dir, tok, batch_size=len(jax.devices())))

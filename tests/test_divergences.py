@@ -318,11 +318,21 @@ def test_bad_inputs_raise_clear_errors():
     D.teacher_topk(t, 11)
 
 
+def test_get_binds_defaults_once():
+  assert D.get("generalized_jsd") == D.get("generalized_jsd", beta=0.5, normalized=False)
+  assert D.get("generalized_jsd", beta=0.9) != D.get("generalized_jsd")
+  assert dict(D.get("skew_kl").kw) == {"alpha": 0.1}
+  s, t = logits_pair((4, 10))
+  np.testing.assert_allclose(  # the named function's default β is the bound default
+    D.get("generalized_jsd")(student_logits=s, teacher_logits=t),
+    D.generalized_jsd(student_logits=s, teacher_logits=t))
+
+
 def test_get_names():
   s, t = logits_pair((4, 10))
   for name in D.NAMES:
     f = D.get(name)
-    assert f.__name__ == name
+    assert f.name == name and hash(f) == hash(D.get(name))  # hashable: a static jit argument
     np.testing.assert_allclose(
       f(student_logits=s, teacher_logits=t), getattr(D, name)(student_logits=s, teacher_logits=t)
     )
@@ -359,8 +369,8 @@ def test_topk_matches_reference_and_full_at_k_equals_v(name, params):
   for k in (1, 3, 6, 10):
     lp, idx = D.teacher_topk(t, k, temperature)
     assert lp.shape == idx.shape == (4, k) and idx.dtype == jnp.int32
-    got = D.topk_divergence(
-      name, student_logits=s, topk_logprobs=lp, topk_indices=idx, temperature=temperature, **params
+    got = D.get(name, **params).topk(
+      student_logits=s, topk_logprobs=lp, topk_indices=idx, temperature=temperature
     )
     ps_b, pt_b = np_topk_bucket(s, t, k, temperature)
     np.testing.assert_allclose(got, np_divergence(name, ps_b, pt_b, **params), rtol=1e-4, atol=2e-5)
@@ -381,7 +391,7 @@ def test_topk_masked_vocab_and_grads():
   def all_names(x, lp, idx):  # one compile per k for every divergence
     out = []
     for name in D.NAMES:
-      f = D.get_topk(name)
+      f = D.get(name).topk
       g = lambda x: f(student_logits=x, topk_logprobs=lp, topk_indices=idx).sum()
       out.append(jax.value_and_grad(g)(x))
     return out

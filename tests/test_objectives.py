@@ -81,13 +81,26 @@ def test_masked_reduce_sequence_and_token_differ_and_errors():
 # --------------------------------------------------------------- plain loss
 
 
+def objective(divergence="generalized_jsd", divergence_kw=None, **kw):
+  return O.Objective(divergence=D.get(divergence, **(divergence_kw or {})), **kw)
+
+
+def plain_loss(zs, zt, labels, mask, weight=None, **kw):
+  return O.distillation_loss(zs, zt, labels, mask, objective(**kw), weight=weight)
+
+
+def chunked_loss(hs, ws, ht, wt, labels, mask, weight=None, chunk_size=128, **kw):
+  kw["chunk_size"] = chunk_size
+  return O.chunked_distillation_loss(hs, ws, ht, wt, labels, mask, objective(**kw), weight=weight)
+
+
 @pytest.mark.parametrize("reduction", O.REDUCTIONS)
 def test_distillation_loss_matches_numpy(reduction):
   hs, ws, ht, wt, labels, mask = batch()
   zs, zt = hs @ ws, ht @ wt
   beta, temperature, alpha = 0.3, 2.0, 0.25
-  loss, aux = O.distillation_loss(
-    zs, zt, labels, mask, divergence_params={"beta": beta}, temperature=temperature,
+  loss, aux = plain_loss(
+    zs, zt, labels, mask, divergence_kw={"beta": beta}, temperature=temperature,
     alpha=alpha, reduction=reduction,
   )
   div = np_jsd(zs, zt, beta, temperature)
@@ -106,24 +119,24 @@ def test_distillation_loss_matches_numpy(reduction):
 def test_global_weight_empty_batch_and_alpha_ends():
   hs, ws, ht, wt, labels, mask = batch()
   zs, zt = hs @ ws, ht @ wt
-  local, aux = O.distillation_loss(zs, zt, labels, mask)
-  scaled, _ = O.distillation_loss(zs, zt, labels, mask, weight=4 * aux["weight"])
+  local, aux = plain_loss(zs, zt, labels, mask)
+  scaled, _ = plain_loss(zs, zt, labels, mask, weight=4 * aux["weight"])
   np.testing.assert_allclose(scaled, local / 4, rtol=1e-6)
   # alpha=1 is pure distillation, alpha=0 pure CE.
-  fwd = lambda **kw: O.distillation_loss(zs, zt, labels, mask, divergence="forward_kl", **kw)
+  fwd = lambda **kw: plain_loss(zs, zt, labels, mask, divergence="forward_kl", **kw)
   loss_t3, aux_t3 = fwd(alpha=1.0, temperature=3.0)
   np.testing.assert_allclose(loss_t3, 9 * aux_t3["divergence"], rtol=1e-6)  # the T² factor
   np.testing.assert_allclose(fwd(alpha=0.0)[0], fwd()[1]["hard_ce"], rtol=1e-6)
   # An all-masked batch: loss 0 and finite gradients.
   empty = np.zeros_like(mask)
-  value, grad = jax.value_and_grad(lambda z: O.distillation_loss(z, zt, labels, empty)[0])(zs)
+  value, grad = jax.value_and_grad(lambda z: plain_loss(z, zt, labels, empty)[0])(zs)
   assert float(value) == 0.0 and np.all(np.asarray(grad) == 0)
 
 
 def test_teacher_gets_no_gradient_and_student_does():
   hs, ws, ht, wt, labels, mask = batch()
   zs, zt = hs @ ws, ht @ wt
-  f = lambda zs, zt: O.distillation_loss(zs, zt, labels, mask, alpha=0.5)[0]
+  f = lambda zs, zt: plain_loss(zs, zt, labels, mask, alpha=0.5)[0]
   gs, gt = jax.grad(f, argnums=(0, 1))(zs, zt)
   assert np.all(np.asarray(gt) == 0)
   assert np.abs(np.asarray(gs)[mask]).max() > 1e-4 and np.all(np.asarray(gs)[~mask] == 0)
@@ -133,21 +146,21 @@ def test_teacher_topk_modes():
   hs, ws, ht, wt, labels, mask = batch()
   zs, zt = hs @ ws, ht @ wt
   kw = dict(divergence="reverse_kl", temperature=1.5, alpha=0.7)
-  full, _ = O.distillation_loss(zs, zt, labels, mask, **kw)
-  at_v, _ = O.distillation_loss(zs, zt, labels, mask, teacher_topk=V, **kw)
+  full, _ = plain_loss(zs, zt, labels, mask, **kw)
+  at_v, _ = plain_loss(zs, zt, labels, mask, teacher_topk=V, **kw)
   np.testing.assert_allclose(at_v, full, rtol=1e-5)
-  top4, _ = O.distillation_loss(zs, zt, labels, mask, teacher_topk=4, **kw)
+  top4, _ = plain_loss(zs, zt, labels, mask, teacher_topk=4, **kw)
   assert float(top4) < float(full)  # the bucketed divergence is a lower bound
   stored = D.teacher_topk(zt, 4, temperature=1.5)
-  from_stored, _ = O.distillation_loss(zs, stored, labels, mask, **kw)
+  from_stored, _ = plain_loss(zs, stored, labels, mask, **kw)
   np.testing.assert_allclose(from_stored, top4, rtol=1e-6)
 
 
 def test_bf16_logits():
   hs, ws, ht, wt, labels, mask = batch()
   zs, zt = jnp.asarray(hs @ ws, jnp.bfloat16), jnp.asarray(ht @ wt, jnp.bfloat16)
-  loss, aux = O.distillation_loss(zs, zt, labels, mask, alpha=0.5)
-  ref, _ = O.distillation_loss(np.asarray(zs, np.float32), np.asarray(zt, np.float32), labels,
+  loss, aux = plain_loss(zs, zt, labels, mask, alpha=0.5)
+  ref, _ = plain_loss(np.asarray(zs, np.float32), np.asarray(zt, np.float32), labels,
                                mask, alpha=0.5)
   assert loss.dtype == jnp.float32
   np.testing.assert_allclose(loss, ref, rtol=1e-6)
@@ -161,22 +174,22 @@ def test_bad_arguments():
     (dict(temperature=0.0), "temperature"),
     (dict(reduction="mean"), "reduction"),
     (dict(divergence="kl"), "unknown divergence"),
-    (dict(divergence_params={"beta": 2.0}), "beta"),
+    (dict(divergence_kw={"beta": 2.0}), "beta"),
     (dict(teacher_topk=-1), "teacher_topk"),
   ]
   for kw, match in cases:
     with pytest.raises(ValueError, match=match):
-      O.distillation_loss(zs, zt, labels, mask, **kw)
+      plain_loss(zs, zt, labels, mask, **kw)
   with pytest.raises(ValueError, match="vocabulary sizes differ"):
-    O.distillation_loss(zs, zt[..., :-1], labels, mask)
+    plain_loss(zs, zt[..., :-1], labels, mask)
   with pytest.raises(ValueError, match="labels"):
-    O.distillation_loss(zs, zt, labels[:, :-1], mask)
+    plain_loss(zs, zt, labels[:, :-1], mask)
 
 
 # ------------------------------------------------------------- chunked loss
 
 CHUNK_CASES = [
-  (dict(reduction="sequence", temperature=2.0, alpha=0.5, divergence_params={"beta": 0.2}), 4),
+  (dict(reduction="sequence", temperature=2.0, alpha=0.5, divergence_kw={"beta": 0.2}), 4),
   (dict(reduction="token", divergence="skew_reverse_kl", alpha=0.8), 3),
   (dict(divergence="forward_kl", teacher_topk=5, temperature=0.7), 7),
 ]
@@ -184,8 +197,8 @@ CHUNK_CASES = [
 
 def test_chunk_larger_than_sequence():
   hs, ws, ht, wt, labels, mask = batch()
-  plain, _ = O.distillation_loss(hs @ ws, ht @ wt, labels, mask)
-  chunked, _ = O.chunked_distillation_loss(hs, ws, ht, wt, labels, mask, chunk_size=64)
+  plain, _ = plain_loss(hs @ ws, ht @ wt, labels, mask)
+  chunked, _ = chunked_loss(hs, ws, ht, wt, labels, mask, chunk_size=64)
   np.testing.assert_allclose(chunked, plain, rtol=1e-5)
 
 
@@ -194,10 +207,10 @@ def test_chunked_matches_plain(kw, chunk):
   hs, ws, ht, wt, labels, mask = batch()
 
   def plain(hs, ws, ht, wt):
-    return O.distillation_loss(hs @ ws, ht @ wt, labels, mask, **kw)
+    return plain_loss(hs @ ws, ht @ wt, labels, mask, **kw)
 
   def chunked(hs, ws, ht, wt):
-    return O.chunked_distillation_loss(hs, ws, ht, wt, labels, mask, chunk_size=chunk, **kw)
+    return chunked_loss(hs, ws, ht, wt, labels, mask, chunk_size=chunk, **kw)
 
   (lp, ap), gp = jax.jit(jax.value_and_grad(plain, argnums=(0, 1, 2, 3), has_aux=True))(
     hs, ws, ht, wt
@@ -227,8 +240,8 @@ def test_chunked_does_not_hold_full_logits():
     return step.lower(*args).compile().memory_analysis().temp_size_in_bytes
 
   full = b * t * v * 4
-  plain = temp_bytes(lambda hs, ws, ht, wt, lab, m: O.distillation_loss(hs @ ws, ht @ wt, lab, m))
-  chunked = temp_bytes(lambda *a: O.chunked_distillation_loss(*a, chunk_size=16))
+  plain = temp_bytes(lambda hs, ws, ht, wt, lab, m: plain_loss(hs @ ws, ht @ wt, lab, m))
+  chunked = temp_bytes(lambda *a: chunked_loss(*a, chunk_size=16))
   assert plain > 2 * full
   assert chunked < 0.5 * full
 
@@ -236,13 +249,13 @@ def test_chunked_does_not_hold_full_logits():
 def test_chunked_bad_arguments():
   hs, ws, ht, wt, labels, mask = batch()
   with pytest.raises(ValueError, match="chunk_size"):
-    O.chunked_distillation_loss(hs, ws, ht, wt, labels, mask, chunk_size=0)
+    chunked_loss(hs, ws, ht, wt, labels, mask, chunk_size=0)
   with pytest.raises(ValueError, match="vocabulary sizes differ"):
-    O.chunked_distillation_loss(hs, ws, ht, wt[:, :-1], labels, mask)
+    chunked_loss(hs, ws, ht, wt[:, :-1], labels, mask)
   with pytest.raises(ValueError, match="kernels"):
-    O.chunked_distillation_loss(hs, ws, ht, ws, labels, mask)
+    chunked_loss(hs, ws, ht, ws, labels, mask)
   with pytest.raises(ValueError, match="alpha"):
-    O.chunked_distillation_loss(hs, ws, ht, wt, labels, mask, alpha=-0.5)
+    chunked_loss(hs, ws, ht, wt, labels, mask, alpha=-0.5)
 
 
 # ------------------------------------------------------------- hidden states

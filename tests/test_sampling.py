@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flax import nnx
+
 from gkd import sampling
 from gkd.models import llama
 
@@ -84,14 +86,46 @@ def test_eos_mask_and_pad(model):
   np.testing.assert_array_equal(one.mask[0], [True] + [False] * 5)
 
 
+def _count_traces(fn):
+  """How many programs JAX traces while fn() runs (jax.monitoring's trace-duration events)."""
+  events = []
+  def listener(event, duration, **_):
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      events.append(duration)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    fn()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  return len(events)
+
+
 def test_no_retrace(model):
   prompt, pmask = _left_pad(ROWS, 8)
-  kw = dict(max_new_tokens=4, eos_id=NO_EOS, temperature=0.7, top_p=0.9)
-  sampling.sample(model, prompt, pmask, rng=jax.random.key(0), **kw)
-  before = sampling.TRACE_COUNT
-  sampling.sample(model, prompt + 1, pmask, rng=jax.random.key(9), **kw)
-  sampling.sample(model, prompt, pmask, rng=jax.random.key(5), **kw)
-  assert sampling.TRACE_COUNT == before
+  graphdef, params = nnx.split(model)
+  sampler = sampling.Sampler(graphdef, eos_id=NO_EOS, top_p=0.9)
+  kw = dict(max_new_tokens=4, temperature=0.7)
+  assert _count_traces(lambda: sampler(params, prompt, pmask, rng=jax.random.key(0), **kw)) > 0
+
+  new_params = jax.tree.map(lambda x: x * 1.5, params)  # new parameter values: same program
+  other_prompt, keys = prompt + 1, (jax.random.key(9), jax.random.key(5))
+
+  def again():
+    sampler(params, other_prompt, pmask, rng=keys[0], **kw)
+    sampler(new_params, prompt, pmask, rng=keys[1], **kw)
+  assert _count_traces(again) == 0
+
+
+def test_logprobs_only_on_request(model):
+  prompt, pmask = _left_pad(ROWS, 8)
+  graphdef, params = nnx.split(model)
+  out = sampling.Sampler(graphdef, eos_id=NO_EOS)(params, prompt, pmask, rng=jax.random.key(0),
+                                                  max_new_tokens=3)
+  assert out.logprobs is None
+  full = sampling.Sampler(graphdef, eos_id=NO_EOS, return_logprobs=True)(
+      params, prompt, pmask, rng=jax.random.key(0), max_new_tokens=3)
+  np.testing.assert_array_equal(out.tokens, full.tokens)  # the flag changes nothing else
+  np.testing.assert_array_equal(out.mask, full.mask)
 
 
 def _first_token_samples(model, settings, n, seed=0):
@@ -121,7 +155,7 @@ def test_t1_samples_match_softmax():
 
 
 def _choose_samples(logits, n, seed, **settings):
-  s = sampling.SamplerSettings(max_new_tokens=1, **settings)
+  s = sampling.SamplerSettings(max_new_tokens=1, return_logprobs=True, **settings)
   tok, lp = jax.jit(lambda k: sampling.choose(jnp.tile(logits[None], (n, 1)), k, s))(
       jax.random.key(seed))
   return np.asarray(tok), np.asarray(lp)

@@ -19,7 +19,7 @@ from configs.testbed import get_config  # noqa: F401  (the testbed config, smoke
 
 def get_sweep(arg=None):
   return [{"objective.divergence": "forward_kl", "seed": 0},
-          {"objective.beta": 1.5, "seed": 0},  # invalid: must fail alone
+          {"objective.divergence_kw": {"beta": 1.5}, "seed": 0},  # invalid: must fail alone
           {"objective.divergence": "generalized_jsd", "mix.student": 1.0, "mix.dataset": 0.0, "seed": 1}]
 '''
 
@@ -31,7 +31,7 @@ def test_point_names_and_summary():
   md, csv = sweep.summarize(rows)
   assert "| forward_kl | 2 | 1 | 0.600 ± 0.100 |" in md
   assert csv.splitlines()[1] == "forward_kl,2,1,0.6,0.1"
-  assert sweep.point_name({"objective.beta": 0.5, "seed": 1}) == "beta=0.5,seed=1"
+  assert sweep.point_name({"objective.divergence_kw": {"beta": 0.5}, "seed": 1}) == "beta=0.5,seed=1"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_interrupted_sweep_completes_without_losing_or_repeating_points(finished
   assert first.stat().st_mtime_ns == first_mtime  # finished before the kill: not run again
   for r in rows[::2]:
     assert {"accuracy", "forward_kl", "reverse_kl"} <= set(r["metrics"])
-  assert "objective.beta=1.5 must lie in [0, 1]" in rows[1]["error"]
+  assert "beta must lie in [0, 1], got 1.5" in rows[1]["error"]
   assert (workdir / "summary.md").read_text().count("\n") == 2 + 3
   assert (workdir / "summary.csv").exists()
 
@@ -98,4 +98,6 @@ def test_summary_and_labels_with_different_override_keys():
   assert md.splitlines()[0] == "| mode | teacher | divergence | seeds | failed | accuracy |"
   assert md.splitlines()[3] == "|  | 1.0 | forward_kl | 1 | 0 | 0.300 ± 0.000 |"
   assert [plots.method_label(r["overrides"]) for r in rows] == ["SFT", "SeqKD"]
-  assert plots.method_label({"objective.beta": 0.9}) == "JSD(0.9)"
+  assert plots.method_label({"objective.divergence_kw": {"beta": 0.9}}) == "JSD(0.9)"
+  assert plots.method_label({"objective.divergence_kw.beta": 0.1}) == "JSD(0.1)"
+  assert plots.method_label({}) == "JSD(0.5)"

@@ -5,11 +5,13 @@ import collections
 import numpy as np
 import pytest
 
-from gkd.train import defaults, mixing, sharding, validate
+from tests.helpers import apply_overrides
+from gkd import sharding
+from gkd.train import defaults, mixing, validate
 
 
 def config(**overrides):
-  return defaults.apply_overrides(defaults.default_config(), overrides)
+  return apply_overrides(defaults.default_config(), overrides)
 
 
 def test_default_config_is_valid():
@@ -20,8 +22,11 @@ def test_default_config_is_valid():
     ({"objective.divergence": "kl_forward"}, "objective.divergence='kl_forward' is unknown"),
     ({"mix.student": 1.5, "mix.dataset": -0.5}, "mix.dataset=-0.5 must lie in [0, 1]"),
     ({"mix.student": 0.5}, "must sum to 1, got 1.5"),
-    ({"objective.beta": 1.2}, "objective.beta=1.2 must lie in [0, 1]"),
-    ({"objective.temperature": 0.0}, "objective.temperature=0.0 must be > 0"),
+    ({"objective.divergence_kw": {"beta": 1.2}}, "beta must lie in [0, 1], got 1.2"),
+    ({"objective.divergence": "forward_kl", "objective.divergence_kw": {"beta": 0.5}},
+     "divergence 'forward_kl' takes parameters none, got ['beta']"),
+    ({"objective.temperature": 0.0}, "temperature must be a finite number > 0, got 0.0"),
+    ({"objective.reduction": "mean"}, "reduction must be one of"),
     ({"train.batch_size": 12}, "train.batch_size=12 must be divisible by devices × grad_accum_steps = 8 × 1"),
     ({"optim.grad_accum_steps": 2, "train.batch_size": 8}, "= 8 × 2"),
     ({"mesh.fsdp": 3}, "mesh.fsdp=3 must divide the device count 8"),

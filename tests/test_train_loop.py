@@ -11,8 +11,9 @@ import jax
 import numpy as np
 import pytest
 
+from tests.helpers import apply_overrides
 from gkd.train import defaults, loop
-from gkd.train.writer import read_jsonl
+from gkd.rundir import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +24,7 @@ def smoke_config(**overrides):
   c = testbed.get_config("stage=gkd,runlocal=true")
   c.mix.update(dataset=0.4, teacher=0.3, student=0.3)  # every source within a few steps
   c.train.update(num_steps=5, checkpoint_every=1)
-  return defaults.apply_overrides(c, overrides)
+  return apply_overrides(c, overrides)
 
 
 @pytest.fixture(autouse=True)
@@ -88,8 +89,8 @@ def test_sigkill_and_resume_ends_with_the_same_parameters(tmp_path):
 
 
 def test_cli_rejects_a_bad_config_before_running(tmp_path):
-  out = subprocess.run(_cli(tmp_path / "bad", "--config.objective.beta=1.5"), cwd=ROOT,
-                       capture_output=True, text=True)
+  out = subprocess.run(_cli(tmp_path / "bad", "--config.objective.divergence_kw={'beta': 1.5}"),
+                       cwd=ROOT, capture_output=True, text=True)
   assert out.returncode != 0
-  assert "objective.beta=1.5 must lie in [0, 1]" in out.stderr
+  assert "beta must lie in [0, 1], got 1.5" in out.stderr
   assert not (tmp_path / "bad" / "checkpoints").exists()

@@ -9,7 +9,9 @@ import optax
 import pytest
 from flax import nnx
 
+from gkd import divergences
 from gkd.models import llama
+from gkd.objectives import Objective
 from gkd.train import defaults, step as step_lib
 
 V, P, R, B = 48, 5, 7, 4
@@ -58,7 +60,7 @@ def reference_jsd_loss(student, teacher, batch, beta):
   return float(np.mean(per_seq))
 
 
-def make_step(objective, grad_accum=1, lr=1e-2):
+def make_step(objective, grad_accum=1, lr=1e-2, sft=False):
   student, teacher = tiny(0), tiny(1)
   sg, ss = nnx.split(student)
   tg, ts = nnx.split(teacher)
@@ -66,12 +68,13 @@ def make_step(objective, grad_accum=1, lr=1e-2):
   opt = optax.sgd(lr)
   state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))
   fn = jax.jit(functools.partial(step_lib.train_step, student_graph=sg, teacher_graph=tg,
-                                 objective=objective, optimizer=opt, grad_accum_steps=grad_accum))
+                                 objective=objective, optimizer=opt, grad_accum_steps=grad_accum,
+                                 sft=sft))
   return fn, state, ts.to_pure_dict(), student, teacher
 
 
 def test_gkd_step_loss_matches_numpy_reference(batch):
-  fn, state, teacher_params, student, teacher = make_step(step_lib.Objective(divergence_params=(("beta", 0.3),)))
+  fn, state, teacher_params, student, teacher = make_step(Objective(divergences.get("generalized_jsd", beta=0.3)))
   new_state, metrics = fn(state, batch, teacher_params)
   expected = reference_jsd_loss(student, teacher, batch, beta=0.3)
   np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-4)
@@ -95,19 +98,19 @@ def assert_same_update(batch, a: dict, b: dict):
 
 def test_gradient_accumulation_matches_one_big_batch(batch):
   # Uneven token counts per micro-batch: only one global denominator makes these agree.
-  objective = step_lib.Objective(reduction="token", divergence="forward_kl", divergence_params=())
+  objective = Objective(divergences.get("forward_kl"), reduction="token")
   assert_same_update(batch, dict(objective=objective, grad_accum=1),
                      dict(objective=objective, grad_accum=2))
 
 
 def test_chunked_step_matches_plain_step(batch):
-  kwargs = dict(divergence="reverse_kl", divergence_params=(), temperature=2.0, alpha=0.7)
-  assert_same_update(batch, dict(objective=step_lib.Objective(**kwargs)),
-                     dict(objective=step_lib.Objective(**kwargs, chunk_size=3)))  # 3 does not divide R=7
+  kwargs = dict(divergence=divergences.get("reverse_kl"), temperature=2.0, alpha=0.7)
+  assert_same_update(batch, dict(objective=Objective(**kwargs)),
+                     dict(objective=Objective(**kwargs, chunk_size=3)))  # 3 does not divide R=7
 
 
 def test_sft_step_is_masked_cross_entropy(batch):
-  fn, state, _, student, _ = make_step(step_lib.Objective(mode="sft"))
+  fn, state, _, student, _ = make_step(Objective(), sft=True)
   _, metrics = fn(state, batch, None)
   tokens = np.concatenate([batch["prompt_tokens"], batch["response_tokens"]], 1)
   mask = np.concatenate([batch["prompt_mask"], batch["response_mask"]], 1)
@@ -119,19 +122,20 @@ def test_sft_step_is_masked_cross_entropy(batch):
 
 
 def test_teacher_gets_no_gradient(batch):
-  objective = step_lib.Objective()
+  objective = Objective()
   student, teacher = tiny(0), tiny(1)
   sg, ss = nnx.split(student)
   tg, ts = nnx.split(teacher)
   grads = jax.grad(lambda t: step_lib.loss_terms({"student": ss.to_pure_dict()}, t, batch, 4.0,
                                                  student_graph=sg, teacher_graph=tg,
-                                                 objective=objective)[0])(ts.to_pure_dict())
+                                                 objective=objective, sft=False)[0])(ts.to_pure_dict())
   assert all(np.all(g == 0) for g in jax.tree.leaves(grads))
 
 
-def test_objective_from_config_maps_divergence_params():
+def test_objective_from_config_binds_divergence_kw():
   c = defaults.default_config()
-  c.objective.update(divergence="skew_kl", skew_alpha=0.2)
-  assert step_lib.Objective.from_config(c).divergence_params == (("alpha", 0.2),)
-  c.objective.update(divergence="generalized_jsd", beta=0.9, jsd_normalized=True)
-  assert dict(step_lib.Objective.from_config(c).divergence_params) == {"beta": 0.9, "normalized": True}
+  c.objective.divergence, c.objective.divergence_kw = "skew_kl", {"alpha": 0.2}
+  assert Objective.from_config(c.objective).divergence == divergences.get("skew_kl", alpha=0.2)
+  c.objective.divergence = "generalized_jsd"
+  c.objective.divergence_kw = {"beta": 0.9, "normalized": True}
+  assert dict(Objective.from_config(c.objective).divergence.kw) == {"beta": 0.9, "normalized": True}

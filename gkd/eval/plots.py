@@ -14,7 +14,8 @@ matplotlib.use("Agg")  # headless: notebooks run under nbclient in the tests
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gkd.train.writer import read_jsonl  # noqa: E402
+from gkd import divergences, rundir  # noqa: E402
+from gkd.rundir import read_jsonl  # noqa: E402
 
 LAMBDA_KEY = "mix.student"
 
@@ -35,7 +36,8 @@ def method_label(overrides: dict) -> str:
     return "SeqKD"
   div = overrides.get("objective.divergence", "generalized_jsd")
   if div == "generalized_jsd":
-    return f"JSD({overrides.get('objective.beta', 0.5)})"
+    kw = {**divergences.PARAMS[div], **overrides.get("objective.divergence_kw", {})}
+    return f"JSD({overrides.get('objective.divergence_kw.beta', kw['beta'])})"
   return {"forward_kl": "FKL", "reverse_kl": "RKL", "skew_kl": "SKL", "skew_reverse_kl": "SRKL",
           "total_variation": "TV"}.get(div, div)
 
@@ -101,7 +103,7 @@ def learning_curves(rows, metric="loss", *, save_to=None):
   colors = dict(zip(methods, plt.cm.tab10.colors))
   fig, axes = plt.subplots(1, len(lambdas), figsize=(4 * len(lambdas), 3.2), squeeze=False, sharey=True)
   for r in rows:
-    history = [h for h in read_jsonl(os.path.join(r["workdir"], "metrics.jsonl")) if metric in h]
+    history = [h for h in read_jsonl(os.path.join(r["workdir"], rundir.METRICS)) if metric in h]
     if not history:
       continue
     ax = axes[0, lambdas.index(float(r["overrides"].get(LAMBDA_KEY, 0.0)))]

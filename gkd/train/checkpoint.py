@@ -12,12 +12,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gkd import rundir
+
 
 class Checkpointer:
   def __init__(self, workdir: str, *, every: int, keep: int):
     self.every = every
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        os.path.abspath(os.path.join(workdir, rundir.CHECKPOINTS)),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         item_names=("state", "data", "teacher_cache"),
     )

@@ -55,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
   # GKD paper). `student` is the on-policy fraction λ.
   c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0})
 
-  # On-policy samples must follow the student's true distribution (DESIGN.md): keep these at
+  # On-policy samples must follow the student's true distribution: keep these at
   # T=1, top_k=0, top_p=1 unless you mean to study something else. The *loss* temperature is
   # objective.temperature, a separate knob.
   c.sampling = ml_collections.ConfigDict({
@@ -64,17 +64,19 @@ def default_config() -> ml_collections.ConfigDict:
   })
 
   c.objective = ml_collections.ConfigDict({
-      "divergence": "generalized_jsd",  # a name in gkd.divergences.NAMES
-      "beta": 0.5,  # generalized_jsd
-      "jsd_normalized": False,  # JSD(β)/(β(1−β)): continuous in β at the ends
-      "skew_alpha": 0.1,  # skew_kl / skew_reverse_kl
+      # A name in gkd.divergences.NAMES and its parameters, bound by divergences.get(name, **kw)
+      # (defaults there). generalized_jsd: beta (0.5), normalized (False: JSD(β)/(β(1−β)) is
+      # continuous in β at the ends); skew_kl / skew_reverse_kl: alpha (0.1).
+      # From the command line: --config.objective.divergence_kw="{'beta': 0.9}".
+      "divergence": "generalized_jsd",
+      "divergence_kw": ml_collections.ConfigDict(),
       "temperature": 1.0,  # loss temperature T (brings the T² factor)
       "alpha": 1.0,  # weight of the soft (divergence) term; 1−α goes to hard-label CE
       "reduction": "sequence",  # "sequence": mean per sequence then over the batch; "token": flat
       "teacher_topk": 0,  # >0: divergence from the teacher's top-k log-probs only
       "chunk_size": 0,  # >0: compute head + loss in sequence chunks (memory), 0: plain
       "hidden_loss": "",  # "", "cosine" or "mse" (DistilBERT-style, last hidden state)
-      "hidden_weight": 0.0,
+      "hidden_weight": 0.0,  # weight of the hidden-state term
   })
 
   c.optim = ml_collections.ConfigDict({
@@ -102,23 +104,13 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict({
       "every": 50,  # steps; 0 disables periodic eval (the final eval still runs)
+      "at_start": False,  # also evaluate at step 0: the "before" of learning curves and the report
       "split": "validation",
       "num_examples": 64,
       "batch_size": 32,
       "max_new_tokens": 0,  # 0: data.max_response_len
   })
   return c
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
-  """Sets dotted keys in place, e.g. {"objective.beta": 0.9} (as --config.objective.beta=0.9 does)."""
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    node[leaf] = value
-  return config
 
 
 def parse_arg(arg: str, **defaults):

@@ -19,8 +19,13 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import sampling
-from gkd.train import checkpoint, mixing, setup, sharding, step as step_lib, validate, writer
+from gkd import models, rundir, sampling, scoring, sharding
+from gkd.data.pipeline import loader_for_config
+from gkd.eval.evaluator import Evaluator
+from gkd.objectives import Objective
+from gkd.train import checkpoint, mixing, report, step as step_lib, validate, writer
+from gkd.train.build_models import build_models
+from gkd.train.optimizer import make_optimizer
 
 
 def _local_rows(mesh, x):
@@ -36,8 +41,8 @@ class Run:
     validate.validate(config)
     self.config = config
     self.mesh = sharding.make_mesh(config)
-    self.tokenizer, teacher, student = setup.build(config)
-    self.objective = step_lib.Objective.from_config(config)
+    self.tokenizer, teacher, student = build_models(config)
+    self.objective = Objective.from_config(config.objective)
     self.student_graph, student_state = nnx.split(student)
     params = {"student": student_state.to_pure_dict()}
     self.teacher_graph, self.teacher_params = None, None
@@ -48,16 +53,24 @@ class Run:
       ds, dt = student.config.dim, teacher.config.dim
       if self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
         params["projection"] = jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)
-    self.optimizer = step_lib.make_optimizer(config.optim, config.train.num_steps)
+    self.optimizer = make_optimizer(config.optim, config.train.num_steps)
     state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
     self.state_shardings = sharding.param_shardings(self.mesh, state)
     self.state = jax.device_put(state, self.state_shardings)
     self.train_step = jax.jit(
         functools.partial(step_lib.train_step, student_graph=self.student_graph,
                           teacher_graph=self.teacher_graph, objective=self.objective,
-                          optimizer=self.optimizer, grad_accum_steps=config.optim.grad_accum_steps),
+                          optimizer=self.optimizer, grad_accum_steps=config.optim.grad_accum_steps,
+                          sft=config.mode == "sft"),
         donate_argnums=0, out_shardings=(self.state_shardings, sharding.replicated(self.mesh)))
-    from gkd.data.pipeline import loader_for_config
+    s = config.sampling
+    tokens = dict(eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
+    self.student_sampler = sampling.Sampler(self.student_graph, temperature=s.temperature,
+                                            top_k=s.top_k, top_p=s.top_p, **tokens)
+    self.teacher_sampler = None if teacher is None else sampling.Sampler(
+        self.teacher_graph, temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
+    self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
+                               teacher_graph=self.teacher_graph)
     self.loader = loader_for_config(config, self.tokenizer, split="train",
                                     batch_size=config.train.batch_size, shuffle=True,
                                     num_epochs=None, num_examples=config.data.num_train_examples)
@@ -67,12 +80,12 @@ class Run:
                                                 keep=config.train.keep_checkpoints)
     self.rng = jax.random.key(config.seed)
 
-  # -- models as modules (cheap: they reference the arrays) ----------------------------------
-  def student(self):
+  def student(self) -> nnx.Module:
+    """The current student as a module (it references the state's arrays)."""
     return nnx.merge(self.student_graph, self.state.params["student"])
 
-  def teacher(self):
-    return nnx.merge(self.teacher_graph, self.teacher_params)
+  def evaluate(self):
+    return self.evaluator(self.state.params["student"], self.teacher_params)
 
   def restore(self) -> int:
     if self.checkpointer.latest_step() is None:
@@ -90,25 +103,23 @@ class Run:
                            self.teacher_cache.state_dict(), force=force)
 
   # -- responses from each source ------------------------------------------------------------
-  def _sample(self, model, batch, key, temperature):
-    s = self.config.sampling
-    out = sampling.sample(model, batch["prompt_tokens"], batch["prompt_mask"], rng=key,
-                          max_new_tokens=batch["response_tokens"].shape[1], temperature=temperature,
-                          top_k=s.top_k, top_p=s.top_p, eos_id=self.tokenizer.eos_id,
-                          pad_id=self.tokenizer.pad_id)
+  @staticmethod
+  def _sample(sampler, params, batch, key):
+    out = sampler(params, batch["prompt_tokens"], batch["prompt_mask"], rng=key,
+                  max_new_tokens=batch["response_tokens"].shape[1])
     return dict(batch, response_tokens=out.tokens, response_mask=out.mask)
 
   def make_batch(self, step: int, source: str):
     local = next(self.loader)
     ids = local["example_id"]
     self.truncated += int(np.sum(local["prompt_truncated"]) + np.sum(local["response_truncated"]))
-    batch = sharding.global_batch(self.mesh, {k: local[k] for k in step_lib.BATCH_KEYS})
+    batch = sharding.global_batch(self.mesh, {k: local[k] for k in scoring.BATCH_KEYS})
     key = jax.random.fold_in(self.rng, step)
     if source == "student":  # on-policy: the student's own samples; no gradient flows through them
-      batch = self._sample(self.student(), batch, key, self.config.sampling.temperature)
+      batch = self._sample(self.student_sampler, self.state.params["student"], batch, key)
     elif source == "teacher":  # sequence-level KD: fixed teacher outputs, generated once per prompt
       if self.teacher_cache.missing(ids):
-        out = self._sample(self.teacher(), batch, key, self.config.sampling.teacher_temperature)
+        out = self._sample(self.teacher_sampler, self.teacher_params, batch, key)
         self.teacher_cache.add(ids, _local_rows(self.mesh, out["response_tokens"]),
                                _local_rows(self.mesh, out["response_mask"]))
       tokens, mask = self.teacher_cache.lookup(ids)
@@ -119,13 +130,10 @@ class Run:
 
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) the config's training in `workdir`; returns the final eval metrics."""
-  from gkd.eval.evaluator import Evaluator
-
   run = Run(config, workdir)
   start = run.restore()
   writer.write_config(workdir, config)
   log = writer.MetricWriter(workdir, resume_step=start)
-  evaluator = Evaluator(config, run.tokenizer, run.mesh)
   tc = config.train
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, disable=not tc.progress_bar or jax.process_index(),
                   desc=os.path.basename(os.path.normpath(workdir)), dynamic_ncols=True)
@@ -149,35 +157,36 @@ def train(config, workdir: str) -> dict:
                     tok_s=f"{info['train_tokens_per_s']:.0f}")
 
   with jax.set_mesh(run.mesh):
+    if start == 0 and config.eval.at_start:  # the "before" point of learning curves and the report
+      log.write(0, run.evaluate().metrics, prefix="eval/")
     for step in range(start, tc.num_steps):
       source = mixing.source_for_step(config.seed, step, config.mix)
       batch = run.make_batch(step, source)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
       flush()
-      pending = (step + 1, metrics, {"source": source, "source_id": mixing.SOURCES.index(source),
+      pending = (step + 1, metrics, {"source": source, "source_id": mixing.BATCH_SOURCES.index(source),
                                      "truncated_total": run.truncated})
       bar.update(1)
       run.save()
       if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < tc.num_steps:
         flush()
-        log.write(step + 1, evaluator(run), prefix="eval/")
+        log.write(step + 1, run.evaluate().metrics, prefix="eval/")
         step_start = time.perf_counter()  # eval time is not train time
     flush()
     run.save(force=True)
     run.checkpointer.wait()
-    final = evaluator(run)
+    result = run.evaluate()
+    final = result.metrics
     log.write(tc.num_steps, final, prefix="eval/")
   bar.close()
   log.close()
   run.checkpointer.close()
   if jax.process_index() == 0:
-    export(run, os.path.join(workdir, "export"))
-    writer.atomic_write(os.path.join(workdir, "final_metrics.json"),
+    models.save_pretrained(run.student(), run.tokenizer, os.path.join(workdir, rundir.EXPORT))
+    rundir.atomic_write(os.path.join(workdir, rundir.EVAL_EXAMPLES),
+                        "".join(json.dumps(row) + "\n" for row in result.examples))
+    rundir.atomic_write(os.path.join(workdir, rundir.FINAL_METRICS),
                         json.dumps({"step": tc.num_steps, **final}, indent=2))
+    with jax.set_mesh(run.mesh):
+      report.print_summary(run, workdir, result)
   return final
-
-
-def export(run: Run, out_dir: str):
-  """The trained student in Hugging Face format (loadable with source='pretrained')."""
-  from gkd.models import save_pretrained
-  save_pretrained(run.student(), run.tokenizer, out_dir)

@@ -10,7 +10,7 @@ resumed run repeats it exactly.
 import jax
 import numpy as np
 
-SOURCES = ("dataset", "teacher", "student")
+BATCH_SOURCES = ("dataset", "teacher", "student")  # where a step's training sequences come from
 
 
 def source_for_step(seed: int, step: int, mix) -> str:
@@ -18,11 +18,11 @@ def source_for_step(seed: int, step: int, mix) -> str:
   key = jax.random.fold_in(jax.random.key(seed ^ 0x6B64), step)  # salt: not the init/sampling key
   u = float(jax.random.uniform(key))
   cumulative = 0.0
-  for name in SOURCES:
+  for name in BATCH_SOURCES:
     cumulative += float(mix[name])
     if u < cumulative:
       return name
-  return next(n for n in reversed(SOURCES) if mix[n] > 0)  # u ≈ 1 against rounding
+  return next(n for n in reversed(BATCH_SOURCES) if mix[n] > 0)  # u ≈ 1 against rounding
 
 
 class TeacherCache:

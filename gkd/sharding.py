@@ -10,10 +10,19 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from gkd.train.validate import mesh_shape
-
 BATCH_AXES = ("data", "fsdp")
 FSDP_MIN_SIZE = 2**14  # smaller tensors (norm scales, biases) stay replicated: not worth a collective
+
+
+def mesh_shape(config, num_devices: int) -> tuple[int, int]:
+  """The (data, fsdp) mesh shape the config asks for on `num_devices` devices (ValueError if none)."""
+  fsdp = config.mesh.fsdp
+  if fsdp < 1 or num_devices % fsdp:
+    raise ValueError(f"mesh.fsdp={fsdp} must divide the device count {num_devices}.")
+  data = num_devices // fsdp if config.mesh.data == -1 else config.mesh.data
+  if data * fsdp != num_devices:
+    raise ValueError(f"mesh data×fsdp = {data}×{fsdp} must equal the device count {num_devices}.")
+  return data, fsdp
 
 
 def make_mesh(config) -> jax.sharding.Mesh:

@@ -1,14 +1,16 @@
-"""Builds the tokenizer, teacher and student a config asks for."""
+"""Builds the tokenizer, teacher and student a config asks for (see `model_config` in defaults)."""
 
 import dataclasses
 
 from flax import nnx
 
+from gkd import models
+from gkd.data.tasks import testbed_tokenizer
+from gkd.models import llama
 from gkd.train.validate import check_vocab
 
 
-def _llama_config(cfg, vocab_size: int):
-  from gkd.models import llama
+def _llama_config(cfg, vocab_size: int) -> llama.LlamaConfig:
   base = dataclasses.asdict(llama.PRESETS[cfg.preset]) if cfg.preset else {}
   fields = {**base, **cfg.llama.to_dict(), "vocab_size": vocab_size}
   fields.setdefault("dtype", cfg.dtype)
@@ -17,8 +19,6 @@ def _llama_config(cfg, vocab_size: int):
 
 def _load(cfg, *, seed: int, vocab_size: int | None, teacher=None):
   """(model, tokenizer or None) for one model config."""
-  from gkd import models
-  from gkd.models import llama
   if cfg.source == "gguf":
     return models.load_gguf(cfg.path or None, dtype=cfg.dtype)
   if cfg.source == "pretrained":
@@ -30,11 +30,10 @@ def _load(cfg, *, seed: int, vocab_size: int | None, teacher=None):
   return llama.Llama(_llama_config(cfg, vocab_size), rngs=nnx.Rngs(seed)), None
 
 
-def build(config):
+def build_models(config):
   """Returns (tokenizer, teacher or None, student). The teacher's tokenizer wins when it has one."""
   tokenizer, teacher = None, None
   if config.tokenizer == "testbed":
-    from gkd.data.tasks import testbed_tokenizer
     tokenizer = testbed_tokenizer()
   if config.mode == "gkd":
     teacher, own = _load(config.teacher, seed=config.seed + 1,

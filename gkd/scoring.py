@@ -1,0 +1,45 @@
+"""Scoring a batch's responses with a model: the hidden states and logits that predict them.
+
+A batch holds left-padded prompts [B, P] and right-padded responses [B, R] (with boolean
+masks). The model reads the concatenated sequence; logits at position t predict token t+1,
+so the response tokens are predicted by the hidden states at [P-1, P+R-1). Only those
+positions reach the vocabulary head. Used by the train step and the evaluator alike.
+"""
+
+import jax
+import jax.numpy as jnp
+
+# The arrays a train/eval batch carries into jitted code (loaders add host-side bookkeeping too).
+BATCH_KEYS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
+
+
+def sequence_inputs(batch):
+  """Concatenates prompt and response: (tokens [B, P+R], attention mask [B, P+R])."""
+  tokens = jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"]], axis=1)
+  mask = jnp.concatenate([batch["prompt_mask"], batch["response_mask"]], axis=1)
+  return tokens, mask
+
+
+def response_hidden(model, batch):
+  """Final hidden states at the positions that predict the response tokens: [B, R, D]."""
+  tokens, mask = sequence_inputs(batch)
+  hidden, _ = model.hidden_states(tokens, attention_mask=mask)
+  p, r = batch["prompt_tokens"].shape[1], batch["response_tokens"].shape[1]
+  return hidden[:, p - 1:p + r - 1]
+
+
+def head(hidden, kernel):
+  """Logits [B, R, V] in float32 from hidden states of any dtype."""
+  return jnp.einsum("btd,dv->btv", hidden, kernel.astype(hidden.dtype),
+                    preferred_element_type=jnp.float32)
+
+
+def response_logits(model, batch):
+  """The model's logits [B, R, V] for each response position (float32)."""
+  return head(response_hidden(model, batch), model.unembed_kernel())
+
+
+def token_scores(model, batch):
+  """Per-response-token log-probabilities log p(y_t | y_<t, x) under `model`: [B, R] float32."""
+  logp = jax.nn.log_softmax(response_logits(model, batch), axis=-1)
+  return jnp.take_along_axis(logp, batch["response_tokens"][..., None], axis=-1)[..., 0]

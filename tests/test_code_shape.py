@@ -1,0 +1,80 @@
+"""The package's shape: its parts import each other without cycles, and modules stay small."""
+
+import ast
+import os
+
+import pytest
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gkd")
+
+
+def _modules():
+  for root, _, files in os.walk(PACKAGE):
+    for name in files:
+      if name.endswith(".py"):
+        yield os.path.join(root, name)
+
+
+def _part(dotted: str) -> str:
+  """gkd.train.loop -> gkd.train (a subpackage is one part); gkd.sampling -> gkd.sampling."""
+  return ".".join(dotted.split(".")[:2])
+
+
+def _imports(path: str):
+  """Every gkd module `path` imports, at module level or inside functions."""
+  for node in ast.walk(ast.parse(open(path).read())):
+    if isinstance(node, ast.Import):
+      yield from (a.name for a in node.names if a.name.startswith("gkd"))
+    elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gkd"):
+      # `from gkd import sampling` imports the module gkd.sampling.
+      yield from (f"{node.module}.{a.name}" if node.module == "gkd" else node.module
+                  for a in node.names)
+
+
+def import_graph() -> dict[str, set[str]]:
+  graph = {}
+  for path in _modules():
+    rel = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
+    src = _part(rel.removesuffix(".__init__"))
+    graph.setdefault(src, set()).update(_part(m) for m in _imports(path) if _part(m) != src)
+  return graph
+
+
+def find_cycle(graph):
+  """One import cycle as a list of parts, or None (depth-first search)."""
+  state, stack = {}, []
+
+  def visit(node):
+    state[node] = "open"
+    stack.append(node)
+    for nxt in sorted(graph.get(node, ())):
+      if state.get(nxt) == "open":
+        return stack[stack.index(nxt):] + [nxt]
+      if nxt not in state and (cycle := visit(nxt)):
+        return cycle
+    state[node] = "done"
+    stack.pop()
+    return None
+
+  for node in sorted(graph):
+    if node not in state and (cycle := visit(node)):
+      return cycle
+  return None
+
+
+def test_find_cycle_finds_one():
+  assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+  assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle_between_package_parts():
+  graph = import_graph()
+  assert {"gkd.train", "gkd.eval", "gkd.data", "gkd.models"} <= set(graph)
+  assert "gkd.eval" in graph["gkd.train"]  # the graph sees real edges
+  assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+@pytest.mark.parametrize("path", sorted(_modules()), ids=lambda p: os.path.relpath(p, PACKAGE))
+def test_modules_stay_small(path):
+  with open(path) as f:
+    assert sum(1 for _ in f) <= 400, "split this module: one idea per file of at most 400 lines"
