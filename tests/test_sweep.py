@@ -93,3 +93,20 @@ def test_labels():
   assert plots.method_label({"objective.beta": 0.9}) == "JSD(0.9)"
   assert plots.method_label({"objective.divergence_kw": {"beta": 0.1}}) == "JSD(0.1)"
   assert plots.method_label({"objective.divergence_kw.beta": 0.7}) == "JSD(0.7)"
+
+
+@pytest.mark.parametrize("arg, count, methods", [("sweep=paper", 85, 17), ("sweep=temperature", 20, 4),
+                                                 ("sweep=prompts", 30, 6), ("runlocal=true", 2, 2)])
+def test_testbed_sweeps_are_seed_major_valid_configs(arg, count, methods):
+  from configs import testbed
+  from gkd.train import defaults, validate
+  points = testbed.get_sweep(arg)
+  assert len(points) == count and len({sweep.point_name(p) for p in points}) == count
+  seeds = [p["seed"] for p in points]
+  assert seeds == sorted(seeds)  # seed-major: an interrupted sweep holds whole comparisons
+  assert len({tuple(sorted((k, str(v)) for k, v in p.items() if k != "seed")) for p in points}) == methods
+  for p in points[:methods]:
+    validate.validate(defaults.apply_overrides(testbed.get_config("stage=gkd"),
+                                               dict(p)))
+  if arg == "sweep=paper":  # the paired baseline comes first
+    assert points[0]["mode"] == "sft" and points[1]["mix.student"] == 0.0
