@@ -1,12 +1,16 @@
-"""The CPU testbed: a char-level arithmetic teacher, a 4× smaller student, and GKD between them.
+"""The CPU testbed (v2): a char-level arithmetic teacher, a 7.7× smaller student, GKD between them.
 
-Three stages, each its own run (the arg picks the stage):
-  python -m gkd.main --config=configs/testbed.py:stage=teacher --workdir=runs/testbed/teacher
-  python -m gkd.main --config=configs/testbed.py:stage=student --workdir=runs/testbed/student_sft
-  python -m gkd.main --config=configs/testbed.py:stage=gkd     --workdir=runs/testbed/gkd
+Three stages, each its own run (the arg picks the stage); costs on the 2-core dev CPU, shared:
+  python -m gkd.main --config=configs/testbed.py:stage=teacher --workdir=runs/testbed_v2/teacher
+      2,000 SFT steps of a 1.59M-parameter model, ~2 s/step shared (~0.6 s quiet)
+  python -m gkd.main --config=configs/testbed.py:stage=student --workdir=runs/testbed_v2/student_sft
+      1,500 SFT steps of a 0.21M-parameter model, ~0.6 s/step shared
+  python -m gkd.main --config=configs/testbed.py:stage=gkd     --workdir=runs/testbed_v2/gkd
+      500 distillation steps from the SFT'd student (~1.4 s/step on-policy, shared) and a final
+      eval on 2,000 test examples (~3 min shared)
 The gkd stage reads the first two stages' exports (teacher=..., student=... args to change).
-`python -m gkd.sweep --config=configs/testbed.py --workdir=runs/testbed/sweep` runs get_sweep().
-`runlocal=true` shrinks everything to a seconds-long smoke run (used by the tests).
+`python -m gkd.sweep --config=configs/testbed.py:sweep=NAME --workdir=runs/testbed_v2/NAME`
+runs get_sweep() (see there). `runlocal=true` shrinks everything to a seconds-long smoke run.
 """
 
 from gkd.train.defaults import default_config, parse_arg
@@ -18,7 +22,8 @@ TINY = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len
 
 def get_config(arg=None):
   arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, sweep="grid",
-                  teacher="runs/testbed/teacher/export", student="runs/testbed/student_sft/export")
+                  teacher="runs/testbed_v2/teacher/export",
+                  student="runs/testbed_v2/student_sft/export")
   c = default_config()
   c.seed = arg.seed
   c.tokenizer = "testbed"
@@ -31,14 +36,14 @@ def get_config(arg=None):
   if arg.stage in ("teacher", "student"):  # supervised fine-tuning from scratch on the references
     c.mode = "sft"
     c.student.llama.update(TEACHER if arg.stage == "teacher" else STUDENT)
-    c.train.num_steps = 1500 if arg.stage == "teacher" else 600
+    c.train.num_steps = 2000 if arg.stage == "teacher" else 1500
   elif arg.stage == "gkd":  # start from the SFT'd student, as the GKD paper does
     c.teacher.update(source="pretrained", path=arg.teacher)
     c.student.update(source="pretrained", path=arg.student)
     c.optim.update(learning_rate=5e-4, warmup_steps=10)
     c.mix.update(dataset=0.0, teacher=0.0, student=1.0)
     c.objective.update(divergence="generalized_jsd", beta=0.5)
-    c.train.num_steps = 200
+    c.train.num_steps = 500
     c.eval.update(split="test", num_examples=2000)
   else:
     raise ValueError(f"stage={arg.stage!r}; expected teacher, student or gkd.")
@@ -93,6 +98,8 @@ def get_sweep(arg=None):
   """Sweeps, by `sweep=`; all seed-major (every method at seed 0, then seed 1, ...) so that an
   interrupted sweep has whole paired comparisons:
 
+  curves       SFT, supervised KD and on-policy JSD(0.9) for 1,000 steps with a validation eval
+               every 250 (seed 0): how long distillation runs must be.
   paper        (v2 testbed) SFT, supervised KD, SeqKD and divergence (FKL, RKL, JSD 0.1/0.5/0.9) ×
                λ ∈ {0, 0.5, 1}: 17 methods × 5 seeds. Baseline: SFT.
   temperature  on-policy JSD(0.9) with the student sampled at T ∈ {1, 0.25, 0.5, 1.5} × 5 seeds.
@@ -114,6 +121,10 @@ def get_sweep(arg=None):
                          ("generalized_jsd", 0.5), ("generalized_jsd", 0.9)]
             for lam in (0.0, 0.5, 1.0) for seed in seeds]
   best = {**DIVERGENCES["JSD(0.9)"], **on_policy(1.0)}
+  if arg.sweep == "curves":  # learning curves on validation (choices are made there), seed 0
+    curve = {"train.num_steps": 1000, "eval.every": 250, "eval.split": "validation",
+             "eval.num_examples": 500}
+    return [{**m, **curve, "seed": 0} for m in (METHODS["sft"], METHODS["supervised_kd"], best)]
   if arg.sweep == "paper":
     points = _paper_points()
   elif arg.sweep == "temperature":
@@ -122,5 +133,5 @@ def get_sweep(arg=None):
     points = [{**m, "data.num_train_examples": n} for n in (20000, 1000, 4000)
               for m in (METHODS["supervised_kd"], best)]
   else:
-    raise ValueError(f"sweep={arg.sweep!r}; expected paper, temperature, prompts, grid or methods.")
+    raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, grid or methods.")
   return [{**p, "seed": seed} for seed in range(arg.seeds) for p in points]
