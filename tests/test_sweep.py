@@ -110,3 +110,18 @@ def test_testbed_sweeps_are_seed_major_valid_configs(arg, count, methods):
                                                dict(p)))
   if arg == "sweep=paper":  # the paired baseline comes first
     assert points[0]["mode"] == "sft" and points[1]["mix.student"] == 0.0
+
+
+def test_run_curves_draws_a_binomial_band(tmp_path):
+  from gkd.eval import plots
+  run = tmp_path / "teacher"
+  run.mkdir()
+  (run / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in [
+      {"step": 10, "loss": 1.0}, {"step": 250, "eval/accuracy": 0.2, "eval/num_examples": 500},
+      {"step": 500, "eval/accuracy": 0.6, "eval/num_examples": 500}]))
+  fig = plots.run_curves({"teacher": str(run)}, save_to=str(tmp_path), name="c.png")
+  line = fig.axes[0].get_lines()[0]
+  assert list(line.get_xdata()) == [250, 500] and list(line.get_ydata()) == [0.2, 0.6]
+  band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+  half = 1.96 * (0.2 * 0.8 / 500) ** 0.5
+  assert min(band) == pytest.approx(0.2 - half) and (tmp_path / "c.png").exists()
