@@ -138,14 +138,35 @@ def test_summary_carries_bootstrap_cis_and_paired_differences(tmp_path):
   assert csv[1].split(",")[-5:] == ["True", "0", "0", "0", "False"]
 
 
-def test_summary_falls_back_to_seed_level_without_per_example_files(tmp_path):
+def test_unpaired_difference_matches_the_independent_closed_form():
+  rng = np.random.default_rng(8)
+  a, b = rng.normal(1.0, 1.0, 3000), rng.normal(0.0, 2.0, 2000)
+  d = stats.unpaired_difference_ci(a, b, num_resamples=20_000)
+  assert d.mean == pytest.approx(a.mean() - b.mean())
+  assert d.half_width == pytest.approx(1.959964 * np.sqrt(a.var() / a.size + b.var() / b.size), rel=0.06)
+
+
+def test_summary_falls_back_to_binomial_and_seed_level_without_per_example_files(tmp_path):
   from gkd.eval import summary
   accs = (0.2, 0.3, 0.4)
-  rows = [_point(tmp_path, {"mode": "sft", "seed": s}, np.full(10, a), per_example=False)
+  rows = [_point(tmp_path, {"mode": "sft", "seed": s}, np.full(10, a) < 1, per_example=False)
           for s, a in enumerate(accs)]
-  rows.append(_point(tmp_path, {"mode": "sft", "seed": 3}, np.full(10, 0.5)))  # mixed: run-level
-  ci = summary.method_intervals(summary.Values(str(tmp_path), rows), rows, ["accuracy"])["accuracy"]
-  assert (ci.num_seeds, ci.num_examples) == (4, 1)
-  assert ci.mean == pytest.approx(0.35) and 0.2 <= ci.low < ci.high <= 0.5
+  for r, a in zip(rows, accs):
+    r["metrics"].update(accuracy=a, num_examples=100)
+  rows.append(_point(tmp_path, {"mode": "sft", "seed": 3}, np.arange(100) < 50))  # with a file
+  values = summary.Values(str(tmp_path), rows)
+  cis = summary.method_intervals(values, rows, ["accuracy", "forward_kl"])
+  # accuracy: every seed at the coarsest shared level, rebuilt as k ones out of num_examples
+  assert (cis["accuracy"].num_seeds, cis["accuracy"].num_examples) == (4, 100)
+  assert cis["accuracy"].mean == pytest.approx(0.35) and cis["accuracy"].half_width > 0.03
+  assert (cis["forward_kl"].num_seeds, cis["forward_kl"].num_examples) == (4, 1)  # run-level
   single = summary.build(rows[:1], str(tmp_path))["summary.md"]
-  assert "| 1 | 0 | 1 | 0.200 | 0.100 |" in single  # one value: no interval is claimed
+  assert "| 0.200 [" in single and "| 0.100 |" in single  # one run-level value: no interval
+  other = [_point(tmp_path, {"mode": "sft", "mix.teacher": 1.0, "seed": s}, np.arange(100) < 60)
+           for s in range(4)]
+  values = summary.Values(str(tmp_path), rows + other)
+  diff = summary.paired_intervals(values, other, rows, ["accuracy"])["accuracy"]
+  ref = stats.unpaired_difference_ci(np.arange(100)[None].repeat(4, 0) < 60,
+                                     np.array([np.arange(100) < k for k in (20, 30, 40, 50)]),
+                                     num_resamples=summary.NUM_RESAMPLES)
+  assert diff == ref  # no example identity on one side: never paired

@@ -4,7 +4,8 @@ A sweep directory holds results.jsonl (one row per point: overrides, status, fin
 points/NAME/ per point. When a point's final eval wrote points/NAME/eval_examples.jsonl (one row
 per evaluated example: "example_id", per-example metrics such as "accuracy" or "rougeL", and
 "completion"), its metrics are bootstrapped over seeds *and* examples; otherwise (run-level
-metrics only, e.g. forward_kl, or older results) over seeds alone. See gkd.eval.stats.
+metrics only, e.g. forward_kl) over seeds alone; an accuracy without per-example results is
+rebuilt from its num_examples (see Values). See gkd.eval.stats.
 
 Points are grouped by their overrides without "seed". The baseline of the paired table is the
 first group in sweep order, so a sweep lists its reference method (SFT, say) first.
@@ -24,6 +25,8 @@ EXAMPLES_FILE = "eval_examples.jsonl"
 LAMBDA_KEY = "mix.student"
 NUM_RESAMPLES = 2000  # the summary is rebuilt after every point: keep it to a second or so
 _RUN_LEVEL = -1  # the pseudo example id of a run-level value
+_LEVELS = ("run", "binomial", "examples")  # coarsest first
+BINOMIAL_METRICS = ("accuracy",)  # a run-level mean of 0/1 outcomes over num_examples
 
 
 def method_label(overrides: dict) -> str:
@@ -58,68 +61,85 @@ def point_examples(sweep_dir: str, row: dict) -> list[dict] | None:
 
 
 class Values:
-  """Per-seed metric values of finished points, per example where the points have them."""
+  """Per-seed metric values of finished points, at the finest level the points allow.
+
+  Levels: "examples" (eval_examples.jsonl: pairable by example id); "binomial" (a run-level
+  accuracy with its num_examples, rebuilt as k ones and n − k zeros: the right spread, but no
+  example identity, so it is never paired); "run" (one value per seed).
+  """
 
   def __init__(self, sweep_dir: str, rows: list[dict]):
     self._examples = {r["point"]: point_examples(sweep_dir, r) for r in rows
                       if r.get("status") == "done"}
 
-  def per_seed(self, members, metric, *, per_example=True) -> dict[int, dict[int, float]]:
-    """{seed: {example_id: value}}; one pseudo-example per seed when run-level."""
+  def _level(self, r, metric) -> str | None:
+    examples = self._examples.get(r["point"])
+    if examples and metric in examples[0]:
+      return "examples"
+    m = r.get("metrics", {})
+    if m.get(metric) is None:
+      return None
+    return "binomial" if metric in BINOMIAL_METRICS and m.get("num_examples") else "run"
+
+  def per_seed(self, members, metric) -> tuple[dict[int, dict[int, float]], str]:
+    """({seed: {example_id: value}}, level): the coarsest level any member has, for all."""
+    members = [r for r in members if r["point"] in self._examples]
+    levels = [lv for lv in (self._level(r, metric) for r in members) if lv]
+    if not levels:
+      return {}, "run"
+    level = min(levels, key=_LEVELS.index)
     out = {}
     for r in members:
-      if r["point"] not in self._examples:
+      if self._level(r, metric) is None:
         continue
-      examples = self._examples[r["point"]] if per_example else None
-      if examples and metric in examples[0]:
-        out[r["overrides"].get("seed", 0)] = {e["example_id"]: float(e[metric]) for e in examples}
-      elif r["metrics"].get(metric) is not None:
-        out[r["overrides"].get("seed", 0)] = {_RUN_LEVEL: float(r["metrics"][metric])}
-    return out
+      seed, m = r["overrides"].get("seed", 0), r["metrics"]
+      if level == "examples":
+        out[seed] = {e["example_id"]: float(e[metric]) for e in self._examples[r["point"]]}
+      elif level == "binomial":
+        n = int(m["num_examples"])
+        k = int(round(m[metric] * n))
+        out[seed] = {i: float(i < k) for i in range(n)}
+      else:
+        out[seed] = {_RUN_LEVEL: float(m[metric])}
+    return out, level
 
 
 def _matrix(per_seed: dict, seeds, ids) -> np.ndarray:
   return np.array([[per_seed[s][i] for i in ids] for s in seeds])
 
 
-def _is_per_example(per_seed: dict) -> bool:
-  return bool(per_seed) and all(_RUN_LEVEL not in v for v in per_seed.values())
-
-
-def _aligned(per_seed: dict, seeds) -> tuple[list, list]:
-  """Seeds and the example ids that every one of them has (all of them, normally)."""
-  ids = set.intersection(*(set(per_seed[s]) for s in seeds)) if seeds else set()
-  return list(seeds), sorted(ids)
+def _common_ids(*per_seeds, seeds) -> list:
+  return sorted(set.intersection(*(set(p[s]) for p in per_seeds for s in seeds)))
 
 
 def method_intervals(values: Values, members, metrics) -> dict[str, stats.Interval]:
   out = {}
   for m in metrics:
-    per_seed = values.per_seed(members, m)
-    if per_seed and not _is_per_example(per_seed):  # mixed: fall back to run-level for all
-      per_seed = values.per_seed(members, m, per_example=False)
-    seeds, ids = _aligned(per_seed, sorted(per_seed))
+    per_seed, _ = values.per_seed(members, m)
+    seeds = sorted(per_seed)
+    ids = _common_ids(per_seed, seeds=seeds) if seeds else []
     if ids:
       out[m] = stats.mean_ci(_matrix(per_seed, seeds, ids), num_resamples=NUM_RESAMPLES)
   return out
 
 
 def paired_intervals(values: Values, members, baseline, metrics) -> dict[str, stats.Interval]:
-  """method − baseline on the seeds (and examples) both have."""
+  """method − baseline on the seeds both have: paired over seeds and example ids when both
+  have per-example results, else paired over seeds for run-level values, else unpaired."""
   out = {}
   for m in metrics:
-    a, b = values.per_seed(members, m), values.per_seed(baseline, m)
-    if not (_is_per_example(a) and _is_per_example(b)):
-      a = values.per_seed(members, m, per_example=False)
-      b = values.per_seed(baseline, m, per_example=False)
+    (a, level_a), (b, level_b) = values.per_seed(members, m), values.per_seed(baseline, m)
     seeds = sorted(set(a) & set(b))
     if not seeds:
       continue
-    _, ids_a = _aligned(a, seeds)
-    _, ids = _aligned(b, seeds)
-    ids = sorted(set(ids_a) & set(ids))
-    if ids:
-      out[m] = stats.paired_difference_ci(_matrix(a, seeds, ids), _matrix(b, seeds, ids),
+    if level_a == level_b and level_a in ("examples", "run"):
+      ids = _common_ids(a, b, seeds=seeds)
+      if ids:
+        out[m] = stats.paired_difference_ci(_matrix(a, seeds, ids), _matrix(b, seeds, ids),
+                                            num_resamples=NUM_RESAMPLES)
+      continue
+    ids_a, ids_b = _common_ids(a, seeds=seeds), _common_ids(b, seeds=seeds)
+    out[m] = stats.unpaired_difference_ci(_matrix(a, seeds, ids_a), _matrix(b, seeds, ids_b),
                                           num_resamples=NUM_RESAMPLES)
   return out
 
