@@ -133,5 +133,6 @@ def get_sweep(arg=None):
     points = [{**m, "data.num_train_examples": n} for n in (20000, 1000, 4000)
               for m in (METHODS["supervised_kd"], best)]
   else:
-    raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, grid or methods.")
+    raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, grid "
+                     "or methods.")
   return [{**p, "seed": seed} for seed in range(arg.seeds) for p in points]

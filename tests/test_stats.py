@@ -14,7 +14,8 @@ def test_large_binomial_sample_matches_the_normal_approximation():
   wald = 1.959964 * np.sqrt(p * (1 - p) / n)
   assert ci.mean == pytest.approx(p)
   assert ci.half_width == pytest.approx(wald, rel=0.06)
-  assert ci.low == pytest.approx(p - wald, abs=0.003) and ci.high == pytest.approx(p + wald, abs=0.003)
+  assert ci.low == pytest.approx(p - wald, abs=0.003)
+  assert ci.high == pytest.approx(p + wald, abs=0.003)
   assert (ci.num_seeds, ci.num_examples) == (1, 4000)
 
 
@@ -118,14 +119,16 @@ def test_summary_carries_bootstrap_cis_and_paired_differences(tmp_path):
                   np.ones(400)) for s in range(3)]
   rows += [_point(tmp_path, {"objective.divergence": "reverse_kl", "mix.student": 1.0, "seed": s},
                   base[s]) for s in range(2)]
-  rows.append(_point(tmp_path, {"objective.divergence": "reverse_kl", "mix.student": 1.0, "seed": 2},
-                     None, status="failed"))
+  failed = {"objective.divergence": "reverse_kl", "mix.student": 1.0, "seed": 2}
+  rows.append(_point(tmp_path, failed, None, status="failed"))
   out = summary.build(rows, str(tmp_path))
   md = out["summary.md"].splitlines()
   ci = stats.mean_ci(np.array([base[s] for s in range(3)], dtype=float),
                      num_resamples=summary.NUM_RESAMPLES)
-  assert md[4] == "| method | λ | mode | divergence | student | seeds | failed | n | accuracy | forward_kl |"
-  assert md[6].startswith(f"| SFT | 0 | sft |  |  | 3 | 0 | 400 | {ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}] |")
+  assert md[4] == ("| method | λ | mode | divergence | student | seeds | failed | n | accuracy "
+                   "| forward_kl |")
+  cell = f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+  assert md[6].startswith(f"| SFT | 0 | sft |  |  | 3 | 0 | 400 | {cell} |")
   assert "| RKL | 1 |  | reverse_kl | 1.0 | 2 | 1 | 400 |" in out["summary.md"]
   # Against the baseline: all-correct is +(1 − p) with no uncertainty left but the baseline's;
   # identical per-example results on the shared seeds differ by exactly 0.
@@ -143,7 +146,8 @@ def test_unpaired_difference_matches_the_independent_closed_form():
   a, b = rng.normal(1.0, 1.0, 3000), rng.normal(0.0, 2.0, 2000)
   d = stats.unpaired_difference_ci(a, b, num_resamples=20_000)
   assert d.mean == pytest.approx(a.mean() - b.mean())
-  assert d.half_width == pytest.approx(1.959964 * np.sqrt(a.var() / a.size + b.var() / b.size), rel=0.06)
+  sd = np.sqrt(a.var() / a.size + b.var() / b.size)
+  assert d.half_width == pytest.approx(1.959964 * sd, rel=0.06)
 
 
 def test_summary_falls_back_to_binomial_and_seed_level_without_per_example_files(tmp_path):

@@ -163,7 +163,8 @@ def learning_curves(rows, sweep_dir, metric="loss", *, save_to=None):
   lambdas = sorted({_lam(r["overrides"]) for r in rows})
   methods = sorted({method_label(r["overrides"]) for r in rows})
   colors = dict(zip(methods, plt.cm.tab10.colors))
-  fig, axes = plt.subplots(1, len(lambdas), figsize=(4 * len(lambdas), 3.2), squeeze=False, sharey=True)
+  fig, axes = plt.subplots(1, len(lambdas), figsize=(4 * len(lambdas), 3.2), squeeze=False,
+                           sharey=True)
   for r in rows:
     path = os.path.join(sweep_dir, "points", r["point"], "metrics.jsonl")
     history = [h for h in read_jsonl(path) if metric in h] if os.path.exists(path) else []

@@ -195,7 +195,8 @@ def build(rows: list[dict], sweep_dir: str) -> dict[str, str]:
     md += ["", f"## Paired differences vs {method_label(dict(base_key))} "
                f"(λ={float(dict(base_key).get(LAMBDA_KEY, 0.0)):g})",
            "",
-           "Method − baseline on the same seeds and examples, 95% CI; * marks a CI that excludes 0.",
+           "Method − baseline on the same seeds and examples, 95% CI; * marks a CI that "
+           "excludes 0.",
            "",
            "| " + " | ".join(columns + ["seeds"] + metrics) + " |",
            "|" + "---|" * (len(columns) + 1 + len(metrics))]
