@@ -103,7 +103,7 @@ _TASKS = {
     "arithmetic": _reasoning(
         "arithmetic", "CPU testbed: '7+5-3=' -> '7+5=12, 12-3=9. Answer: 9' (prompt <= 32, "
         "response <= 64 chars), from reasoning-gym chain_sum and basic_arithmetic.",
-        _sizes(20000, 500, 500)),
+        _sizes(20000, 500, 2000)),
     "basic_arithmetic": _reasoning(
         "basic_arithmetic", "reasoning-gym basic_arithmetic (2-6 terms, + - * /, parentheses) "
         "with a step-by-step solution ending '#### N'.", _sizes(20000, 500, 1000)),
