@@ -88,9 +88,12 @@ def generate(split: str, **params) -> list[dict]:
   return [_with_fewshot(_example(where, row, params), exemplars, params) for where, row in rows]
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)
 def _read_all(params_json: str, files_fingerprint: str):
-  """(rows per split, few-shot exemplars): read once for the three splits of a preparation."""
+  """(rows per split, few-shot exemplars): read once for the three splits of a preparation.
+
+  The one cached dataset stays in memory until another is read; training reads the prepared
+  array_record files, not this."""
   del files_fingerprint  # part of the cache key only: a changed file is read again
   params = json.loads(params_json)
   tables = _split_tables(params)

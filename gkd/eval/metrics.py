@@ -83,7 +83,7 @@ def bleu(predictions: Sequence[str], references: Sequence[str | Sequence[str]]
   return float(score.score), str(metric.get_signature())
 
 
-def _text_metrics(examples: Sequence[dict]) -> bool:
+def _is_text_task(examples: Sequence[dict]) -> bool:
   return all(e.get("grader") in _TEXT_GRADERS for e in examples)
 
 
@@ -101,7 +101,7 @@ def example_scores(task, completions: Sequence[str], examples: Sequence[dict]
   scores = grades(completions, examples)
   if scores is not None:
     out["accuracy"] = scores
-  if _text_metrics(examples):
+  if _is_text_task(examples):
     rouge = [graders.rouge(c, e["response"]) for c, e in zip(completions, examples)]
     for k in graders.ROUGE_TYPES:
       out[k] = np.array([r[k] for r in rouge])
@@ -122,7 +122,7 @@ def task_metrics(task, completions: Sequence[str], examples: Sequence[dict]) -> 
   scores = grades(completions, examples)
   if scores is not None:
     out["accuracy"] = float(scores.mean())
-  if _text_metrics(examples):
+  if _is_text_task(examples):
     references = [e["response"] for e in examples]
     out.update(mean_rouge(completions, references))
     out["bleu"], out["bleu_signature"] = bleu(completions, references)
