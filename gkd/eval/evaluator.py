@@ -71,9 +71,7 @@ class Evaluator:
     self.config, self.tokenizer, self.mesh = config, tokenizer, mesh
     self.student_graph, self.teacher_graph = student_graph, teacher_graph
     self.task = tasks.get_task(config.data.task)
-    self.examples = pipeline.make_eval_examples(config.data.task, ec.split, ec.num_examples,
-                                                data_dir=config.data.data_dir or None,
-                                                **pipeline.task_kwargs(config))
+    self.examples = pipeline.eval_examples_for_config(config, ec.split, ec.num_examples)
     self.batch_size = min(ec.batch_size, len(self.examples))
     self.max_new_tokens = ec.max_new_tokens or config.data.max_response_len
     self.sampler = sampling.Sampler(student_graph, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
