@@ -20,16 +20,17 @@ add one item per process index (`teacher_cache.<i>`) and restore the one of its 
 """
 
 import json
+import logging
 import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 
 from gkd import rundir
 
 CACHE = "teacher_cache"
+_log = logging.getLogger(__name__)  # not absl's: gkd.data silences that one
 
 
 class CheckpointError(RuntimeError):
@@ -107,7 +108,10 @@ class Checkpointer:
   def _restore_step(self, step: int, abstract_state):
     data = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
     args = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data.get("teacher_cache_rows", {}).get(CACHE, 0):
+    rows = data.get("teacher_cache_rows", {}).get(CACHE)
+    if rows is None:  # written before the count was recorded: is the item on disk?
+      rows = os.path.isdir(os.path.join(str(self._manager.directory), str(step), CACHE))
+    if rows:
       args[CACHE] = ocp.args.StandardRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**args))
     cache = jax.tree.map(np.asarray, dict(restored[CACHE])) if CACHE in args else {}
@@ -147,7 +151,7 @@ class Checkpointer:
   def _drop(self, step: int, error: Exception, bad: list):
     """Reports an unreadable step in one line and deletes it, so a later save can replace it."""
     first = (str(error).strip().splitlines() or [""])[0][:200]
-    logging.warning("checkpoint step %d in %s is unreadable (%s: %s); removed it, trying the "
+    _log.warning("checkpoint step %d in %s is unreadable (%s: %s); removed it, trying the "
                     "previous step.", step, self.workdir, type(error).__name__, first)
     bad.append(step)
     self._manager.delete(step)

@@ -10,6 +10,7 @@ to the same parameters as an uninterrupted one.
 import contextlib
 import functools
 import json
+import logging
 import os
 import time
 
@@ -17,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -28,6 +28,8 @@ from gkd.objectives import Objective
 from gkd.train import checkpoint, guards, mixing, report, step as step_lib, validate, writer
 from gkd.train.build_models import build_models
 from gkd.train.optimizer import make_optimizer
+
+_log = logging.getLogger(__name__)
 
 
 def _local_rows(mesh, x):
@@ -213,7 +215,7 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
       batch = run.make_batch(step, source)
       if not warned and run.loader.stats["prompt_truncated"]:
         warned = True
-        logging.warning("some training prompts are longer than data.max_prompt_len=%d tokens and "
+        _log.warning("some training prompts are longer than data.max_prompt_len=%d tokens and "
                         "are cut (their start is dropped); raise it to keep them whole.",
                         config.data.max_prompt_len)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
