@@ -7,13 +7,18 @@ are skipped, unfinished ones resume from their checkpoints, and a failing point 
 say) is recorded with its error while the rest run on. DIR/results.jsonl gets one row per point,
 DIR/summary.{md,csv} each method's mean with a 95% bootstrap CI, and DIR/differences.csv the
 paired differences to the first method (gkd.eval.summary); all are rewritten atomically after
-every point, so killing the sweep loses nothing that had finished.
+every point, so killing the sweep loses nothing that had finished. A point process dies with the
+sweep (even when the sweep is SIGKILLed; Linux), and each point's gkd.main holds a lock on
+its workdir, so a restarted sweep never runs one point twice at once.
 """
 
 import concurrent.futures
+import ctypes
+import functools
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -46,6 +51,22 @@ def point_name(overrides: dict) -> str:
   return ",".join(f"{k}={v}" for k, v in short.items()).replace("/", "_")
 
 
+def _die_with_parent(parent: int):
+  """In the child before exec: ask the kernel for SIGKILL when the launching thread dies.
+
+  The thread that starts a point waits for it, so the signal comes only when the sweep
+  process itself is gone. Without prctl (not Linux) the workdir lock still prevents
+  two processes on one point.
+  """
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    return
+  if os.getppid() != parent:  # the sweep died before prctl took effect
+    os._exit(1)
+
+
 def run_point(config_arg: str, overrides: dict, workdir: str, log_path: str) -> dict:
   """Runs (or resumes, or skips) one point; returns its results row."""
   row = {"point": os.path.basename(workdir), "overrides": overrides, "workdir": workdir}
@@ -56,7 +77,7 @@ def run_point(config_arg: str, overrides: dict, workdir: str, log_path: str) -> 
     cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
     os.makedirs(workdir, exist_ok=True)
     with open(log_path, "w") as log:
-      proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+      proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=functools.partial(_die_with_parent, os.getpid()))
     if proc.returncode != 0 or not os.path.exists(final):
       with open(log_path) as log:
         tail = log.read().strip().splitlines()[-1:] or ["(no output)"]
