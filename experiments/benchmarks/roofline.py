@@ -86,25 +86,29 @@ def roofline(cost: dict, limits: dict) -> dict:
 
 
 def _describe(compiled_text: str) -> dict[str, str]:
-  """{op name: the HLO ops its fused computation applies}, to say what a hot fusion does."""
-  bodies, current, desc = {}, None, {}
+  """{op name: what it computes}: the ops of its fused computation and its JAX source op."""
+  bodies, current, calls, source = {}, None, {}, {}
   for line in compiled_text.splitlines():
-    head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) ", line)
+    head = re.match(r"^(?:ENTRY )?%([\w.\-]+) ", line)
     if head and line.rstrip().endswith("{"):
       current = head.group(1)
       bodies[current] = []
-    elif current and "=" in line:
-      kind = re.search(r"=\s+(?:\([^)]*\)|\S+)\s+([a-z][a-z\-]*)\(", line)
-      if kind:
-        bodies[current].append(kind.group(1))
-    for m in re.finditer(r"%?([\w.\-]+) = [^=]*?calls=%?([\w.\-]+)", line):
-      desc[m.group(1)] = m.group(2)
+      continue
+    op = re.match(r"^\s*(?:ROOT )?%([\w.\-]+) = (?:\([^)]*\)|\S+) ([a-z][a-z\-]*)\(", line)
+    if not op:
+      continue
+    if current:
+      bodies[current].append(op.group(2))
+    callee = re.search(r"calls=%([\w.\-]+)", line)
+    if callee:
+      calls[op.group(1)] = callee.group(1)
+    name = re.search(r'op_name="([^"]+)"', line)
+    source[op.group(1)] = name.group(1).split("/", 1)[-1][-80:] if name else ""
+  boring = {"parameter", "constant", "broadcast", "bitcast", "reshape", "get-tuple-element", "tuple"}
   out = {}
-  for op, callee in desc.items():
-    kinds = collections.Counter(k for k in bodies.get(callee, ())
-                                if k not in ("parameter", "constant", "broadcast", "bitcast",
-                                             "reshape", "get-tuple-element", "tuple"))
-    out[op] = ",".join(k for k, _ in kinds.most_common(6))
+  for op, src in source.items():
+    kinds = collections.Counter(k for k in bodies.get(calls.get(op, ""), ()) if k not in boring)
+    out[op] = (",".join(k for k, _ in kinds.most_common(5)) + " " + src).strip()
   return out
 
 
