@@ -108,6 +108,7 @@ def main():
   student = llama.Llama(llama.LlamaConfig(
       vocab_size=teacher.config.vocab_size, dim=256, n_layers=4, n_heads=4, n_kv_heads=2,
       ffn_dim=768, max_seq_len=2048, rope_theta=100000.0), rngs=nnx.Rngs(0))
+  rss = {"after_load": R.peak_rss_bytes()}
   rows = read_prompts(args.batch)
   prompt_tokens, prompt_mask = left_pad([r["prompt_ids"] for r in rows], tokenizer.pad_id)
   data_tokens, data_mask = dataset_responses(rows, tokenizer)
@@ -149,6 +150,7 @@ def main():
     batch = jax.tree.map(jnp.asarray, batch)
     _, t_teacher = timed(teacher_scores, teacher_params, batch)
     (state, metrics), t_step = timed(train_step, state, batch, teacher_params)
+    rss[f"after_step{i}"] = R.peak_rss_bytes()
     if i < n_warm:  # the first call of each program: compile + run
       compile_s[source] = {"sampler": t_sample, "teacher": t_teacher, "train_step": t_step}
       batches[source] = (batch, decode_steps)
@@ -158,6 +160,7 @@ def main():
                      "response_tokens": int(np.sum(batch["response_mask"])), "decode_steps": decode_steps,
                      "loss": float(metrics["loss"])})
 
+  rss_steps = R.peak_rss_bytes()  # before the cost analyses and profiles below add their own
   # Costs and bounds, per source, from the compiled programs the timed steps ran.
   phases, compile_report = [], {}
   for source, (batch, decode_steps) in sorted(batches.items()):
@@ -185,8 +188,8 @@ def main():
                                 sampling.SamplerSettings(args.new_tokens, **sampler.settings),
                                 state.params["student"], jnp.asarray(prompt_tokens),
                                 jnp.asarray(prompt_mask), jax.random.key(0))
-      c_decode = R.program_cost(*decode_step_program(sg, state.params["student"], prompt_tokens,
-                                                     args.new_tokens))
+      c_decode = R.decode_step_cost(sg, state.params["student"], args.batch,
+                                    prompt_tokens.shape[1] + args.new_tokens)
       # XLA counts a while loop's body once: add the decode steps the loop really ran.
       cost = R.added(c_sample, R.scaled(c_decode, max(decode_steps - 1, 0)))
       rec = phase_record("sampling", med["sample_s"], cost, limits)
@@ -223,7 +226,8 @@ def main():
       "generated_tokens_per_step": statistics.median(
           [r["response_tokens"] for r in per_step if r["source"] == "student"] or [0]),
       "sources": [r["source"] for r in per_step], "limits": limits, "phases": phases,
-      "compile_s": compile_report, "peak_rss_bytes": R.peak_rss_bytes(),
+      "compile_s": compile_report, "peak_rss_bytes": rss_steps,
+      "peak_rss_bytes_with_analysis": R.peak_rss_bytes(), "peak_rss_bytes_by_stage": rss,
       "prompt_len": int(prompt_tokens.shape[1]), "steps": per_step,
       "load_avg_1m_end": os.getloadavg()[0]}
   print_table(record)
@@ -232,21 +236,6 @@ def main():
       f.write(json.dumps(record) + "\n")
   else:
     print(json.dumps(record))
-
-
-def decode_step_program(graphdef, params, prompt_tokens, new_tokens):
-  """One decode step of the sampler (KV-cache forward of one token, head, choice), to cost it."""
-  b, p = prompt_tokens.shape
-  settings = sampling.SamplerSettings(new_tokens)
-
-  def step(params, tok, cache, key):
-    model = nnx.merge(graphdef, params)
-    h, cache = model.forward_cached(tok[:, None], cache, positions=jnp.zeros((b, 1), jnp.int32))
-    return sampling.choose(model.logits(h[:, 0]), key, settings)[0], cache
-
-  model = nnx.merge(graphdef, params)
-  cache = model.init_cache(b, p + new_tokens)
-  return jax.jit(step), params, jnp.zeros((b,), jnp.int32), cache, jax.random.key(0)
 
 
 def print_table(rec):

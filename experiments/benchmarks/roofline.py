@@ -68,6 +68,25 @@ def program_cost(jitted, *args, **kwargs) -> dict:
           "compiled": compiled}
 
 
+def decode_step_cost(graphdef, params, batch: int, cache_len: int) -> dict:
+  """`program_cost` of one sampler decode step: a one-token KV-cache forward, the head and the
+  token choice (XLA's cost analysis counts a while loop's body once, so loops are costed by
+  their step)."""
+  from flax import nnx
+
+  from gkd import sampling
+
+  settings = sampling.SamplerSettings(1)
+
+  def step(params, tok, cache, key):
+    model = nnx.merge(graphdef, params)
+    h, cache = model.forward_cached(tok[:, None], cache, positions=jnp.zeros((batch, 1), jnp.int32))
+    return sampling.choose(model.logits(h[:, 0]), key, settings)[0], cache
+
+  cache = nnx.merge(graphdef, params).init_cache(batch, cache_len)
+  return program_cost(jax.jit(step), params, jnp.zeros((batch,), jnp.int32), cache, jax.random.key(0))
+
+
 def scaled(cost: dict, k: float) -> dict:
   return {key: cost[key] * k for key in ("flops", "bytes", "transcendentals")}
 
