@@ -252,8 +252,10 @@ def print_table(rec):
     err(f"{p['source']:<8}{p['phase']:<16}{p['s']:>7.3f}{p['flops'] / 1e9:>8.1f}{p['bytes'] / 1e9:>7.2f}"
         f"{p['transcendentals'] / 1e9:>7.3f}{p['bound_s']:>9.3f}{p['x_bound']:>9.2f}"
         f"{p['x_bound_with_exp']:>9.2f}")
-    for op in p.get("hot_ops", ()):
-      err(f"{'':<10}hot: {op['op']} {op['s']:.3f}s ({op['share']:.0%}) {op['computes']}")
+    if "hot_ops" in p:
+      err(f"{'':<10}time by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in p["hot_ops"]["by_kind"].items()))
+      for op in p["hot_ops"]["top"]:
+        err(f"{'':<10}hot: {op['op']} {op['s']:.3f}s ({op['share']:.0%}) {op['computes']}")
   err(f"compile: {json.dumps(rec['compile_s'])}")
 
 

@@ -131,8 +131,20 @@ def _describe(compiled_text: str) -> dict[str, str]:
   return out
 
 
-def hot_ops(fn, compiled_text: str, top: int = 5) -> list[dict]:
-  """Profiles one call of `fn()` and returns the `top` HLO ops by total time, with their share."""
+def _kind(computes: str) -> str:
+  if "dot" in computes.split(" ")[0]:
+    return "matmul"
+  if any(k in computes for k in ("exponential", "log", "tanh", "logistic")):
+    return "transcendental elementwise/reduce"
+  if computes.startswith("copy") or "transpose" in computes or "dynamic-update-slice" in computes:
+    return "copy/layout"
+  return "other elementwise/reduce"
+
+
+def hot_ops(fn, compiled_text: str, top: int = 5) -> dict:
+  """Profiles one call of `fn()`: {"top": the `top` HLO ops by total time with their share and
+  what they compute, "by_kind": the time share of matmuls, transcendental elementwise work,
+  copies and other elementwise work}."""
   with tempfile.TemporaryDirectory() as d:
     jax.profiler.start_trace(d)
     jax.block_until_ready(fn())
@@ -146,8 +158,12 @@ def hot_ops(fn, compiled_text: str, top: int = 5) -> list[dict]:
       per_op[args["hlo_op"]] += e.get("dur", 0.0) * 1e-6
   total = sum(per_op.values()) or 1.0
   what = _describe(compiled_text)
-  return [{"op": op, "s": round(s, 4), "share": round(s / total, 3), "computes": what.get(op, "")}
-          for op, s in per_op.most_common(top)]
+  by_kind = collections.Counter()
+  for op, s in per_op.items():
+    by_kind[_kind(what.get(op, ""))] += s / total
+  return {"top": [{"op": op, "s": round(s, 4), "share": round(s / total, 3),
+                   "computes": what.get(op, "")} for op, s in per_op.most_common(top)],
+          "by_kind": {k: round(v, 3) for k, v in by_kind.most_common()}}
 
 
 def peak_rss_bytes() -> int:
