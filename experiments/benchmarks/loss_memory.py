@@ -11,9 +11,11 @@ variants compute the loss and its gradients w.r.t. the student hidden states and
 head kernel; the plain one starts from the same hidden states and does the head
 matmuls itself, so the arguments are identical.
 
-On 2 CPU cores (jax 0.10.2), defaults: plain peak 6,674 MiB (17.4 [B,T,V] tensors),
-chunked 1,092 MiB (2.8), i.e. 6.1x less; with --time, 23.3 s vs 14.3 s per step.
-The chunked temp memory scales with --chunk (195 MiB at 32, 1,499 MiB at 256).
+Measured output (with the CPU, cores and commit) is kept in
+experiments/results/bench_loss_memory.txt: plain peak 6,674 MiB (17.4 [B,T,V] tensors),
+chunked 1,956 MiB (5.1) at chunk 128. The chunked path does each chunk's backward pass while
+the chunk's logits are live (no rematerialization), so its temporaries grow with `--chunk`
+(B·chunk·V floats times about 16): train with a small chunk (16) at V ≈ 49k.
 """
 
 from __future__ import annotations
