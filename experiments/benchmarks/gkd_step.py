@@ -39,8 +39,9 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import roofline as R  # noqa: E402
-from gkd import sampling  # noqa: E402
 from gkd.models import gguf, llama  # noqa: E402
+from gkd import divergences, sampling, scoring  # noqa: E402
+from gkd.objectives import Objective  # noqa: E402
 from gkd.train import step as step_lib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,14 +118,13 @@ def main():
   tg, ts = nnx.split(teacher)
   teacher_params = ts.to_pure_dict()
   del teacher, student, ts
-  objective = step_lib.Objective(divergence="generalized_jsd", divergence_params=(("beta", 0.5),),
-                                 chunk_size=args.chunk)
+  objective = Objective(divergences.get("generalized_jsd", beta=0.5), chunk_size=args.chunk)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))  # as TRL's defaults
   params = {"student": ss.to_pure_dict()}
   state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
   train_step = jax.jit(functools.partial(step_lib.train_step, student_graph=sg, teacher_graph=tg,
                                          objective=objective, optimizer=optimizer), donate_argnums=0)
-  teacher_scores = jax.jit(lambda p, b: step_lib.token_scores(nnx.merge(tg, p), b))
+  teacher_scores = jax.jit(lambda p, b: scoring.token_scores(nnx.merge(tg, p), b))
   sampler = sampling.Sampler(sg, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, temperature=1.0)
 
   coin = np.random.default_rng(0)

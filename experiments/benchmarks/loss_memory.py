@@ -21,6 +21,7 @@ the chunk's logits are live (no rematerialization), so its temporaries grow with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 
 # Import gkd from this checkout, not from whatever copy is installed.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from gkd import objectives  # noqa: E402
+from gkd import divergences, objectives  # noqa: E402
 
 
 def main():
@@ -54,14 +55,14 @@ def main():
     f32((b, t), jnp.int32),  # labels
     f32((b, t), jnp.bool_),  # loss mask
   )
-  kw = dict(divergence=args.divergence, temperature=1.0, alpha=0.5)
+  objective = objectives.Objective(divergences.get(args.divergence), temperature=1.0, alpha=0.5)
 
   def plain(hs, ws, ht, wt, labels, mask):
-    return objectives.distillation_loss(hs @ ws, ht @ wt, labels, mask, **kw)[0]
+    return objectives.distillation_loss(hs @ ws, ht @ wt, labels, mask, objective)[0]
 
   def chunked(hs, ws, ht, wt, labels, mask):
     return objectives.chunked_distillation_loss(
-      hs, ws, ht, wt, labels, mask, chunk_size=args.chunk, **kw
+      hs, ws, ht, wt, labels, mask, dataclasses.replace(objective, chunk_size=args.chunk)
     )[0]
 
   logits_mb = b * t * v * 4 / 2**20
