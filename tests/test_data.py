@@ -325,3 +325,24 @@ def test_global_batch_places_the_loader_batch_on_the_mesh(data_dir, tok):
   for k, v in batch.items():
     np.testing.assert_array_equal(np.asarray(placed[k]), v)
   assert len(placed["prompt_tokens"].sharding.device_set) == len(jax.devices())
+
+
+
+def test_prepare_waits_while_another_process_prepares(tmp_path):
+  """Parallel sweep points preparing one dataset take turns under a file lock."""
+  import concurrent.futures
+  import fcntl
+  import time
+  from gkd.data import builders, tasks
+  kwargs = dict(num_train=40, num_validation=8, num_test=8)
+  target = builders._builder("chain_sum", str(tmp_path), tasks.get_task("chain_sum").params(**kwargs))
+  parent = os.path.dirname(os.path.normpath(target.data_dir))
+  os.makedirs(parent, exist_ok=True)
+  with open(os.path.join(parent, ".prepare.lock"), "w") as lock, \
+       concurrent.futures.ThreadPoolExecutor(1) as pool:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # "another process" is writing the dataset
+    pending = pool.submit(builders.prepare, "chain_sum", str(tmp_path), **kwargs)
+    time.sleep(2)
+    assert not pending.done(), "prepare() did not wait for the other writer"
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    assert pending.result(timeout=300) == str(target.data_dir)

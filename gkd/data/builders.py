@@ -17,6 +17,7 @@ asked to write anything, so a missing file fails fast with the task's own messag
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -120,17 +121,26 @@ def prepare(task_name: str, data_dir: str | None = None, **task_kwargs) -> str:
   """Builds the dataset of `task_name` (with `task_kwargs` overriding its defaults) if absent.
 
   Returns the dataset's directory. Preparation is offline and deterministic: the same
-  parameters give byte-identical array_record files.
+  parameters give byte-identical array_record files. Processes preparing the same dataset at
+  once (a parallel sweep's points, test workers) take turns under a file lock: the first
+  writes it, the others find it written.
   """
   task = tasks_lib.get_task(task_name)
   params = task.params(**task_kwargs)
   _quiet()
   builder = _builder(task_name, data_dir, params)
-  if not os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
-    # Generate (and fail on missing files or bad examples) before TFDS writes anything.
-    examples = {split: task.generate(split, **params) for split in splits.SPLITS}
-    builder = _builder(task_name, data_dir, params, examples)
-    builder.download_and_prepare()
+  done = os.path.join(builder.data_dir, "dataset_info.json")
+  if os.path.exists(done):
+    return str(builder.data_dir)
+  parent = os.path.dirname(os.path.normpath(builder.data_dir))
+  os.makedirs(parent, exist_ok=True)
+  with open(os.path.join(parent, ".prepare.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(done):
+      # Generate (and fail on missing files or bad examples) before TFDS writes anything.
+      examples = {split: task.generate(split, **params) for split in splits.SPLITS}
+      builder = _builder(task_name, data_dir, params, examples)
+      builder.download_and_prepare()
   return str(builder.data_dir)
 
 

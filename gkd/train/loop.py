@@ -213,11 +213,12 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     for step in range(start, tc.num_steps):
       source = mixing.source_for_step(config.seed, step, config.mix)
       batch = run.make_batch(step, source)
-      if not warned and run.loader.stats["prompt_truncated"]:
+      if not warned and run.truncated:
         warned = True
-        _log.warning("some training prompts are longer than data.max_prompt_len=%d tokens and "
-                        "are cut (their start is dropped); raise it to keep them whole.",
-                        config.data.max_prompt_len)
+        _log.warning("some training examples are longer than data.max_prompt_len=%d or "
+                     "data.max_response_len=%d tokens and are cut (a prompt loses its start, a "
+                     "response its end); raise them to keep examples whole.",
+                     config.data.max_prompt_len, config.data.max_response_len)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
       flush()
       pending = (step + 1, metrics, {"source": source, "source_id": mixing.BATCH_SOURCES.index(source),
