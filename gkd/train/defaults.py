@@ -18,6 +18,11 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
               to WORKDIR/export in this format, so earlier runs load the same way;
     "derive"  (student only) a copy of a subset of the teacher's layers: `derive_every_k`
               or `derive_layers`, as in DistilBERT.
+
+  dtype: the compute dtype ("float32" or "bfloat16"). param_dtype: how the weights are
+  stored; "" means float32 for the student (master weights: the optimizer state follows
+  them) and `dtype` for the teacher (read only, so bf16 storage halves its memory).
+  Logits, the loss and the divergences are float32 whatever these say.
   """
   cfg = ml_collections.ConfigDict({
       "source": "init",
@@ -27,6 +32,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
       "derive_every_k": 0,
       "derive_layers": ml_collections.FieldReference([], field_type=list),
       "dtype": "float32",
+      "param_dtype": "",
   })
   cfg.update(overrides)
   return cfg
