@@ -58,8 +58,10 @@ def default_config() -> ml_collections.ConfigDict:
   })
 
   # Where each step's training sequences come from (fractions sum to 1; drawn per step as in the
-  # GKD paper). `student` is the on-policy fraction λ.
-  c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0})
+  # GKD paper). `student` is the on-policy fraction λ. per_example=True draws the source per
+  # row instead (the batch mixes sources; a step may then sample with both models).
+  c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0,
+                                     "per_example": False})
 
   # On-policy samples must follow the student's true distribution: keep these at
   # T=1, top_k=0, top_p=1 unless you mean to study something else. The *loss* temperature is
@@ -67,6 +69,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.sampling = ml_collections.ConfigDict({
       "temperature": 1.0, "top_k": 0, "top_p": 1.0,
       "teacher_temperature": 1.0,  # for sequence-level KD (teacher-generated responses)
+      # Samples per prompt (TRL's num_generations): a step's train.batch_size rows are
+      # batch_size / num_samples prompts, each repeated num_samples times.
+      "num_samples": 1,
   })
 
   c.objective = ml_collections.ConfigDict({

@@ -71,8 +71,11 @@ class Run:
         self.teacher_graph, temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
                                teacher_graph=self.teacher_graph)
+    # With sampling.num_samples = n, a step trains on train.batch_size rows: batch_size/n
+    # prompts, each repeated n times (see make_batch).
+    self.num_samples = config.sampling.num_samples
     self.loader = loader_for_config(config, self.tokenizer, split="train",
-                                    batch_size=config.train.batch_size, shuffle=True,
+                                    batch_size=config.train.batch_size // self.num_samples, shuffle=True,
                                     num_epochs=None, num_examples=config.data.num_train_examples)
     self.teacher_cache = mixing.TeacherCache()
     self.truncated = 0  # prompts/responses cut to the configured lengths (see gkd.data.pipeline)
@@ -107,25 +110,66 @@ class Run:
   def _sample(sampler, params, batch, key):
     out = sampler(params, batch["prompt_tokens"], batch["prompt_mask"], rng=key,
                   max_new_tokens=batch["response_tokens"].shape[1])
-    return dict(batch, response_tokens=out.tokens, response_mask=out.mask)
+    return out.tokens, out.mask
+
+  def _teacher_responses(self, batch, cache_keys, key):
+    """Teacher generations for every row, sampled only for prompts not generated for before.
+
+    Whether the teacher samples is decided globally: sampling is one program over the global
+    batch, which every process must enter together, while each host's cache only knows its
+    own rows. A host whose rows are all cached still joins (and keeps its cached rows).
+    """
+    if _any_process(self.teacher_cache.missing(cache_keys)):
+      tokens, mask = self._sample(self.teacher_sampler, self.teacher_params, batch, key)
+      self.teacher_cache.add(cache_keys, _local_rows(self.mesh, tokens), _local_rows(self.mesh, mask))
+    tokens, mask = self.teacher_cache.lookup(cache_keys)
+    out = sharding.global_batch(self.mesh, {"response_tokens": tokens, "response_mask": mask})
+    return out["response_tokens"], out["response_mask"]
 
   def make_batch(self, step: int, source: str):
+    """The step's batch: prompts from the loader, responses from `source` (or, for
+    mixing.MIXED, from each row's own source).
+
+    With sampling.num_samples = n every prompt appears n times in a row (as TRL's
+    num_generations): sampled sources give n different responses per prompt, the teacher
+    cache keeps n per example, and dataset rows repeat their one reference response.
+    """
     local = next(self.loader)
-    ids = local["example_id"]
+    n = self.num_samples
+    if n > 1:
+      local = {k: np.repeat(v, n, axis=0) for k, v in local.items()}
+    cache_keys = local["example_id"] * n + np.tile(np.arange(n), len(local["example_id"]) // n)
     self.truncated += int(np.sum(local["prompt_truncated"]) + np.sum(local["response_truncated"]))
     batch = sharding.global_batch(self.mesh, {k: local[k] for k in scoring.BATCH_KEYS})
     key = jax.random.fold_in(self.rng, step)
-    if source == "student":  # on-policy: the student's own samples; no gradient flows through them
-      batch = self._sample(self.student_sampler, self.state.params["student"], batch, key)
-    elif source == "teacher":  # sequence-level KD: fixed teacher outputs, generated once per prompt
-      if self.teacher_cache.missing(ids):
-        out = self._sample(self.teacher_sampler, self.teacher_params, batch, key)
-        self.teacher_cache.add(ids, _local_rows(self.mesh, out["response_tokens"]),
-                               _local_rows(self.mesh, out["response_mask"]))
-      tokens, mask = self.teacher_cache.lookup(ids)
-      batch = dict(batch, **sharding.global_batch(self.mesh, {"response_tokens": tokens,
-                                                              "response_mask": mask}))
-    return batch
+    rows = None
+    if source == mixing.MIXED:
+      rows = mixing.row_sources(self.config.seed, step, self.config.mix, self.config.train.batch_size)
+      needed = [name for i, name in enumerate(mixing.BATCH_SOURCES) if np.any(rows == i)]
+    else:
+      needed = [source]
+    responses = {"dataset": (batch["response_tokens"], batch["response_mask"])}
+    if "student" in needed:  # on-policy: the student's own samples; no gradient flows through them
+      responses["student"] = self._sample(self.student_sampler, self.state.params["student"],
+                                          batch, key)
+    if "teacher" in needed:  # sequence-level KD: fixed teacher outputs, generated once per prompt
+      # Its own key: in a mixed step the student samples the same prompts with `key`.
+      responses["teacher"] = self._teacher_responses(batch, cache_keys, jax.random.fold_in(key, 1))
+    if rows is None:
+      tokens, mask = responses[source]
+    else:
+      global_rows = jax.make_array_from_callback(rows.shape, sharding.batch_sharding(self.mesh),
+                                                 lambda index: rows[index])
+      tokens, mask = mixing.assemble(global_rows, tuple(responses[name] for name in needed),
+                                     names=tuple(needed))
+    return dict(batch, response_tokens=tokens, response_mask=mask)
+
+
+def _any_process(flag: bool) -> bool:
+  """True on every process if `flag` is True on any of them (a tiny all-gather when multi-host)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
 def train(config, workdir: str) -> dict:
@@ -164,7 +208,7 @@ def train(config, workdir: str) -> dict:
       batch = run.make_batch(step, source)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
       flush()
-      pending = (step + 1, metrics, {"source": source, "source_id": mixing.BATCH_SOURCES.index(source),
+      pending = (step + 1, metrics, {"source": source, "source_id": mixing.source_id(source),
                                      "truncated_total": run.truncated})
       bar.update(1)
       run.save()
