@@ -25,10 +25,12 @@ def dtypes(cfg, role: str) -> dict:
   return {"dtype": cfg.dtype, "param_dtype": cfg.param_dtype or default_storage}
 
 
-def _llama_config(cfg, vocab_size: int, role: str) -> llama.LlamaConfig:
+def llama_config(cfg, vocab_size: int | None, role: str) -> llama.LlamaConfig:
+  """The LlamaConfig of a source="init" model: preset, then `llama` fields, then the
+  tokenizer's vocabulary size (when there is a tokenizer yet; else the preset's)."""
   base = dataclasses.asdict(llama.PRESETS[cfg.preset]) if cfg.preset else {}
-  return llama.LlamaConfig(**{**base, **dtypes(cfg, role), **cfg.llama.to_dict(),
-                              "vocab_size": vocab_size})
+  vocab = {"vocab_size": vocab_size} if vocab_size is not None else {}
+  return llama.LlamaConfig(**{**base, **dtypes(cfg, role), **cfg.llama.to_dict(), **vocab})
 
 
 def _with_dtypes(model: llama.Llama, dtype: str, param_dtype: str) -> llama.Llama:
@@ -51,7 +53,7 @@ def _load(cfg, role: str, *, seed: int, vocab_size: int | None, teacher=None):
     student = llama.derive_student(teacher, layers=layers, every_k=cfg.derive_every_k or None,
                                    rngs=nnx.Rngs(seed))
     return _with_dtypes(student, **kinds), None
-  return llama.Llama(_llama_config(cfg, vocab_size, role), rngs=nnx.Rngs(seed)), None
+  return llama.Llama(llama_config(cfg, vocab_size, role), rngs=nnx.Rngs(seed)), None
 
 
 def build_models(config):
