@@ -2,10 +2,14 @@
 
   python -m gkd.main --config=configs/demo.py --workdir=runs/demo
 
-The student is derived from every 3rd teacher layer (10 of 30, DistilBERT's recipe) and trained
-fully on-policy (λ=1) with JSD(0.5) on chat-formatted arithmetic prompts. Cost on a 2-core CPU:
-about 3 minutes (~5 s a step after a ~30 s compile, plus loading and the final eval).
-`--config=configs/demo.py:steps=4` makes it shorter.
+The student is derived from every 3rd teacher layer (10 of 30, DistilBERT's recipe: 64M params
+against the teacher's 135M) and trained with forward KL on chat-formatted arithmetic prompts,
+half of the steps on the dataset's responses and half on the student's own samples (mixed GKD,
+λ=0.5). A student cut from a pretrained model starts far from its teacher (held-out KL ≈ 12 nats),
+so 20 steps move the numbers visibly: the run ends by printing them before and after (KL(T‖S)
+12.0 -> 3.8 in the committed check), with one prompt and both models' completions. Cost on a
+2-core CPU: ~5 s a step after a ~30 s compile, plus loading and two small evals: about 3 minutes
+when the machine is quiet. `--config=configs/demo.py:steps=4` makes it shorter.
 """
 
 from gkd.train.defaults import default_config, parse_arg
@@ -21,9 +25,9 @@ def get_config(arg=None):
   c.data.chat_template = True
   c.data.max_prompt_len = 48
   c.data.max_response_len = 32
-  c.mix.update(dataset=0.0, teacher=0.0, student=1.0)
-  c.objective.update(divergence="generalized_jsd", divergence_kw={"beta": 0.5})
-  c.optim.update(learning_rate=1e-4, warmup_steps=2)
+  c.mix.update(dataset=0.5, teacher=0.0, student=0.5)
+  c.objective.divergence = "forward_kl"
+  c.optim.update(learning_rate=5e-4, warmup_steps=2)
   c.train.update(batch_size=arg.batch, num_steps=arg.steps, log_every=1, checkpoint_every=10)
   c.eval.update(every=0, at_start=True, num_examples=8, batch_size=4, max_new_tokens=32)
   return c

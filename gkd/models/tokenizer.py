@@ -21,7 +21,7 @@ PLAIN = "plain"  # "role: content\n" lines, for tokenizers without chat special 
 class Tokenizer:
   """A BPE (or char-level) tokenizer with the ids the rest of gkd needs.
 
-  `pad_id` may equal `eos_id`: masks are never derived from pad ids (see DESIGN.md).
+  `pad_id` may equal `eos_id`: masks are never derived from pad ids, only from lengths and EOS.
   """
 
   backend: tokenizers.Tokenizer

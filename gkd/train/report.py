@@ -10,8 +10,11 @@ import os
 import jax
 import jax.numpy as jnp
 
+from flax import nnx
+
 from gkd import rundir, sampling
 from gkd.data.pipeline import encode_example
+from gkd.models import llama
 
 ROWS = (  # (metric, label): the rows shown when both runs measured them
     ("forward_kl", "held-out KL(teacher‖student)"),
@@ -27,8 +30,10 @@ def _describe(model_cfg) -> str:
   if model_cfg.source == "init":
     return f"a random {dict(model_cfg.llama) or model_cfg.preset}"
   if model_cfg.source == "derive":
-    return f"every {model_cfg.derive_every_k or list(model_cfg.derive_layers)}-th teacher layer"
-  return f"{model_cfg.source} {model_cfg.path or '(bundled SmolLM2-135M-Instruct)'}"
+    if model_cfg.derive_every_k:
+      return f"a student of every {model_cfg.derive_every_k}th teacher layer"
+    return f"a student of teacher layers {list(model_cfg.derive_layers)}"
+  return f"{model_cfg.source} {model_cfg.path or 'SmolLM2-135M-Instruct (bundled)'}"
 
 
 def teacher_completion(config, tokenizer, teacher_graph, teacher_params, prompt: str) -> str:
@@ -43,14 +48,17 @@ def teacher_completion(config, tokenizer, teacher_graph, teacher_params, prompt:
   return tokenizer.decode(out.tokens[0][out.mask[0]])
 
 
-def summary(config, workdir: str, history: list[dict], example: dict) -> str:
+def summary(config, workdir: str, history: list[dict], example: dict, sizes: dict) -> str:
   """The report text. `history` holds metrics.jsonl rows, `example` the first held-out
-  example with its "prompt", "response", "student" and (with a teacher) "teacher" texts."""
+  example with its "prompt", "response", "student" and (with a teacher) "teacher" texts,
+  `sizes` the parameter counts by role."""
   evals = [r for r in history if any(k.startswith("eval/") for k in r)]
   before, after = (evals[0], evals[-1]) if len(evals) > 1 else ({}, evals[-1] if evals else {})
   what = "fine-tuned (SFT)" if config.mode == "sft" else "distilled into"
-  lines = [f"gkd: {config.train.num_steps} steps, {what} {_describe(config.student)}"
-           + ("" if config.mode == "sft" else f" from {_describe(config.teacher)}")
+  size = {role: f" ({n / 1e6:.2f}M params)" for role, n in sizes.items()}
+  lines = [f"gkd: {config.train.num_steps} steps, {what} {_describe(config.student)}{size['student']}"
+           + ("" if config.mode == "sft" else
+              f" from {_describe(config.teacher)}{size.get('teacher', '')}")
            + f"; mix {dict(config.mix)}, divergence {config.objective.divergence}"
            f" {dict(config.objective.divergence_kw) or ''}",
            f"  outputs in {workdir}: {rundir.METRICS}, {rundir.TENSORBOARD}/, "
@@ -79,5 +87,8 @@ def print_summary(run, workdir: str, result) -> None:
   if run.teacher_sampler is not None:
     example["teacher"] = teacher_completion(run.config, run.tokenizer, run.teacher_graph,
                                             run.teacher_params, raw["prompt"])
+  sizes = {"student": llama.count_params(run.student())}
+  if run.teacher_graph is not None:
+    sizes["teacher"] = llama.count_params(nnx.merge(run.teacher_graph, run.teacher_params))
   print(summary(run.config, workdir, rundir.read_jsonl(os.path.join(workdir, rundir.METRICS)),
-                example), flush=True)
+                example, sizes), flush=True)
