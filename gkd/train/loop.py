@@ -28,12 +28,6 @@ from gkd.train.build_models import build_models
 from gkd.train.optimizer import make_optimizer
 
 
-def _local_rows(mesh, x):
-  """This host's rows of a batch-sharded global array, as NumPy."""
-  return np.asarray(multihost_utils.global_array_to_host_local_array(
-      x, mesh, jax.sharding.PartitionSpec(sharding.BATCH_AXES)))
-
-
 class Run:
   """Everything one training run holds; `train()` drives it."""
 
@@ -96,13 +90,13 @@ class Run:
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             self.state, self.state_shardings)
     self.state, data_state, cache = self.checkpointer.restore(abstract)
-    self.loader.set_state(data_state["loader"])
+    self.loader.set_state(data_state["loaders"][jax.process_index()])
     self.teacher_cache.load_state_dict(cache)
     return int(self.state.step)
 
   def save(self, *, force=False):
     step = int(self.state.step)
-    self.checkpointer.save(step, self.state, {"loader": self.loader.get_state()},
+    self.checkpointer.save(step, self.state, {"loaders": _all_processes(self.loader.get_state())},
                            self.teacher_cache.state_dict(), force=force)
 
   # -- responses from each source ------------------------------------------------------------
@@ -115,13 +109,15 @@ class Run:
   def _teacher_responses(self, batch, cache_keys, key):
     """Teacher generations for every row, sampled only for prompts not generated for before.
 
-    Whether the teacher samples is decided globally: sampling is one program over the global
-    batch, which every process must enter together, while each host's cache only knows its
-    own rows. A host whose rows are all cached still joins (and keeps its cached rows).
+    The cache is replicated: every host adds every host's new rows. So every host sees the
+    same cache (the decision to sample, a program all processes must enter together, is
+    the same everywhere), an example keeps its one generation whichever host reads it in a
+    later epoch, and the primary host's checkpoint holds the whole cache.
     """
-    if _any_process(self.teacher_cache.missing(cache_keys)):
+    global_keys = sharding.fetch(sharding.global_batch(self.mesh, {"k": cache_keys})["k"])
+    if self.teacher_cache.missing(global_keys):
       tokens, mask = self._sample(self.teacher_sampler, self.teacher_params, batch, key)
-      self.teacher_cache.add(cache_keys, _local_rows(self.mesh, tokens), _local_rows(self.mesh, mask))
+      self.teacher_cache.add(global_keys, sharding.fetch(tokens), sharding.fetch(mask))
     tokens, mask = self.teacher_cache.lookup(cache_keys)
     out = sharding.global_batch(self.mesh, {"response_tokens": tokens, "response_mask": mask})
     return out["response_tokens"], out["response_mask"]
@@ -165,11 +161,25 @@ class Run:
     return dict(batch, response_tokens=tokens, response_mask=mask)
 
 
-def _any_process(flag: bool) -> bool:
-  """True on every process if `flag` is True on any of them (a tiny all-gather when multi-host)."""
+def _host_copy(tree):
+  """Replicated global arrays as local ones (an all-gather; every process must call it)."""
+  return jax.tree.map(lambda x: jnp.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
+
+
+def _all_processes(obj) -> list:
+  """[obj of process 0, obj of process 1, ...] on every process, for JSON-able `obj`.
+
+  Checkpoints are written by the primary process, so host-local state (each host's data
+  iterator) is gathered first and each host restores its own entry.
+  """
   if jax.process_count() == 1:
-    return bool(flag)
-  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+    return [obj]
+  raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.asarray(len(raw)))
+  padded = np.zeros(int(np.max(sizes)), np.uint8)
+  padded[:len(raw)] = raw
+  rows = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(rows[i, :int(n)]).decode()) for i, n in enumerate(sizes)]
 
 
 def train(config, workdir: str) -> dict:
@@ -225,6 +235,9 @@ def train(config, workdir: str) -> dict:
   bar.close()
   log.close()
   run.checkpointer.close()
+  if jax.process_count() > 1:  # process 0 exports and reports alone: it needs host copies
+    run.state = run.state._replace(params=_host_copy(run.state.params))
+    run.teacher_params = _host_copy(run.teacher_params)
   if jax.process_index() == 0:
     models.save_pretrained(run.student(), run.tokenizer, os.path.join(workdir, rundir.EXPORT))
     rundir.atomic_write(os.path.join(workdir, rundir.EVAL_EXAMPLES),

@@ -49,7 +49,7 @@ def model_config(config, role: str, *, vocab_size=None, teacher=None) -> llama.L
   return llama_config(cfg, vocab_size, role)
 
 
-def _abstract(lcfg: llama.LlamaConfig):
+def abstract_params(lcfg: llama.LlamaConfig):
   """(graphdef, pure dict of ShapeDtypeStructs) of a model: nothing is allocated."""
   graphdef, state = nnx.split(nnx.eval_shape(lambda: llama.Llama(lcfg, rngs=nnx.Rngs(0))))
   return graphdef, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.to_pure_dict())
@@ -78,9 +78,9 @@ def analyze(config) -> dict:
   mesh = sharding.make_mesh(config)
   put = lambda tree, shardings: jax.tree.map(  # noqa: E731
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-  s_graph, params = _abstract(s_cfg)
+  s_graph, params = abstract_params(s_cfg)
   params = {"student": params}
-  t_graph, t_params = _abstract(t_cfg) if t_cfg else (None, None)
+  t_graph, t_params = abstract_params(t_cfg) if t_cfg else (None, None)
   if t_cfg is not None:
     t_params = put(t_params, sharding.param_shardings(mesh, t_params))
   optimizer = make_optimizer(config.optim, config.train.num_steps)

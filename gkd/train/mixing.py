@@ -79,8 +79,8 @@ class TeacherCache:
 
   Sequence-level KD trains on fixed teacher outputs; caching them also means the teacher
   samples only on the first epoch. The cache is saved with checkpoints so a resumed run
-  sees the same teacher outputs as an uninterrupted one. Each host holds the rows of its
-  own examples (the data is sharded by example id, so hosts never share a key).
+  sees the same teacher outputs as an uninterrupted one. In a multi-host run every host
+  holds every row (the run adds all hosts' new rows), so the cache is the same everywhere.
   """
 
   def __init__(self):
