@@ -6,9 +6,9 @@ import sys
 import jax
 import pytest
 
-from gkd.data.tasks import testbed_tokenizer
-
+from gkd.data import tasks
 from gkd.train import memory
+from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -17,10 +17,9 @@ from configs import smollm2_gpu, teacher_1b, testbed  # noqa: E402
 
 def test_state_bytes_match_the_closed_form_and_the_peak_covers_them():
   c = testbed.get_config("stage=gkd,runlocal=true")
-  c.update_from_flat_dict({"mesh.num_devices": 1, "student.dtype": "bfloat16",
-                           "teacher.dtype": "bfloat16"})
+  apply_overrides(c, {"mesh.num_devices": 1, "student.dtype": "bfloat16", "teacher.dtype": "bfloat16"})
   out = memory.analyze(c)
-  s_cfg = memory.model_config(c, "student", vocab_size=testbed_tokenizer().vocab_size)
+  s_cfg = memory.model_config(c, "student", vocab_size=tasks.testbed_tokenizer().vocab_size)
   _, params = memory.abstract_params(s_cfg)
   n = sum(x.size for x in jax.tree.leaves(params))
   # float32 master weights + Adam's two float32 moments, plus the step counters (int32).
