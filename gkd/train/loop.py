@@ -221,6 +221,8 @@ def train(config, workdir: str) -> dict:
       pending = (step + 1, metrics, {"source": source, "source_id": mixing.source_id(source),
                                      "truncated_total": run.truncated})
       bar.update(1)
+      if tc.checkpoint_every > 0 and (step + 1) % tc.checkpoint_every == 0:
+        flush()  # the checkpointed step's metrics row goes out first: a resume cannot lose it
       run.save()
       if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < tc.num_steps:
         flush()
