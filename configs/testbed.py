@@ -1,12 +1,16 @@
-"""The CPU testbed: a char-level arithmetic teacher, a 7.7× smaller student, and GKD between them.
+"""The CPU testbed (v2): a char-level arithmetic teacher, a 7.7× smaller student, GKD between them.
 
-Three stages, each its own run (the arg picks the stage):
-  python -m gkd.main --config=configs/testbed.py:stage=teacher --workdir=runs/testbed/teacher
-  python -m gkd.main --config=configs/testbed.py:stage=student --workdir=runs/testbed/student_sft
-  python -m gkd.main --config=configs/testbed.py:stage=gkd     --workdir=runs/testbed/gkd
+Three stages, each its own run (the arg picks the stage); costs on the 2-core dev CPU, shared:
+  python -m gkd.main --config=configs/testbed.py:stage=teacher --workdir=runs/testbed_v2/teacher
+      2,000 SFT steps of a 1.59M-parameter model, ~2 s/step shared (~0.6 s quiet)
+  python -m gkd.main --config=configs/testbed.py:stage=student --workdir=runs/testbed_v2/student_sft
+      1,500 SFT steps of a 0.21M-parameter model, ~0.6 s/step shared
+  python -m gkd.main --config=configs/testbed.py:stage=gkd     --workdir=runs/testbed_v2/gkd
+      500 distillation steps from the SFT'd student (~1.4 s/step on-policy, shared) and a final
+      eval on 2,000 test examples (~3 min shared)
 The gkd stage reads the first two stages' exports (teacher=..., student=... args to change).
-`python -m gkd.sweep --config=configs/testbed.py --workdir=runs/testbed/sweep` runs get_sweep().
-`runlocal=true` shrinks everything to a seconds-long smoke run (used by the tests).
+`python -m gkd.sweep --config=configs/testbed.py:sweep=NAME --workdir=runs/testbed_v2/NAME`
+runs get_sweep() (see there). `runlocal=true` shrinks everything to a seconds-long smoke run.
 """
 
 from gkd.train.defaults import default_config, parse_arg
@@ -18,25 +22,29 @@ TINY = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len
 
 def get_config(arg=None):
   arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, sweep="grid",
-                  teacher="runs/testbed/teacher/export", student="runs/testbed/student_sft/export")
+                  teacher="runs/testbed_v2/teacher/export",
+                  student="runs/testbed_v2/student_sft/export")
   c = default_config()
   c.seed = arg.seed
   c.tokenizer = "testbed"
   c.data.update(task="arithmetic", max_prompt_len=24, max_response_len=56)  # <1% of responses cut
   c.optim.update(learning_rate=2e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine")
   c.train.update(batch_size=32, log_every=25, checkpoint_every=200)
-  c.eval.update(every=0, num_examples=128, batch_size=64)
+  # Stages that choose things (teacher, student) evaluate on validation; distillation runs, the
+  # compared results, on 2,000 held-out test examples that no choice ever looked at.
+  c.eval.update(every=0, num_examples=500, batch_size=100)
   if arg.stage in ("teacher", "student"):  # supervised fine-tuning from scratch on the references
     c.mode = "sft"
     c.student.llama.update(TEACHER if arg.stage == "teacher" else STUDENT)
-    c.train.num_steps = 1500 if arg.stage == "teacher" else 600
+    c.train.num_steps = 2000 if arg.stage == "teacher" else 1500
   elif arg.stage == "gkd":  # start from the SFT'd student, as the GKD paper does
     c.teacher.update(source="pretrained", path=arg.teacher)
     c.student.update(source="pretrained", path=arg.student)
     c.optim.update(learning_rate=5e-4, warmup_steps=10)
     c.mix.update(dataset=0.0, teacher=0.0, student=1.0)
     c.objective.divergence = "generalized_jsd"  # β = 0.5, the default
-    c.train.num_steps = 200
+    c.train.num_steps = 500
+    c.eval.update(split="test", num_examples=2000)
   else:
     raise ValueError(f"stage={arg.stage!r}; expected teacher, student or gkd.")
   if arg.runlocal:  # a smoke run: tiny random models, a handful of steps
@@ -51,38 +59,81 @@ def get_config(arg=None):
   return c
 
 
+def divergence(name: str, beta: float | None = None) -> dict:
+  """Overrides selecting a divergence (and generalized JSD's β) under the config schema."""
+  kw = {} if beta is None else {"beta": beta}
+  return {"objective.divergence": name, "objective.divergence_kw": kw}
+
+
+def on_policy(lam: float) -> dict:
+  """λ = the student-sample fraction; the rest is the dataset's references (the paper's mix)."""
+  return {"mix.student": lam, "mix.dataset": 1.0 - lam}
+
+
+DIVERGENCES = {"FKL": divergence("forward_kl"), "RKL": divergence("reverse_kl"),
+               "JSD(0.1)": divergence("generalized_jsd", 0.1),
+               "JSD(0.5)": divergence("generalized_jsd", 0.5),
+               "JSD(0.9)": divergence("generalized_jsd", 0.9)}
+
 METHODS = {  # the GKD paper's comparison (Agarwal et al., 2024, Fig. 4), as config overrides
     "sft": {"mode": "sft", "mix.dataset": 1.0, "mix.student": 0.0},
-    "supervised_kd": {"objective.divergence": "forward_kl", "mix.dataset": 1.0, "mix.student": 0.0},
-    "seq_kd": {"objective.divergence": "forward_kl", "mix.dataset": 0.0, "mix.teacher": 1.0,
-               "mix.student": 0.0},
-    "gkd_fkl": {"objective.divergence": "forward_kl", "mix.dataset": 0.0, "mix.student": 1.0},
-    "gkd_rkl": {"objective.divergence": "reverse_kl", "mix.dataset": 0.0, "mix.student": 1.0},
-    "gkd_jsd0.5": {"objective.divergence": "generalized_jsd", "objective.divergence_kw": {"beta": 0.5},
-                   "mix.dataset": 0.0, "mix.student": 1.0},
-    "mixed_jsd0.5": {"objective.divergence": "generalized_jsd", "objective.divergence_kw": {"beta": 0.5},
-                     "mix.dataset": 0.5, "mix.student": 0.5},
+    "supervised_kd": {**DIVERGENCES["FKL"], **on_policy(0.0)},
+    "seq_kd": {**DIVERGENCES["FKL"], "mix.dataset": 0.0, "mix.teacher": 1.0, "mix.student": 0.0},
+    "gkd_fkl": {**DIVERGENCES["FKL"], **on_policy(1.0)},
+    "gkd_rkl": {**DIVERGENCES["RKL"], **on_policy(1.0)},
+    "gkd_jsd0.5": {**DIVERGENCES["JSD(0.5)"], **on_policy(1.0)},
+    "mixed_jsd0.5": {**DIVERGENCES["JSD(0.5)"], **on_policy(0.5)},
 }
 
 
-def get_sweep(arg=None):
-  """Two sweeps, by `sweep=`:
+def _paper_points() -> list[dict]:
+  """SFT and SeqKD, then divergence × λ, the most informative first (the sweep's first point is
+  the paired-difference baseline): SFT, supervised KD, SeqKD, on-policy per divergence, mixed,
+  then the rest of the λ=0 row."""
+  first = [METHODS["sft"], METHODS["supervised_kd"], METHODS["seq_kd"]]
+  grid = [{**d, **on_policy(lam)} for lam in (1.0, 0.5, 0.0) for d in DIVERGENCES.values()]
+  return first + [p for p in grid if p not in first]
 
-  grid     (default) the GKD paper's ablation: divergence × on-policy fraction λ × 3 seeds (45 runs);
-  methods  SFT, supervised KD, SeqKD, on-policy GKD per divergence and mixed λ=0.5, × 3 seeds.
+
+def get_sweep(arg=None):
+  """Sweeps, by `sweep=`; all seed-major (every method at seed 0, then seed 1, ...) so that an
+  interrupted sweep has whole paired comparisons:
+
+  curves       SFT, supervised KD and on-policy JSD(0.9) for 1,000 steps with a validation eval
+               every 250 (seed 0): how long distillation runs must be.
+  paper        (v2 testbed) SFT, supervised KD, SeqKD and divergence (FKL, RKL, JSD 0.1/0.5/0.9) ×
+               λ ∈ {0, 0.5, 1}: 17 methods × 5 seeds. Baseline: SFT.
+  temperature  on-policy JSD(0.9) with the student sampled at T ∈ {1, 0.25, 0.5, 1.5} × 5 seeds.
+  prompts      supervised KD and on-policy JSD(0.9) on 1,000 / 4,000 / all 20,000 training
+               prompts × 5 seeds.
+  grid, methods  the v1 sweeps (3 seeds) behind experiments/results/testbed_{grid,methods}.
   With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
   """
   arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, teacher="", student="",
-                  sweep="grid")
-  seeds = (0, 1, 2)
+                  sweep="grid", seeds=5)
   if arg.runlocal:
     return [{**METHODS["supervised_kd"], "seed": 0}, {**METHODS["gkd_jsd0.5"], "seed": 0}]
-  if arg.sweep == "methods":
-    return [{**overrides, "seed": seed} for overrides in METHODS.values() for seed in seeds]
-  if arg.sweep != "grid":
-    raise ValueError(f"sweep={arg.sweep!r}; expected grid or methods.")
-  divergences = [("forward_kl", {}), ("reverse_kl", {}), ("generalized_jsd", {"beta": 0.1}),
-                 ("generalized_jsd", {"beta": 0.5}), ("generalized_jsd", {"beta": 0.9})]
-  return [{"objective.divergence": d, "objective.divergence_kw": kw, "mix.student": lam,
-           "mix.dataset": 1.0 - lam, "seed": seed}
-          for d, kw in divergences for lam in (0.0, 0.5, 1.0) for seed in seeds]
+  if arg.sweep in ("grid", "methods"):
+    seeds = (0, 1, 2)
+    if arg.sweep == "methods":
+      return [{**overrides, "seed": seed} for overrides in METHODS.values() for seed in seeds]
+    return [{**divergence(d, b), **on_policy(lam), "seed": seed}
+            for d, b in [("forward_kl", 0.5), ("reverse_kl", 0.5), ("generalized_jsd", 0.1),
+                         ("generalized_jsd", 0.5), ("generalized_jsd", 0.9)]
+            for lam in (0.0, 0.5, 1.0) for seed in seeds]
+  best = {**DIVERGENCES["JSD(0.9)"], **on_policy(1.0)}
+  if arg.sweep == "curves":  # learning curves on validation (choices are made there), seed 0
+    curve = {"train.num_steps": 1000, "eval.every": 250, "eval.split": "validation",
+             "eval.num_examples": 500}
+    return [{**m, **curve, "seed": 0} for m in (METHODS["sft"], METHODS["supervised_kd"], best)]
+  if arg.sweep == "paper":
+    points = _paper_points()
+  elif arg.sweep == "temperature":
+    points = [{**best, "sampling.temperature": t} for t in (1.0, 0.25, 0.5, 1.5)]
+  elif arg.sweep == "prompts":
+    points = [{**m, "data.num_train_examples": n} for n in (20000, 1000, 4000)
+              for m in (METHODS["supervised_kd"], best)]
+  else:
+    raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, grid "
+                     "or methods.")
+  return [{**p, "seed": seed} for seed in range(arg.seeds) for p in points]

@@ -1,28 +1,70 @@
 """Entry point: python -m gkd.main --config=configs/NAME.py[:ARG] --workdir=DIR [--config.x=y ...]
 
-Trains or distils as the config says; resumes from DIR if it holds a checkpoint.
+Trains or distils as the config says; resumes from DIR if it holds a checkpoint, and only
+reports a finished DIR. `--verify_workdir=DIR [--config=...]` says whether DIR can be resumed
+(which checkpoint steps are intact, whether its config matches, whether it is finished).
+
+A run that cannot go on (a bad config, an unusable checkpoint, a busy workdir, a non-finite
+loss) prints one `error:` line and exits 1 (`--traceback` shows the traceback too); SIGTERM
+saves the current step and exits 143.
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, exports).")
+_VERIFY = flags.DEFINE_string("verify_workdir", None,
+                              "Only report whether this workdir can be resumed (with --config: "
+                              "whether its config matches).")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Print the traceback of an error, not just its message.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for multi-host runs (jax.distributed).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of hosts (multi-host).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This host's index (multi-host).")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def verify(workdir: str, config) -> int:
+  from gkd.train import checkpoint
+  report = checkpoint.verify(workdir, config)
+  print(f"{workdir}: {'finished' if report['finished'] else 'not finished'}")
+  print(f"  intact checkpoint steps: {report['intact'] or 'none'}")
+  for step, error in report["bad"].items():
+    print(f"  unreadable step {step}: {error}")
+  if "config_diff" in report:
+    print("  config: " + ("matches config.json" if not report["config_diff"] else
+                          "differs from config.json in " + "; ".join(report["config_diff"])))
+  resumable = report["finished"] or report["intact"] or not report["bad"]
+  print(f"  resumable: {'yes' if resumable else 'no'}"
+        + (f" (from step {report['intact'][-1]})" if report["intact"] and not report["finished"] else ""))
+  return 0 if resumable else 1
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # absl defaults to INFO: backend-probing noise
+  if _VERIFY.value:
+    return verify(_VERIFY.value, _CONFIG.value)
+  if _CONFIG.value is None or not _WORKDIR.value:
+    raise app.UsageError("--config and --workdir are required (or --verify_workdir).")
   import jax
   if _COORDINATOR.value or _NUM_PROCESSES.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  from gkd.rundir import WorkdirBusy
+  from gkd.train import guards
+  from gkd.train.checkpoint import CheckpointError
   from gkd.train.loop import train
-  train(_CONFIG.value, _WORKDIR.value)
+  from gkd.train.validate import ConfigError
+  try:
+    train(_CONFIG.value, _WORKDIR.value)
+  except (ConfigError, CheckpointError, WorkdirBusy, guards.NonFiniteError, guards.Preempted) as e:
+    if _TRACEBACK.value:
+      raise
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return guards.SIGTERM_EXIT if isinstance(e, guards.Preempted) else 1
+  return 0
 
 
 if __name__ == "__main__":

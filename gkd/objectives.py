@@ -9,15 +9,16 @@ function returns sums and a denominator rather than a mean, so the trainer can d
 by ONE global denominator across gradient-accumulation micro-batches and shards.
 
 `chunked_distillation_loss` computes the same loss from hidden states and output
-kernels, a chunk of the sequence at a time under `jax.checkpoint`, so neither the
-forward nor the backward pass holds full [B, T, V] float32 logits (they dominate
-memory at V ≈ 49k). The hidden-state term (`hidden_state_loss`) is kept separate so
+kernels, a chunk of the sequence at a time with each chunk's backward pass done while
+its logits are live, so neither pass holds full [B, T, V] float32 logits (they dominate
+memory at V ≈ 49k) and nothing vocabulary-wide is computed twice. The hidden-state term (`hidden_state_loss`) is kept separate so
 the trainer can add it with its own weight.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -152,6 +153,12 @@ def _per_position(student_logits, teacher, labels, cfg: Objective):
   safe_labels = jnp.clip(jnp.asarray(labels, jnp.int32), 0, vocab - 1)  # masked slots may hold -100
   z_label = jnp.take_along_axis(z, safe_labels[..., None], axis=-1)[..., 0]
   ce = jax.nn.logsumexp(z, axis=-1) - z_label
+  # A term the loss weights by zero (α = 1 or α = 0) is only a metric: without a gradient
+  # path, its vocabulary-wide backward pass is not computed at all.
+  if D._is_concrete(cfg.alpha) and float(cfg.alpha) == 1.0:
+    ce = jax.lax.stop_gradient(ce)
+  if D._is_concrete(cfg.alpha) and float(cfg.alpha) == 0.0:
+    div = jax.lax.stop_gradient(div)
   return div, ce
 
 
@@ -225,9 +232,10 @@ def chunked_distillation_loss(
   without materializing [B, T, V] logits.
 
   The head matmuls and the loss run one chunk of `objective.chunk_size` positions at a time in a
-  `lax.scan`; the chunk body is rematerialized (`jax.checkpoint`), so the backward
-  pass recomputes each chunk's logits instead of storing them and the peak holds
-  O(B·chunk_size·V) floats. Logits are accumulated in float32 from inputs of any
+  `lax.scan`, and each chunk's backward pass runs in the same scan step, while its logits
+  are live (see `_fused_chunk_totals`): the peak holds O(B·chunk_size·V) floats and
+  nothing vocabulary-wide is computed twice. Only the loss is differentiable; the aux
+  totals are metrics (stop_gradient). Logits are accumulated in float32 from inputs of any
   dtype. T need not divide by chunk_size (the tail is padded and masked). Gradients
   reach student_hidden and student_kernel only; the teacher is under stop_gradient.
   `weight` is as in `distillation_loss`.
@@ -275,25 +283,71 @@ def chunked_distillation_loss(
     to_chunks(mask, False),
     to_chunks(w),
   )
-  t_kernel = jax.lax.stop_gradient(teacher_kernel)
+  combined, div_total, ce_total = _fused_chunk_totals(
+    cfg, student_kernel, jax.lax.stop_gradient(teacher_kernel), xs
+  )
+  # Only the loss carries a gradient (see `_fused_chunk_totals`); the aux totals are metrics.
+  _, aux = _finish(jax.lax.stop_gradient(div_total), jax.lax.stop_gradient(ce_total),
+                   local_weight, weight, num_tokens, cfg)
+  return _safe_divide(combined, aux["weight"]), aux
 
-  def chunk_totals(s_kernel, t_kernel, chunk_xs):
+
+def _loss_coefficients(cfg: Objective) -> tuple[float, float]:
+  """The weights of Σdiv and Σce in the loss numerator (as `_finish` combines them)."""
+  return cfg.alpha * cfg.temperature ** 2, 1.0 - cfg.alpha
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused_chunk_totals(cfg: Objective, s_kernel, t_kernel, xs):
+  """(α·T²·Σdiv + (1−α)·Σce, Σdiv, Σce) over the chunks `xs`, one chunk at a time.
+
+  The backward pass of a chunk is done in the forward scan, right after its loss, while its
+  logits are live: the cotangent of the combined total is a scalar, so the gradients w.r.t.
+  the chunk's student hidden states and the student kernel are fixed up to that scalar. This
+  replaces rematerialization (which recomputed both heads, the teacher's included, and the
+  whole vocabulary-wide loss a second time in the backward pass). Σdiv and Σce get no
+  gradient of their own: callers stop_gradient them and differentiate the combined total.
+  """
+  return _fused_forward(cfg, s_kernel, t_kernel, xs)[0]
+
+
+def _fused_forward(cfg: Objective, s_kernel, t_kernel, xs):
+  c_div, c_ce = _loss_coefficients(cfg)
+
+  def step(carry, chunk_xs):
+    div_acc, ce_acc, grad_kernel = carry
     hs, ht, lab, m, wc = chunk_xs
     zs = jnp.einsum("bcd,dv->bcv", hs, s_kernel, preferred_element_type=jnp.float32)
     zt = jnp.einsum("bcd,dv->bcv", ht, t_kernel, preferred_element_type=jnp.float32)
-    div, ce = _per_position(zs, zt, lab, cfg)
-    return _weighted_total(div, m, wc), _weighted_total(ce, m, wc)
 
-  # prevent_cse=False is safe (and cheaper) inside scan.
-  chunk_totals = jax.checkpoint(chunk_totals, prevent_cse=False)
+    def totals(z):
+      div, ce = _per_position(z, zt, lab, cfg)
+      return _weighted_total(div, m, wc), _weighted_total(ce, m, wc)
 
-  def step(carry, chunk_xs):
-    d, c = chunk_totals(student_kernel, t_kernel, chunk_xs)
-    return (carry[0] + d, carry[1] + c), None
+    (d, c), vjp = jax.vjp(totals, zs)
+    (dz,) = vjp((jnp.float32(c_div), jnp.float32(c_ce)))
+    dh = jnp.einsum("bcv,dv->bcd", dz, s_kernel, preferred_element_type=jnp.float32)
+    grad_kernel = grad_kernel + jnp.einsum(
+      "bcd,bcv->dv", hs, dz, preferred_element_type=jnp.float32
+    )
+    return (div_acc + d, ce_acc + c, grad_kernel), dh.astype(hs.dtype)
 
   zero = jnp.zeros((), jnp.float32)
-  (div_total, ce_total), _ = jax.lax.scan(step, (zero, zero), xs)
-  return _finish(div_total, ce_total, local_weight, weight, num_tokens, cfg)
+  init = (zero, zero, jnp.zeros(jnp.shape(s_kernel), jnp.float32))
+  (div_total, ce_total, grad_kernel), grad_hidden = jax.lax.scan(step, init, xs)
+  combined = c_div * div_total + c_ce * ce_total
+  grads = (grad_kernel.astype(jnp.result_type(s_kernel)), grad_hidden)
+  return (combined, div_total, ce_total), grads
+
+
+def _fused_bwd(cfg, grads, cotangents):
+  g = cotangents[0]  # the combined total's; Σdiv and Σce are stop_gradient-ed by the caller
+  grad_kernel, grad_hidden = grads
+  xs_zero = (g * grad_hidden, None, None, None, None)
+  return g * grad_kernel, None, xs_zero
+
+
+_fused_chunk_totals.defvjp(_fused_forward, _fused_bwd)
 
 
 # ---------------------------------------------------------------- hidden states

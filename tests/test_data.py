@@ -84,8 +84,11 @@ def _hashes(path):
   return {f: hashlib.sha256(open(os.path.join(path, f), "rb").read()).hexdigest() for f in files}
 
 
-def test_prepare_is_reproducible_byte_for_byte(tmp_path):
+def test_prepare_is_reproducible_byte_for_byte(tmp_path, capsys):
   a = builders.prepare("arithmetic", str(tmp_path / "a"), **SMALL)
+  out = capsys.readouterr().out  # one honest line, not TFDS's "Downloading ... Unknown size"
+  assert out == f"gkd: writing dataset {os.path.basename(os.path.dirname(a))} to {a} " \
+      "(generated locally, nothing downloaded)\n"
   b = builders.prepare("arithmetic", str(tmp_path / "b"), **SMALL)
   c = builders.prepare("arithmetic", str(tmp_path / "c"), seed=1, **SMALL)
   assert _hashes(a) == _hashes(b)
@@ -97,7 +100,8 @@ def test_records_are_the_generated_examples_in_order(data_dir):
   expected = tasks.get_task("arithmetic").generate("validation", **SMALL)
   got = pipeline.make_eval_examples("arithmetic", "validation", None, data_dir, **SMALL)
   assert [e["example_id"] for e in got] == list(range(len(expected)))
-  assert [{k: e[k] for k in builders.TEXT_FIELDS} for e in got] == expected
+  assert [{k: e[k] for k in builders.TEXT_FIELDS} for e in got] == [
+      dict(e, messages="", source="") for e in expected]  # generated tasks leave those empty
 
 
 # -- loader ------------------------------------------------------------------------------------
@@ -177,17 +181,23 @@ def test_truncation_policy_is_flagged_or_raises(tok):
   assert row["prompt_mask"].all() and row["prompt_truncated"]
   assert tok.decode(row["response_tokens"]) == "abcd" and tok.eos_id not in row["response_tokens"]
   assert row["response_mask"].all() and row["response_truncated"]
-  with pytest.raises(ValueError, match="too long"):
+  with pytest.raises(ValueError, match="more than max_prompt_len=5"):
     pipeline.encode_example(tok, "123456789", "ab", max_prompt_len=5, max_response_len=4,
                             truncation="error")
 
 
-def test_truncation_is_counted_in_loader_stats(data_dir, tok):
-  it = _loader(data_dir, tok, max_prompt_len=4, max_response_len=8, num_epochs=1)
-  batches = list(it)
-  assert it.stats["examples"] == 60
-  assert it.stats["response_truncated"] == sum(int(b["response_truncated"].sum()) for b in batches)
-  assert it.stats["response_truncated"] > 0 and it.stats["prompt_truncated"] > 0
+def test_truncation_is_flagged_per_row_or_fails_when_the_loader_is_made(data_dir, tok):
+  batches = list(_loader(data_dir, tok, max_prompt_len=4, max_response_len=8, num_epochs=1))
+  real = np.concatenate([b["example_id"] for b in batches]) >= 0
+  prompt_cut = np.concatenate([b["prompt_truncated"] for b in batches])[real]
+  response_cut = np.concatenate([b["response_truncated"] for b in batches])[real]
+  assert len(prompt_cut) == 60 and prompt_cut.any() and response_cut.any()
+  # "error" checks the whole split up front: the loader is never made, no batch is drawn.
+  with pytest.raises(ValueError, match=r"arithmetic/train: Example \d+: field 'prompt' has \d+ "
+                     r"tokens, more than max_prompt_len=4"):
+    _loader(data_dir, tok, max_prompt_len=4, truncation="error")
+  with pytest.raises(ValueError, match="field 'response'.*max_response_len=8"):
+    _loader(data_dir, tok, max_response_len=8, truncation="error")
 
 
 def test_bad_inputs_raise_clearly(data_dir, tok):
@@ -205,7 +215,7 @@ def test_bad_inputs_raise_clearly(data_dir, tok):
     _loader(data_dir, tok, max_prompt_len=1)
   with pytest.raises(ValueError, match="truncation"):
     _loader(data_dir, tok, truncation="silently")
-  empty = tasks.Task("empty", "reasoning", "accuracy", "", (("seed", 0),),
+  empty = tasks.Task("empty", "", (("seed", 0),),
                      lambda split, seed: [{"prompt": "", "response": "1", "answer": "1",
                                            "grader": "numeric"}])
   with pytest.raises(ValueError, match="empty prompt"):
@@ -297,7 +307,9 @@ def test_xsum_and_wmt_from_local_jsonl(tmp_path):
                 "answer": "", "grader": "rouge"}]
   w = tasks.get_task("wmt").generate("validation", path=str(tmp_path / "w"))
   assert w[0]["prompt"] == "Translate from German to English:\n\nHallo Welt"
-  assert tasks.get_task("wmt").grade("Hello world", w[0]) == 0.0  # 2 words: no 4-gram
+  # Sentence BLEU counts only the n-gram orders a short sentence has (sacrebleu's effective order).
+  assert tasks.get_task("wmt").grade("Hello world", w[0]) == pytest.approx(1.0)
+  assert tasks.get_task("wmt").grade("Goodbye", w[0]) == 0.0
   with pytest.raises(ValueError, match="without both"):
     tasks.get_task("wmt").generate("test", path=str(tmp_path / "w"), source="fr")
 

@@ -35,6 +35,9 @@ def test_evaluates_parameters_without_a_run(setup):
   for k in ("accuracy", "forward_kl", "reverse_kl", "nll", "teacher_nll", "teacher_logprob_of_samples"):
     assert np.isfinite(m[k]), k
   assert m["forward_kl"] > 0 and m["reverse_kl"] > 0  # two different random models
+  # Per-example values add up to the corpus metrics (accuracy: a plain mean over examples).
+  np.testing.assert_allclose(np.mean([r["accuracy"] for r in result.examples]), m["accuracy"])
+  assert all(np.isfinite(r["forward_kl"]) and isinstance(r["completion"], str) for r in result.examples)
 
 
 def test_a_student_equal_to_its_teacher_has_zero_kl(setup):

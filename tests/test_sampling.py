@@ -208,3 +208,66 @@ def test_bad_settings(model):
   with pytest.raises(ValueError, match="temperature"):
     sampling.sample(model, prompt, pmask, rng=jax.random.key(0), max_new_tokens=2, eos_id=0,
                     temperature=-1.0)
+
+
+def test_choose_picks_what_jax_random_categorical_and_argmax_pick():
+  """The sampler's argmax replacement: the same tokens per key, ties to the first index."""
+  logits = jax.random.normal(jax.random.key(0), (16, 300)) * 3
+  logits = logits.at[0, :].set(1.0).at[1, 5:].set(-jnp.inf).at[2, 7].set(50.0)
+  t1 = sampling.SamplerSettings(1, temperature=1.0)
+  for i in range(10):
+    key = jax.random.key(i)
+    np.testing.assert_array_equal(sampling.choose(logits, key, t1)[0],
+                                  jax.random.categorical(key, logits, axis=-1))
+  greedy = sampling.choose(logits, jax.random.key(0), sampling.SamplerSettings(1, temperature=0.0))[0]
+  np.testing.assert_array_equal(greedy, jnp.argmax(logits, axis=-1))
+  assert greedy[0] == 0 and greedy[2] == 7
+
+
+def _trim_batch():
+  prompt, pmask = _left_pad(ROWS, 8)
+  lengths = np.array([3, 5, 1])
+  tokens = np.asarray(jax.random.randint(jax.random.key(0), (3, 20), 0, TINY.vocab_size))
+  mask = np.arange(20)[None, :] < lengths[:, None]
+  tokens = np.where(mask, tokens, 0).astype(np.int32)
+  return {"prompt_tokens": prompt, "prompt_mask": pmask, "response_tokens": jnp.asarray(tokens),
+          "response_mask": jnp.asarray(mask), "ids": np.arange(3)}
+
+
+def test_trim_to_bucket_widths():
+  batch = _trim_batch()
+  out = sampling.trim_to_bucket(batch, buckets=(4, 8, 16))
+  assert out["response_tokens"].shape == (3, 8) and out["response_mask"].shape == (3, 8)
+  assert out["prompt_tokens"] is batch["prompt_tokens"] and out["ids"] is batch["ids"]
+  np.testing.assert_array_equal(out["response_mask"], np.asarray(batch["response_mask"])[:, :8])
+  assert sampling.trim_to_bucket(batch, buckets=(2, 3))["response_tokens"].shape[1] == 20
+  assert sampling.trim_to_bucket(batch, buckets=(5,))["response_tokens"].shape[1] == 5
+  empty = dict(batch, response_mask=jnp.zeros((3, 20), bool))
+  assert sampling.trim_to_bucket(empty, buckets=(4,))["response_mask"].shape[1] == 4
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_trim_to_bucket_keeps_loss_and_gradients(chunk):
+  """Trimmed padding columns change nothing: same loss and gradients as the full width."""
+  import functools
+
+  from gkd.train import step as step_lib
+
+  student = llama.init_model(TINY, seed=1)
+  teacher = llama.init_model(TINY.replace(init_std=0.1), seed=2)
+  sg, ss = nnx.split(student)
+  tg, ts = nnx.split(teacher)
+  objective = step_lib.Objective(chunk_size=chunk, alpha=0.7)
+  grad = jax.jit(jax.value_and_grad(functools.partial(
+      step_lib.loss_terms, student_graph=sg, teacher_graph=tg, objective=objective), has_aux=True))
+  batch = _trim_batch()
+  full = {k: batch[k] for k in step_lib.BATCH_KEYS}
+  trimmed = {k: v for k, v in sampling.trim_to_bucket(full, buckets=(8,)).items()}
+  assert trimmed["response_tokens"].shape[1] == 8
+  params = {"student": ss.to_pure_dict()}
+  (l_full, m_full), g_full = grad(params, ts.to_pure_dict(), full, 3.0)
+  (l_trim, m_trim), g_trim = grad(params, ts.to_pure_dict(), trimmed, 3.0)
+  np.testing.assert_allclose(l_trim, l_full, rtol=1e-5)
+  np.testing.assert_allclose(m_trim["hard_ce"], m_full["hard_ce"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_trim), jax.tree.leaves(g_full)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from gkd import sweep
+from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,14 +25,10 @@ def get_sweep(arg=None):
 '''
 
 
-def test_point_names_and_summary():
-  rows = [{"overrides": {"objective.divergence": "forward_kl", "seed": s}, "status": "done",
-           "metrics": {"accuracy": a}} for s, a in ((0, 0.5), (1, 0.7))]
-  rows.append({"overrides": {"objective.divergence": "forward_kl", "seed": 2}, "status": "failed"})
-  md, csv = sweep.summarize(rows)
-  assert "| forward_kl | 2 | 1 | 0.600 ± 0.100 |" in md
-  assert csv.splitlines()[1] == "forward_kl,2,1,0.6,0.1"
+def test_point_names():
   assert sweep.point_name({"objective.divergence_kw": {"beta": 0.5}, "seed": 1}) == "beta=0.5,seed=1"
+  assert sweep.point_name({"objective.divergence": "forward_kl", "objective.divergence_kw": {},
+                           "seed": 0}) == "divergence=forward_kl,seed=0"
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +66,10 @@ def test_interrupted_sweep_completes_without_losing_or_repeating_points(finished
   for r in rows[::2]:
     assert {"accuracy", "forward_kl", "reverse_kl"} <= set(r["metrics"])
   assert "beta must lie in [0, 1], got 1.5" in rows[1]["error"]
-  assert (workdir / "summary.md").read_text().count("\n") == 2 + 3
-  assert (workdir / "summary.csv").exists()
+  md = (workdir / "summary.md").read_text()
+  assert "## Mean and 95% CI per method" in md and "## Paired differences vs FKL" in md
+  assert (workdir / "summary.csv").read_text().count("\n") == 1 + 3
+  assert (workdir / "differences.csv").read_text().count("\n") == 1 + 2
 
 
 def test_analysis_notebook_runs_headless_and_saves_figures(finished_sweep):
@@ -83,21 +82,48 @@ def test_analysis_notebook_runs_headless_and_saves_figures(finished_sweep):
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
   finally:
     del os.environ["GKD_SWEEP_DIR"]
-  for name in ("final_accuracy.png", "heatmap_accuracy.png", "heatmap_forward_kl.png", "curves_loss.png"):
+  for name in ("final_accuracy.png", "heatmap_accuracy.png", "heatmap_forward_kl.png", "curves_loss.png",
+               "paired_accuracy.png"):
     assert (workdir / name).stat().st_size > 5000, name
   text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
   assert "2 of 3 points finished" in text and "beta=1.5,seed=0" in text
 
 
-def test_summary_and_labels_with_different_override_keys():
+def test_labels():
   from gkd.eval import plots
-  rows = [{"overrides": {"mode": "sft", "seed": 0}, "status": "done", "metrics": {"accuracy": 0.1}},
-          {"overrides": {"mix.teacher": 1.0, "objective.divergence": "forward_kl", "seed": 0},
-           "status": "done", "metrics": {"accuracy": 0.3}}]
-  md, _ = sweep.summarize(rows)
-  assert md.splitlines()[0] == "| mode | teacher | divergence | seeds | failed | accuracy |"
-  assert md.splitlines()[3] == "|  | 1.0 | forward_kl | 1 | 0 | 0.300 ± 0.000 |"
-  assert [plots.method_label(r["overrides"]) for r in rows] == ["SFT", "SeqKD"]
-  assert plots.method_label({"objective.divergence_kw": {"beta": 0.9}}) == "JSD(0.9)"
-  assert plots.method_label({"objective.divergence_kw.beta": 0.1}) == "JSD(0.1)"
-  assert plots.method_label({}) == "JSD(0.5)"
+  assert plots.method_label({"mode": "sft"}) == "SFT"
+  assert plots.method_label({"mix.teacher": 1.0, "objective.divergence": "forward_kl"}) == "SeqKD"
+  assert plots.method_label({"objective.beta": 0.9}) == "JSD(0.9)"
+  assert plots.method_label({"objective.divergence_kw": {"beta": 0.1}}) == "JSD(0.1)"
+  assert plots.method_label({"objective.divergence_kw.beta": 0.7}) == "JSD(0.7)"
+
+
+@pytest.mark.parametrize("arg, count, methods", [("sweep=paper", 85, 17), ("sweep=temperature", 20, 4),
+                                                 ("sweep=prompts", 30, 6), ("runlocal=true", 2, 2)])
+def test_testbed_sweeps_are_seed_major_valid_configs(arg, count, methods):
+  from configs import testbed
+  from gkd.train import validate
+  points = testbed.get_sweep(arg)
+  assert len(points) == count and len({sweep.point_name(p) for p in points}) == count
+  seeds = [p["seed"] for p in points]
+  assert seeds == sorted(seeds)  # seed-major: an interrupted sweep holds whole comparisons
+  assert len({tuple(sorted((k, str(v)) for k, v in p.items() if k != "seed")) for p in points}) == methods
+  for p in points[:methods]:
+    validate.validate(apply_overrides(testbed.get_config("stage=gkd"), dict(p)))
+  if arg == "sweep=paper":  # the paired baseline comes first
+    assert points[0]["mode"] == "sft" and points[1]["mix.student"] == 0.0
+
+
+def test_run_curves_draws_a_binomial_band(tmp_path):
+  from gkd.eval import plots
+  run = tmp_path / "teacher"
+  run.mkdir()
+  (run / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in [
+      {"step": 10, "loss": 1.0}, {"step": 250, "eval/accuracy": 0.2, "eval/num_examples": 500},
+      {"step": 500, "eval/accuracy": 0.6, "eval/num_examples": 500}]))
+  fig = plots.run_curves({"teacher": str(run)}, save_to=str(tmp_path), name="c.png")
+  line = fig.axes[0].get_lines()[0]
+  assert list(line.get_xdata()) == [250, 500] and list(line.get_ydata()) == [0.2, 0.6]
+  band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+  half = 1.96 * (0.2 * 0.8 / 500) ** 0.5
+  assert min(band) == pytest.approx(0.2 - half) and (tmp_path / "c.png").exists()

@@ -11,14 +11,17 @@ variants compute the loss and its gradients w.r.t. the student hidden states and
 head kernel; the plain one starts from the same hidden states and does the head
 matmuls itself, so the arguments are identical.
 
-On 2 CPU cores (jax 0.10.2), defaults: plain peak 6,674 MiB (17.4 [B,T,V] tensors),
-chunked 1,092 MiB (2.8), i.e. 6.1x less; with --time, 23.3 s vs 14.3 s per step.
-The chunked temp memory scales with --chunk (195 MiB at 32, 1,499 MiB at 256).
+Measured output (with the CPU, cores and commit) is kept in
+experiments/results/bench_loss_memory.txt: plain peak 6,674 MiB (17.4 [B,T,V] tensors),
+chunked 1,956 MiB (5.1) at chunk 128. The chunked path does each chunk's backward pass while
+the chunk's logits are live (no rematerialization), so its temporaries grow with `--chunk`
+(B·chunk·V floats times about 16): train with a small chunk (16) at V ≈ 49k.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -28,7 +31,7 @@ import jax.numpy as jnp
 
 # Import gkd from this checkout, not from whatever copy is installed.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from gkd import objectives  # noqa: E402
+from gkd import divergences, objectives  # noqa: E402
 
 
 def main():
@@ -52,14 +55,14 @@ def main():
     f32((b, t), jnp.int32),  # labels
     f32((b, t), jnp.bool_),  # loss mask
   )
-  kw = dict(divergence=args.divergence, temperature=1.0, alpha=0.5)
+  objective = objectives.Objective(divergences.get(args.divergence), temperature=1.0, alpha=0.5)
 
   def plain(hs, ws, ht, wt, labels, mask):
-    return objectives.distillation_loss(hs @ ws, ht @ wt, labels, mask, **kw)[0]
+    return objectives.distillation_loss(hs @ ws, ht @ wt, labels, mask, objective)[0]
 
   def chunked(hs, ws, ht, wt, labels, mask):
     return objectives.chunked_distillation_loss(
-      hs, ws, ht, wt, labels, mask, chunk_size=args.chunk, **kw
+      hs, ws, ht, wt, labels, mask, dataclasses.replace(objective, chunk_size=args.chunk)
     )[0]
 
   logits_mb = b * t * v * 4 / 2**20

@@ -9,6 +9,12 @@ the best of --repeats runs. "prefill" is a separately jitted prompt pass (cache 
 first token's logits); "decode" is the full sample call minus it. The no-cache baseline
 recomputes the full fixed-size [B, P+N] forward at every step, with fewer new tokens
 (--nocache_new) to keep the run short; its tokens/s is what a cache-free sampler gets.
+
+Roofline: the decode time is compared with (N-1) decode steps at this machine's memory
+bandwidth (the bytes of one step from XLA's cost analysis: the weights, the cache) and at its
+float32 matmul rate (the step's FLOPs), both measured in this process. Batch 1 is bound by
+the bandwidth (every weight read for one token), batch 32 comes closer to the matmul bound.
+`--out FILE` appends one JSON row per batch naming the CPU, the cores and the commit.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))  # this checkout's gkd
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +37,8 @@ from flax import nnx
 from gkd import sampling
 from gkd.models import load_gguf
 from gkd.models.llama import default_positions
+
+import roofline as R  # noqa: E402
 
 
 def hamlet_tokens(tokenizer, n):
@@ -67,7 +77,9 @@ def main():
   ap.add_argument("--nocache_new", type=int, default=4)
   ap.add_argument("--nocache_batches", default="1,8,32")
   ap.add_argument("--repeats", type=int, default=1)
+  ap.add_argument("--out", default="", help="append one JSON row per batch to this file")
   args = ap.parse_args()
+  host, limits = R.machine(), R.machine_limits()
 
   t0 = time.perf_counter()
   model, tok = load_gguf()
@@ -87,22 +99,35 @@ def main():
     t_pre = timed(lambda: prefill(graphdef, state, prompt, p + n), args.repeats)
     row = dict(batch=b, total=t_all, prefill=t_pre, decode=t_all - t_pre,
                tps=b * n / t_all, decode_tps=b * (n - 1) / max(t_all - t_pre, 1e-9))
+    step = R.decode_step_cost(graphdef, state, b, p + n)
+    row["bandwidth_bound_s"] = (n - 1) * step["bytes"] / limits["bandwidth_bytes_per_s"]
+    row["matmul_bound_s"] = (n - 1) * step["flops"] / limits["matmul_flops_per_s"]
+    row["decode_x_bandwidth_bound"] = row["decode"] / row["bandwidth_bound_s"]
+    row["decode_x_matmul_bound"] = row["decode"] / row["matmul_bound_s"]
+    row["decode_gflops_per_s"] = (n - 1) * step["flops"] / max(row["decode"], 1e-9) / 1e9
     if str(b) in args.nocache_batches.split(","):
       t_nc = timed(lambda: run(args.nocache_new, False), 1)
       row["nocache_tps"] = b * args.nocache_new / t_nc
     rows.append(row)
     print(row, flush=True)
+    if args.out:
+      with open(args.out, "a") as f:
+        f.write(json.dumps({"bench": "sampling_throughput", **host, "limits": limits,
+                            "prompt": p, "new": n, **row}) + "\n")
 
   print(f"\nSmolLM2-135M float32, prompt {p} tokens, {n} new tokens, CPU "
         f"({os.cpu_count()} cores visible)")
-  print("| batch | new tok/s (cache) | prefill s | decode s | decode tok/s "
-        f"| new tok/s (no cache, {args.nocache_new} new) | cache speed-up |")
-  print("|---|---|---|---|---|---|---|")
+  print(f"matmul {limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, bandwidth "
+        f"{limits['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, load {host['load_avg_1m']:.1f}")
+  print("| batch | new tok/s (cache) | prefill s | decode s | decode tok/s | x bandwidth bound "
+        f"| x matmul bound | new tok/s (no cache, {args.nocache_new} new) | cache speed-up |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     nc = r.get("nocache_tps")
     speedup = "-" if nc is None else f"{r['tps'] / nc:.1f}x"
     print(f"| {r['batch']} | {r['tps']:.1f} | {r['prefill']:.3f} | {r['decode']:.2f} | "
-          f"{r['decode_tps']:.1f} | {'-' if nc is None else f'{nc:.1f}'} | "
+          f"{r['decode_tps']:.1f} | {r['decode_x_bandwidth_bound']:.2f} | "
+          f"{r['decode_x_matmul_bound']:.2f} | {'-' if nc is None else f'{nc:.1f}'} | "
           f"{speedup} |")
 
 

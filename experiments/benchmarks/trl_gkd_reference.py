@@ -7,7 +7,9 @@ Set-up and run (from the repository root; CPU only, no network at run time besid
     .venv-trl/bin/python experiments/benchmarks/trl_gkd_reference.py             # 2 warm-up + 5 timed steps, one JSON line
 
 `--write-prompts` regenerates experiments/benchmarks/prompts.jsonl (committed; the JAX side reads the same file).
-`--prepare` is implied by a plain run when the cache is missing. Options: --warmup-steps, --timed-steps, --threads.
+`--prepare` is implied by a plain run when the cache is missing. Options: --warmup-steps, --timed-steps, --threads,
+--trainer {gkd,distillation} (TRL's DistillationTrainer: always on-policy, a chunked JSD from hidden states), --lmbda
+(GKDTrainer's on-policy fraction; 0 = supervised KD on the reference answers), --batch.
 
 Expected cost on the 2-core CPU: set-up ~2 min (wheels are local or on PyPI); --prepare ~1 min once (dequantizing the
 Q4_1 GGUF; writes a 538 MB float32 safetensors); a default run ~2-4 min: the least-contended steps took ~14-15 s
@@ -37,6 +39,7 @@ import json
 import os
 import pathlib
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -204,6 +207,7 @@ def run(args) -> dict:
     from trl.experimental.gkd import GKDConfig, GKDTrainer
   except ImportError:  # older TRL
     from trl import GKDConfig, GKDTrainer
+  from trl import DistillationConfig, DistillationTrainer
 
   torch.set_num_threads(args.threads)
   random.seed(0)
@@ -212,7 +216,10 @@ def run(args) -> dict:
   teacher = AutoModelForCausalLM.from_pretrained(CACHE_DIR, dtype=torch.float32).eval()
   student = build_student(teacher.config)
   rows = read_prompts()
-  dataset = datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
+  if args.trainer == "gkd":
+    dataset = datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
+  else:  # DistillationTrainer takes conversational prompts and always generates on-policy
+    dataset = datasets.Dataset.from_list([{"prompt": r["messages"][:-1]} for r in rows])
 
   stats = {"gen_calls": 0, "gen_tokens": 0, "train_tokens": 0, "padded_tokens": 0, "loss_tokens": 0,
            "gen_seconds": 0.0, "loss_seconds": 0.0, "prompt_ids_ok": True}
@@ -245,6 +252,29 @@ def run(args) -> dict:
       stats["loss_seconds"] += time.perf_counter() - t0
       return out
 
+  class CountingDistillationTrainer(DistillationTrainer):
+    """DistillationTrainer unchanged except that it counts and times its on-policy generation."""
+
+    def _generate_and_score_completions(self, inputs):
+      t0 = time.perf_counter()
+      out = DistillationTrainer._generate_and_score_completions(self, inputs)
+      stats["gen_seconds"] += time.perf_counter() - t0
+      stats["gen_calls"] += 1
+      stats["gen_tokens"] += int(out["completion_mask"].sum())
+      stats["train_tokens"] += int(out["prompt_mask"].sum() + out["completion_mask"].sum())
+      stats["padded_tokens"] += int(out["prompt_mask"].numel() + out["completion_mask"].numel())
+      stats["loss_tokens"] += int(out["completion_mask"].sum())
+      for row, m in zip(out["prompt_ids"], out["prompt_mask"]):
+        if row[m.bool()].tolist() not in prompt_ids.values():
+          stats["prompt_ids_ok"] = False
+      return out
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+      t0 = time.perf_counter()  # student forward + teacher forward + chunked JSD (backward is outside)
+      out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+      stats["loss_seconds"] += time.perf_counter() - t0
+      return out
+
   class StepTimer(TrainerCallback):
     def __init__(self):
       self.steps = []
@@ -260,42 +290,50 @@ def run(args) -> dict:
 
   timer = StepTimer()
   out_dir = tempfile.mkdtemp(prefix="trl_gkd_")
-  config = GKDConfig(
+  common = dict(
       output_dir=out_dir,
-      per_device_train_batch_size=GKD["batch_size"], gradient_accumulation_steps=1,
+      per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
       max_steps=args.warmup_steps + args.timed_steps,
       learning_rate=GKD["learning_rate"], lr_scheduler_type="constant", warmup_steps=0,
       optim="adamw_torch", weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-      lmbda=GKD["lmbda"], beta=GKD["beta"], temperature=GKD["temperature"], max_new_tokens=GKD["max_new_tokens"],
-      seq_kd=False,
-      # SFTConfig defaults differ from TrainingArguments: gradient_checkpointing=True (which would also turn the KV
-      # cache off in GKD's generation) and bf16=True. Both off: float32, plain backprop.
+      beta=GKD["beta"], temperature=GKD["temperature"],
+      # The TRL configs' defaults differ from TrainingArguments: gradient_checkpointing=True (which would also turn
+      # the KV cache off in GKD's generation) and bf16=True. Both off: float32, plain backprop.
       gradient_checkpointing=False, bf16=False, fp16=False,
       use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0,
       eval_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
   )
-  trainer = CountingGKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
-                               processing_class=tokenizer, callbacks=[timer])
-  assert trainer.generation_config.use_cache and trainer.generation_config.do_sample
-  assert trainer.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+  if args.trainer == "gkd":
+    config = GKDConfig(**common, lmbda=args.lmbda, max_new_tokens=GKD["max_new_tokens"], seq_kd=False)
+    trainer = CountingGKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
+                                 processing_class=tokenizer, callbacks=[timer])
+    assert trainer.generation_config.use_cache and trainer.generation_config.do_sample
+    assert trainer.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+  else:
+    config = DistillationConfig(**common, max_completion_length=GKD["max_new_tokens"], top_k=0, top_p=1.0,
+                                shuffle_dataset=False)
+    trainer = CountingDistillationTrainer(model=student, teacher_model=teacher, args=config,
+                                          train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
   t0 = time.perf_counter()
   trainer.train()
   total = time.perf_counter() - t0
 
   timed = timer.steps[args.warmup_steps:]
-  if len(timed) != args.timed_steps or any(s["gen_calls"] != 1 for s in timer.steps):
+  on_policy = args.trainer == "distillation" or args.lmbda >= 1.0
+  if len(timed) != args.timed_steps or (on_policy and any(s["gen_calls"] != 1 for s in timer.steps)):
     raise RuntimeError(f"expected one on-policy generation per step, got {[s['gen_calls'] for s in timer.steps]}")
   if not stats["prompt_ids_ok"]:
     raise RuntimeError("the collator's prompt ids differ from prompts.jsonl's prompt_ids")
   secs = sum(s["seconds"] for s in timed)
   result = {
-      "impl": "trl",
+      "impl": "trl", "trainer": type(trainer).__mro__[1].__name__, "batch": args.batch, "lmbda": args.lmbda,
+      "gen_calls": [s["gen_calls"] for s in timed],
       "seconds_per_step": secs / len(timed),
       "generated_tokens_per_s": sum(s["gen_tokens"] for s in timed) / secs,
       "train_tokens_per_s": sum(s["train_tokens"] for s in timed) / secs,
       "padded_train_tokens_per_s": sum(s["padded_tokens"] for s in timed) / secs,
       "generated_tokens_per_step": sum(s["gen_tokens"] for s in timed) / len(timed),
-      "generated_tokens_upper_bound_per_step": GKD["batch_size"] * GKD["max_new_tokens"],
+      "generated_tokens_upper_bound_per_step": args.batch * GKD["max_new_tokens"],
       "train_tokens_per_step": sum(s["train_tokens"] for s in timed) / len(timed),
       "loss_tokens_per_step": sum(s["loss_tokens"] for s in timed) / len(timed),
       "step_seconds": [round(s["seconds"], 3) for s in timer.steps],
@@ -307,7 +345,8 @@ def run(args) -> dict:
       "load_avg_1m": os.getloadavg()[0], "cpu_count": os.cpu_count(),
       "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
       "datasets": datasets.__version__, "python": sys.version.split()[0],
-      "workload": {**GKD, "student": STUDENT, "teacher": "SmolLM2-135M-Instruct Q4_1 GGUF -> float32",
+      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      "workload": {**GKD, "batch_size": args.batch, "lmbda": args.lmbda, "student": STUDENT, "teacher": "SmolLM2-135M-Instruct Q4_1 GGUF -> float32",
                    "prompts": str(PROMPTS.relative_to(REPO)), "dtype": "float32"},
   }
   return result
@@ -320,6 +359,10 @@ def main():
   p.add_argument("--warmup-steps", type=int, default=2)
   p.add_argument("--timed-steps", type=int, default=5)
   p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--trainer", choices=("gkd", "distillation"), default="gkd",
+                 help="GKDTrainer (λ-mixed) or DistillationTrainer (always on-policy, chunked JSD)")
+  p.add_argument("--lmbda", type=float, default=GKD["lmbda"], help="GKDTrainer's on-policy fraction")
+  p.add_argument("--batch", type=int, default=GKD["batch_size"])
   args = p.parse_args()
   if args.prepare or args.write_prompts:
     import torch

@@ -23,11 +23,11 @@ import re
 
 import numpy as np
 
-GSM8K_DEFAULTS = (("seed", 0), ("path", None), ("num_validation", 500))
-XSUM_DEFAULTS = (("path", None), ("num_train", None), ("num_validation", None),
-                 ("num_test", None))
-WMT_DEFAULTS = (("path", None), ("source", "de"), ("target", "en"), ("num_train", None),
-                ("num_validation", None), ("num_test", None))
+# "" (no path) looks in the default places; a size of 0 takes the whole split.
+GSM8K_DEFAULTS = (("seed", 0), ("path", ""), ("num_validation", 500))
+XSUM_DEFAULTS = (("path", ""), ("num_train", 0), ("num_validation", 0), ("num_test", 0))
+WMT_DEFAULTS = (("path", ""), ("source", "de"), ("target", "en"), ("num_train", 0),
+                ("num_validation", 0), ("num_test", 0))
 LANGUAGES = {"cs": "Czech", "de": "German", "en": "English", "fi": "Finnish", "fr": "French",
              "hi": "Hindi", "ro": "Romanian", "ru": "Russian", "tr": "Turkish", "zh": "Chinese"}
 
@@ -60,8 +60,10 @@ def _read_jsonl(path: str) -> list[dict]:
   return rows
 
 
-def _cap(rows: list, n: int | None) -> list:
-  return rows if n is None else rows[:n]
+def _cap(rows: list, n: int) -> list:
+  if n < 0:
+    raise ValueError(f"A split size of {n}: use a count >= 1, or 0 for the whole split.")
+  return rows[:n] if n else rows
 
 
 # -- GSM8K ---------------------------------------------------------------------------------
@@ -74,7 +76,7 @@ def _gsm8k_example(row: dict, where: str) -> dict:
           "grader": "numeric"}
 
 
-def generate_gsm8k(split: str, *, seed: int, path: str | None, num_validation: int) -> list[dict]:
+def generate_gsm8k(split: str, *, seed: int, path: str, num_validation: int) -> list[dict]:
   raw = raw_dir()
   folder = find_files("gsm8k", [path, os.environ.get("GKD_GSM8K_DIR"),
                                 os.path.join(raw, "gsm8k"),
@@ -97,8 +99,8 @@ def generate_gsm8k(split: str, *, seed: int, path: str | None, num_validation: i
 
 
 # -- XSum ----------------------------------------------------------------------------------
-def generate_xsum(split: str, *, path: str | None, num_train: int | None,
-                  num_validation: int | None, num_test: int | None) -> list[dict]:
+def generate_xsum(split: str, *, path: str, num_train: int, num_validation: int,
+                  num_test: int) -> list[dict]:
   folder = find_files("xsum", [path, os.path.join(raw_dir(), "xsum")],
                       ["train.jsonl", "validation.jsonl", "test.jsonl"],
                       "Export the XSum splits as JSONL with 'document' and 'summary' fields there, "
@@ -110,9 +112,8 @@ def generate_xsum(split: str, *, path: str | None, num_train: int | None,
 
 
 # -- WMT -----------------------------------------------------------------------------------
-def generate_wmt(split: str, *, path: str | None, source: str, target: str,
-                 num_train: int | None, num_validation: int | None,
-                 num_test: int | None) -> list[dict]:
+def generate_wmt(split: str, *, path: str, source: str, target: str, num_train: int,
+                 num_validation: int, num_test: int) -> list[dict]:
   pair = f"{source}-{target}"
   folder = find_files("wmt", [path, os.path.join(raw_dir(), "wmt", pair)],
                       ["train.jsonl", "validation.jsonl", "test.jsonl"],

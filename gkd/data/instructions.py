@@ -16,10 +16,9 @@ import functools
 
 import numpy as np
 
-from gkd.data import reasoning, shakespeare
+from gkd.data import reasoning, shakespeare, splits
 
 DEFAULTS = (("seed", 0), ("num_train", 5000), ("num_validation", 200), ("num_test", 500))
-_SPLIT_OFFSET = {"train": 0, "validation": 1, "test": 2}
 
 WORDS = (
     "apple", "river", "castle", "garden", "silver", "candle", "thunder", "window", "forest",
@@ -64,12 +63,12 @@ def _templated(rng: np.random.Generator) -> dict:
 @functools.lru_cache(maxsize=4)
 def _passages(split: str, seed: int):
   return shakespeare.generate(split, seed=seed, prompt_chars=192, response_chars=96,
-                              num_validation_plays=3, num_test_plays=4, num_train=None,
-                              num_validation=None, num_test=None)
+                              num_validation_plays=3, num_test_plays=4, num_train=0,
+                              num_validation=0, num_test=0)
 
 
 def _draw_split(split: str, n: int, seed: int, seen: set) -> tuple:
-  split_seed = 1000 * seed + _SPLIT_OFFSET[split]
+  split_seed = splits.split_seed(seed, split)
   arith_index = passage_index = 0
   examples, index, limit = [], 0, 20 * n + 1000
   while len(examples) < n:
@@ -83,7 +82,7 @@ def _draw_split(split: str, n: int, seed: int, seen: set) -> tuple:
     elif source < 0.8:
       arith = None
       while arith is None:  # the testbed stream skips over-long problems
-        arith = reasoning._make_testbed(split_seed, arith_index, reasoning._stream_size(n))
+        arith = reasoning.testbed_example(split_seed, arith_index, reasoning.stream_size(n))
         arith_index += 1
       example = dict(arith, prompt=f"Solve {arith['prompt'][:-1]} and show your steps.")
     else:

@@ -12,8 +12,13 @@ Batch contract (NumPy, static shapes, B = batch_size per host):
 Truncation policy (`truncation="truncate"`, the default): a prompt longer than P keeps its
 BOS and its LAST P-1 tokens (the text next to the response survives); a response that
 does not fit R with its EOS keeps its FIRST R tokens, has no EOS, and its mask covers all R.
-Both are flagged per row and counted in `iterator.stats`. `truncation="error"` raises
-instead. An empty (or blank) prompt always raises.
+Both are flagged per row (the training loop counts them). `truncation="error"` instead
+checks every example of the split when the loader is made, before any batch, and raises
+naming the first one too long. An empty (or blank) prompt always raises.
+
+Chat template (`chat_template=True`): the prompt is rendered with the tokenizer's template,
+as one user message, or as the example's own chat (its "messages" field: the files task
+with a messages column or few-shot turns).
 
 Order: the split's examples are shuffled with `seed` (a new permutation every epoch),
 repeated `num_epochs` times (None: forever) and cut into global batches of
@@ -28,7 +33,9 @@ arguments and given `set_state(state)` continues at the exact next example.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from typing import Any
 
 import grain
@@ -50,17 +57,12 @@ class TaskIterator:
     self._iter = iter(self._dataset)
     self._fingerprint = fingerprint
     self.num_batches = num_batches  # None when repeating forever
-    self.stats = {"examples": 0, "prompt_truncated": 0, "response_truncated": 0}
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._iter)
-    self.stats["examples"] += int((batch["example_id"] >= 0).sum())
-    self.stats["prompt_truncated"] += int(batch["prompt_truncated"].sum())
-    self.stats["response_truncated"] += int(batch["response_truncated"].sum())
-    return batch
+    return next(self._iter)
 
   def get_state(self) -> dict[str, Any]:
     return {"grain": self._iter.get_state(), "loader": dict(self._fingerprint)}
@@ -74,20 +76,28 @@ class TaskIterator:
 
 def encode_example(tokenizer, prompt: str, response: str, *, max_prompt_len: int,
                    max_response_len: int, chat_template: bool = False,
-                   truncation: str = "truncate", example_id: int = -1) -> dict[str, np.ndarray]:
-  """One padded row of the batch contract (without the batch axis)."""
+                   truncation: str = "truncate", example_id: int = -1,
+                   messages: list[dict] | None = None, source: str = "") -> dict[str, np.ndarray]:
+  """One padded row of the batch contract (without the batch axis).
+
+  `messages` is the prompt as a chat, used instead of `prompt` under the chat template.
+  `source` (e.g. "file.jsonl:7") is quoted in errors.
+  """
+  where = f"Example {example_id}" + (f" ({source})" if source else "")
   if not prompt.strip():
-    raise ValueError(f"Example {example_id} has an empty prompt.")
+    raise ValueError(f"{where} has an empty prompt.")
   if chat_template:
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+    prompt = tokenizer.apply_chat_template(messages or [{"role": "user", "content": prompt}])
   prompt_ids = tokenizer.encode(prompt, add_bos=True)
   response_ids = tokenizer.encode(response) + [tokenizer.eos_id]
   prompt_cut = len(prompt_ids) > max_prompt_len
   response_cut = len(response_ids) > max_response_len
-  if (prompt_cut or response_cut) and truncation == "error":
-    raise ValueError(f"Example {example_id}: prompt of {len(prompt_ids)} tokens (max "
-                     f"{max_prompt_len}) or response+EOS of {len(response_ids)} tokens (max "
-                     f"{max_response_len}) is too long, and truncation='error'.")
+  if prompt_cut and truncation == "error":
+    raise ValueError(f"{where}: field 'prompt' has {len(prompt_ids)} tokens, more than "
+                     f"max_prompt_len={max_prompt_len}, and truncation='error'.")
+  if response_cut and truncation == "error":
+    raise ValueError(f"{where}: field 'response' has {len(response_ids)} tokens with its EOS, "
+                     f"more than max_response_len={max_response_len}, and truncation='error'.")
   if prompt_cut:
     has_bos = tokenizer.bos_id is not None
     head = prompt_ids[:1] if has_bos else []
@@ -136,6 +146,7 @@ def make_loader(*, task: str, tokenizer, split: str, batch_size: int, max_prompt
               max_response_len=max_response_len, shard_index=shard_index,
               shard_count=shard_count, num_epochs=num_epochs, num_examples=num_examples,
               truncation=truncation, tokenizer=tokenizer)
+  dataset = builders.prepare(task, data_dir, **task_kwargs)
   source = builders.load_split(task, split, data_dir, **task_kwargs)
   n = len(source) if num_examples is None else min(num_examples, len(source))
   if n < shard_count:
@@ -163,21 +174,33 @@ def make_loader(*, task: str, tokenizer, split: str, batch_size: int, max_prompt
 
   pad_row = _empty_row(tokenizer.pad_id, max_prompt_len, max_response_len)
 
-  def featurize(i):
-    i = int(i)
-    if i < 0:
-      return {k: np.copy(v) for k, v in pad_row.items()}
+  def encode(i):
     record = builders.decode_record(source[i])
     try:
       return encode_example(tokenizer, record["prompt"], record["response"],
                             max_prompt_len=max_prompt_len, max_response_len=max_response_len,
-                            chat_template=chat_template, truncation=truncation, example_id=i)
+                            chat_template=chat_template, truncation=truncation, example_id=i,
+                            messages=json.loads(record["messages"]) if record["messages"] else None,
+                            source=record["source"])
     except ValueError as e:
       raise ValueError(f"{task}/{split}: {e}") from e
 
+  if truncation == "error":  # fail now, before training, not at the batch that holds it
+    for i in range(n):
+      encode(i)
+
+  def featurize(i):
+    i = int(i)
+    if i < 0:
+      return {k: np.copy(v) for k, v in pad_row.items()}
+    return encode(i)
+
   batches = ids.map(featurize).batch(batch_size, drop_remainder=True)
-  fingerprint = dict(task=task, split=split, task_kwargs=task_kwargs, n=n, seed=seed,
-                     shuffle=shuffle, num_epochs=num_epochs, batch_size=batch_size,
+  # The dataset's name holds a hash of its parameters and of the files it read: a run does
+  # not resume onto data that changed under it.
+  dataset_name = os.path.relpath(dataset, os.path.dirname(os.path.dirname(dataset)))
+  fingerprint = dict(task=task, dataset=dataset_name, split=split, task_kwargs=task_kwargs, n=n,
+                     seed=seed, shuffle=shuffle, num_epochs=num_epochs, batch_size=batch_size,
                      shard_index=shard_index, shard_count=shard_count)
   return TaskIterator(batches, fingerprint, num_batches, num_threads)
 
@@ -208,9 +231,21 @@ def make_eval_examples(task: str, split: str, n: int | None, data_dir: str | Non
   return [builders.decode_record(source[i]) for i in range(count)]
 
 
+def task_kwargs(config) -> dict:
+  """`config.data.task_kwargs` as a plain dict; absent or empty means the task's defaults."""
+  kwargs = config.data.get("task_kwargs")
+  if not kwargs:
+    return {}
+  return kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs)
+
+
 def loader_for_config(config, tokenizer, *, split: str, batch_size: int, shuffle: bool,
                       num_epochs: int | None, num_examples: int | None) -> TaskIterator:
-  """`make_loader` for a gkd run config: `batch_size` is global, split over the hosts."""
+  """`make_loader` for a gkd run config: `batch_size` is global, split over the hosts.
+
+  Reads data.task, data.task_kwargs, data.max_prompt_len, data.max_response_len,
+  data.chat_template, data.data_dir, data.truncation ("truncate" when absent) and seed.
+  """
   import jax
 
   return make_loader(
@@ -219,4 +254,11 @@ def loader_for_config(config, tokenizer, *, split: str, batch_size: int, shuffle
       max_response_len=config.data.max_response_len, seed=config.seed, shuffle=shuffle,
       num_epochs=num_epochs, chat_template=config.data.chat_template,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
-      data_dir=config.data.data_dir or None, num_examples=num_examples or None)
+      data_dir=config.data.data_dir or None, num_examples=num_examples or None,
+      task_kwargs=task_kwargs(config), truncation=config.data.get("truncation", "truncate"))
+
+
+def eval_examples_for_config(config, split: str, n: int | None) -> list[dict]:
+  """`make_eval_examples` for a gkd run config (its task, task_kwargs and data_dir)."""
+  return make_eval_examples(config.data.task, split, n, data_dir=config.data.data_dir or None,
+                            **task_kwargs(config))

@@ -12,10 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from gkd.data import arith
-
-SPLITS = ("train", "validation", "test")
-_SPLIT_OFFSET = {"test": 2, "validation": 1, "train": 0}  # reasoning-gym seed = 1000*seed + offset
+from gkd.data import arith, splits
 
 # The testbed keeps sequences short so that a char-level model of a few million
 # parameters learns it in minutes: prompt "7+5-3=", response "7+5=12, 12-3=9. Answer: 9".
@@ -28,10 +25,12 @@ _TESTBED_SOURCES = (
 )
 
 
-def _stream_size(n: int) -> int:
-  # How many entries a split of n examples may draw (dedup and length filters skip some).
-  # gsm_symbolic picks a template per entry eagerly at construction, so keep it bounded; the
-  # first k entries do not depend on the size (random.choices draws one by one).
+def stream_size(n: int) -> int:
+  """How many entries a split of n examples may draw (dedup and length filters skip some).
+
+  gsm_symbolic picks a template per entry eagerly at construction, so keep it bounded; the
+  first k entries do not depend on the size (random.choices draws one by one).
+  """
   return 20 * n + 1000
 
 
@@ -48,12 +47,12 @@ def _draw(make: Callable[[int, int, int], dict | None], sizes: dict[str, int], s
   out = {}
   for split in ("test", "validation", "train"):
     n, examples, index = sizes[split], [], 0
-    limit = _stream_size(n)
+    limit = stream_size(n)
     while len(examples) < n:
       if index >= limit:
         raise ValueError(f"Could draw only {len(examples)} distinct {split} examples of the "
                          f"{n} asked for; ask for fewer examples.")
-      example = make(1000 * seed + _SPLIT_OFFSET[split], index, limit)
+      example = make(splits.split_seed(seed, split), index, limit)
       index += 1
       if example is None or example["prompt"] in seen:
         continue
@@ -73,7 +72,9 @@ def _check_value(value: int, entry: dict) -> None:
                          f"for {entry['metadata']['expression']!r}")
 
 
-def _make_testbed(rg_seed: int, index: int, size: int) -> dict | None:
+def testbed_example(rg_seed: int, index: int, size: int) -> dict | None:
+  """Entry `index` of the testbed stream seeded `rg_seed` (of `size` entries), or None when
+  it is longer than the testbed allows. The `instructions` task phrases these as requests."""
   name, config = _TESTBED_SOURCES[index % len(_TESTBED_SOURCES)]
   entry = _rg_entry(name, config, rg_seed, index // len(_TESTBED_SOURCES), size)
   expression = entry["metadata"]["expression"].replace(" ", "")
@@ -107,7 +108,7 @@ def _make_gsm_symbolic(rg_seed: int, index: int, size: int) -> dict:
 
 
 _MAKERS = {
-    "arithmetic": _make_testbed,
+    "arithmetic": testbed_example,
     "basic_arithmetic": functools.partial(_make_rg_arithmetic, "basic_arithmetic"),
     "chain_sum": functools.partial(_make_rg_arithmetic, "chain_sum"),
     "gsm_symbolic": _make_gsm_symbolic,

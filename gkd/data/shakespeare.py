@@ -22,7 +22,7 @@ import numpy as np
 
 DEFAULTS = (("seed", 0), ("prompt_chars", 256), ("response_chars", 128),
             ("num_validation_plays", 3), ("num_test_plays", 4),
-            ("num_train", None), ("num_validation", 500), ("num_test", 500))
+            ("num_train", 0), ("num_validation", 500), ("num_test", 500))  # 0: all passages
 
 # Folio spellings -> the modern file's name, so both versions share one play key.
 _ALIASES = {
@@ -101,7 +101,7 @@ def passages(text: str, prompt_chars: int, response_chars: int) -> list[tuple[st
 
 @functools.lru_cache(maxsize=4)
 def _split_examples(split: str, seed: int, prompt_chars: int, response_chars: int,
-                    num_validation_plays: int, num_test_plays: int, cap: int | None):
+                    num_validation_plays: int, num_test_plays: int, cap: int):
   if prompt_chars < 1 or response_chars < 1:
     raise ValueError("prompt_chars and response_chars must be >= 1")
   files = works()
@@ -113,15 +113,17 @@ def _split_examples(split: str, seed: int, prompt_chars: int, response_chars: in
           examples.append({"prompt": prompt, "response": response, "answer": "",
                            "grader": "rouge"})
   order = np.random.default_rng([seed, len(examples)]).permutation(len(examples))
-  if cap is not None:
+  if cap < 0:
+    raise ValueError(f"num_{split}={cap}: use a count >= 1, or 0 for all passages.")
+  if cap:
     order = order[:cap]
   return tuple(examples[i] for i in order)
 
 
 def generate(split: str, *, seed: int, prompt_chars: int, response_chars: int,
-             num_validation_plays: int, num_test_plays: int, num_train: int | None,
-             num_validation: int | None, num_test: int | None) -> list[dict]:
-  """The split's passages in a seeded order, the first num_<split> of them (None: all)."""
+             num_validation_plays: int, num_test_plays: int, num_train: int,
+             num_validation: int, num_test: int) -> list[dict]:
+  """The split's passages in a seeded order, the first num_<split> of them (0: all)."""
   cap = {"train": num_train, "validation": num_validation, "test": num_test}[split]
   examples = _split_examples(split, seed, prompt_chars, response_chars, num_validation_plays,
                              num_test_plays, cap)

@@ -13,6 +13,11 @@ Tasks (`TASK_NAMES`):
   shakespeare       continuation of Shakespeare passages, split by play (test plays unseen)
   instructions      templated instructions + prompts of the tasks above, for chat models
   gsm8k, xsum, wmt  catalogue datasets read from local files; a clear error when absent
+  files             a researcher's own data: JSONL, CSV, Parquet, HF or TFDS directories
+
+Every task takes its parameters as keyword arguments, which a run config sets in
+`data.task_kwargs`; `default_kwargs(name)` gives the full default set (what a config starts from,
+so that each one can be overridden on the command line).
 """
 
 from __future__ import annotations
@@ -21,13 +26,10 @@ import dataclasses
 import string
 from typing import Any, Callable
 
-from gkd.data import catalogue, instructions, reasoning, shakespeare
-from gkd.eval import metrics
+from gkd.data import catalogue, files, graders, instructions, reasoning, shakespeare, splits
 from gkd.models.tokenizer import Tokenizer, char_tokenizer
 
-SPLITS = ("train", "validation", "test")
-KINDS = ("reasoning", "continuation", "instruction", "summarization", "translation")
-GRADERS = ("numeric", "exact", "rouge", "bleu")
+SPLITS = splits.SPLITS
 
 # Printable ASCII (no tab/CR/FF/VT) plus newline and the one non-ASCII letter of the
 # Shakespeare texts: covers every testbed task (arithmetic, shakespeare, instructions).
@@ -44,11 +46,13 @@ class Task:
   """A named task. `defaults` are its generation parameters (seed and split sizes at least)."""
 
   name: str
-  kind: str
-  metric: str  # the headline text metric: "accuracy", "rouge" or "bleu"
   description: str
   defaults: tuple[tuple[str, Any], ...]
   generator: Callable[..., list[dict]] = dataclasses.field(repr=False, compare=False)
+  # Tasks reading local files: a summary of those files (sizes, times), so that prepared data
+  # is rebuilt when they change although the parameters do not.
+  fingerprint: Callable[[dict], str] | None = dataclasses.field(default=None, repr=False,
+                                                                compare=False)
 
   def params(self, **overrides) -> dict:
     """The full parameter dict; unknown parameter names are an error, not ignored."""
@@ -62,31 +66,16 @@ class Task:
 
   def generate(self, split: str, **params) -> list[dict]:
     """The examples of `split`, deterministic in the parameters (seed, sizes, ...)."""
-    if split not in SPLITS:
-      raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}.")
+    splits.check_split(split)
     examples = self.generator(split, **self.params(**params))
     for i, example in enumerate(examples):
       _check_example(self.name, split, i, example)
     return examples
 
   def grade(self, completion: str, example: dict) -> float:
-    """Scores one completion (the generated text after the prompt) in [0, 1].
-
-    numeric: 1.0 iff the extracted final answer equals example["answer"] (reasoning tasks);
-    exact: 1.0 iff the stripped completion equals the answer; rouge: ROUGE-L F1 against the
-    reference response; bleu: sentence BLEU / 100 against the reference response.
-    """
-    grader = example.get("grader", "numeric")
-    if grader == "numeric":
-      return float(metrics.answers_match(metrics.extract_answer(completion), example["answer"]))
-    if grader == "exact":
-      return float(" ".join(completion.split()) == " ".join(example["answer"].split()))
-    if grader == "rouge":
-      return metrics.rouge(completion, example["response"])["rougeL"]
-    if grader == "bleu":
-      return metrics.bleu([completion], [example["response"]]) / 100.0
-    raise ValueError(f"Unknown grader {grader!r} in an example of {self.name}; "
-                     f"use one of {GRADERS}.")
+    """Scores one completion (the generated text after the prompt) in [0, 1] with the
+    example's grader (see gkd.data.graders)."""
+    return graders.grade(example.get("grader", "numeric"), completion, example)
 
 
 def _check_example(task: str, split: str, index: int, example: dict) -> None:
@@ -95,7 +84,7 @@ def _check_example(task: str, split: str, index: int, example: dict) -> None:
       raise ValueError(f"{task}/{split} example {index} lacks a string {key!r}: {example!r:.200}")
   if not example["prompt"].strip():
     raise ValueError(f"{task}/{split} example {index} has an empty prompt.")
-  if example["grader"] not in GRADERS:
+  if example["grader"] not in graders.GRADERS:
     raise ValueError(f"{task}/{split} example {index} has unknown grader {example['grader']!r}.")
 
 
@@ -107,14 +96,14 @@ def _reasoning(name: str, description: str, sizes: tuple) -> Task:
   def generator(split, **params):
     return reasoning.generate(name, split, **params)
 
-  return Task(name, "reasoning", "accuracy", description, (("seed", 0),) + sizes, generator)
+  return Task(name, description, (("seed", 0),) + sizes, generator)
 
 
 _TASKS = {
     "arithmetic": _reasoning(
         "arithmetic", "CPU testbed: '7+5-3=' -> '7+5=12, 12-3=9. Answer: 9' (prompt <= 32, "
         "response <= 64 chars), from reasoning-gym chain_sum and basic_arithmetic.",
-        _sizes(20000, 500, 500)),
+        _sizes(20000, 500, 2000)),
     "basic_arithmetic": _reasoning(
         "basic_arithmetic", "reasoning-gym basic_arithmetic (2-6 terms, + - * /, parentheses) "
         "with a step-by-step solution ending '#### N'.", _sizes(20000, 500, 1000)),
@@ -125,26 +114,25 @@ _TASKS = {
         "gsm_symbolic", "reasoning-gym gsm_symbolic: GSM8K-style word problems with worked "
         "solutions ending '#### N'.", _sizes(20000, 500, 1000)),
     "shakespeare": Task(
-        "shakespeare", "continuation", "rouge",
-        "Continue a Shakespeare passage; plays are split so that test plays are unseen.",
-        shakespeare.DEFAULTS, shakespeare.generate),
+        "shakespeare", "Continue a Shakespeare passage; plays are split so that test plays are "
+        "unseen.", shakespeare.DEFAULTS, shakespeare.generate),
     "instructions": Task(
-        "instructions", "instruction", "accuracy",
-        "Templated instructions with checkable answers, plus arithmetic and Shakespeare "
-        "prompts phrased as requests; meant to be wrapped in the chat template.",
+        "instructions", "Templated instructions with checkable answers, plus arithmetic and "
+        "Shakespeare prompts phrased as requests; meant to be wrapped in the chat template.",
         instructions.DEFAULTS, instructions.generate),
     "gsm8k": Task(
-        "gsm8k", "reasoning", "accuracy",
-        "GSM8K from the official JSONL files (train.jsonl, test.jsonl) on local disk.",
+        "gsm8k", "GSM8K from the official JSONL files (train.jsonl, test.jsonl) on local disk.",
         catalogue.GSM8K_DEFAULTS, catalogue.generate_gsm8k),
     "xsum": Task(
-        "xsum", "summarization", "rouge",
-        "XSum from local JSONL files ({train,validation,test}.jsonl: document, summary).",
+        "xsum", "XSum from local JSONL files ({train,validation,test}.jsonl: document, summary).",
         catalogue.XSUM_DEFAULTS, catalogue.generate_xsum),
     "wmt": Task(
-        "wmt", "translation", "bleu",
-        "WMT translation from local JSONL files ({train,validation,test}.jsonl with one key "
-        "per language).", catalogue.WMT_DEFAULTS, catalogue.generate_wmt),
+        "wmt", "WMT translation from local JSONL files ({train,validation,test}.jsonl with one "
+        "key per language).", catalogue.WMT_DEFAULTS, catalogue.generate_wmt),
+    "files": Task(
+        "files", "Your own data from JSONL, CSV or Parquet files, or saved Hugging Face / "
+        "prepared TFDS directories; fields, grader, splits and few-shot set in "
+        "data.task_kwargs.", files.DEFAULTS, files.generate, fingerprint=files.fingerprint),
 }
 TASK_NAMES = tuple(_TASKS)
 
@@ -155,3 +143,13 @@ def get_task(name: str) -> Task:
     return _TASKS[name]
   except (KeyError, TypeError):
     raise ValueError(f"Unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}.") from None
+
+
+def default_kwargs(name: str) -> dict:
+  """The parameters of task `name` with their defaults, for a config's `data.task_kwargs`.
+
+  ml_collections lets the command line override only keys that exist, so a config fills
+  `task_kwargs` with these and then changes what it needs. No default is None (a None field
+  cannot be overridden from the command line): unset paths are "", "all examples" is 0.
+  """
+  return get_task(name).params()

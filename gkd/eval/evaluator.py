@@ -71,8 +71,7 @@ class Evaluator:
     self.config, self.tokenizer, self.mesh = config, tokenizer, mesh
     self.student_graph, self.teacher_graph = student_graph, teacher_graph
     self.task = tasks.get_task(config.data.task)
-    self.examples = pipeline.make_eval_examples(config.data.task, ec.split, ec.num_examples,
-                                                data_dir=config.data.data_dir or None)
+    self.examples = pipeline.eval_examples_for_config(config, ec.split, ec.num_examples)
     self.batch_size = min(ec.batch_size, len(self.examples))
     self.max_new_tokens = ec.max_new_tokens or config.data.max_response_len
     self.sampler = sampling.Sampler(student_graph, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
@@ -120,10 +119,12 @@ class Evaluator:
     examples = [self.examples[r["example_id"]] for r in rows]
     out.update(text_metrics.task_metrics(self.task, completions, examples))
     out["distinct_2"] = text_metrics.distinct_n(completions, 2)
+    scores = text_metrics.example_scores(self.task, completions, examples)
     per_example = []
-    for row, completion in zip(rows, completions):
+    for i, (row, completion) in enumerate(zip(rows, completions)):
       n = max(row.pop("tokens"), 1.0)
-      per = {"example_id": row.pop("example_id"), "completion": completion}
+      per = {"example_id": row.pop("example_id"), "completion": completion,
+             **{k: float(v[i]) for k, v in scores.items()}}
       per.update({k: v / n for k, v in row.items() if not k.startswith("sample_")})
       if "sample_tokens" in row:
         per["teacher_logprob_of_samples"] = row["sample_logprob"] / max(row["sample_tokens"], 1.0)

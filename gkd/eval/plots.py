@@ -1,10 +1,10 @@
-"""Paper-style figures from a sweep directory (results.jsonl + each point's metrics.jsonl).
+"""Paper-style figures from a sweep directory, with 95% bootstrap CIs as error bars.
 
-Used by notebooks/analysis.ipynb; every function returns the matplotlib Figure and saves a PNG
-into the sweep dir when `save_to` is given.
+Reads results.jsonl and each point's files under points/NAME/ (see gkd.eval.summary for how the
+intervals are formed). Used by notebooks/analysis.ipynb; every function returns the matplotlib
+Figure and saves a PNG into `save_to` when given.
 """
 
-import collections
 import json
 import os
 
@@ -14,10 +14,11 @@ matplotlib.use("Agg")  # headless: notebooks run under nbclient in the tests
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gkd import divergences, rundir  # noqa: E402
+from gkd.eval import stats, summary  # noqa: E402
+from gkd import rundir  # noqa: E402
 from gkd.rundir import read_jsonl  # noqa: E402
 
-LAMBDA_KEY = "mix.student"
+LAMBDA_KEY = summary.LAMBDA_KEY
 
 
 def load_results(sweep_dir: str) -> list[dict]:
@@ -27,29 +28,38 @@ def load_results(sweep_dir: str) -> list[dict]:
   return rows
 
 
+def load_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
 def method_label(overrides: dict) -> str:
-  """'JSD(0.5)', 'FKL', 'SeqKD', 'SFT', ... from a point's overrides (the default config's
-  divergence is generalized_jsd; λ is shown separately)."""
-  if overrides.get("mode") == "sft":
-    return "SFT"
-  if float(overrides.get("mix.teacher", 0.0)) > 0:
-    return "SeqKD"
-  div = overrides.get("objective.divergence", "generalized_jsd")
-  if div == "generalized_jsd":
-    kw = {**divergences.PARAMS[div], **overrides.get("objective.divergence_kw", {})}
-    return f"JSD({overrides.get('objective.divergence_kw.beta', kw['beta'])})"
-  return {"forward_kl": "FKL", "reverse_kl": "RKL", "skew_kl": "SKL", "skew_reverse_kl": "SRKL",
-          "total_variation": "TV"}.get(div, div)
+  return summary.method_label(overrides)
 
 
-def grouped(rows, metric: str):
-  """{(method, λ): [metric per seed]} over finished points."""
-  out = collections.defaultdict(list)
-  for r in rows:
-    if r.get("status") == "done" and r["metrics"].get(metric) is not None:
-      out[(method_label(r["overrides"]), float(r["overrides"].get(LAMBDA_KEY, 0.0)))].append(
-          r["metrics"][metric])
+def _lam(overrides: dict) -> float:
+  return float(overrides.get(LAMBDA_KEY, 0.0))
+
+
+def _done(members):
+  return [r for r in members if r.get("status") == "done"]
+
+
+def intervals(rows, sweep_dir: str, metric: str) -> dict[tuple, stats.Interval]:
+  """{(method, λ): mean with its 95% CI} over finished points."""
+  values = summary.Values(sweep_dir, rows)
+  out = {}
+  for key, members in summary.group_rows(rows).items():
+    ci = summary.method_intervals(values, _done(members), [metric]).get(metric)
+    if ci is not None:
+      out[(method_label(dict(key)), _lam(dict(key)))] = ci
   return out
+
+
+def _yerr(cis):
+  """Asymmetric error bars (none where a single value has no interval)."""
+  return np.nan_to_num(np.array([[c.mean - c.low, c.high - c.mean] if c else [np.nan] * 2
+                                 for c in cis]).T)
 
 
 def _save(fig, save_to, name):
@@ -58,55 +68,110 @@ def _save(fig, save_to, name):
   return fig
 
 
-def final_metric_bars(rows, metric="accuracy", *, reference: dict | None = None, save_to=None):
-  """Final metric per method and λ, mean ± std over seeds; dashed lines for reference runs."""
-  data = grouped(rows, metric)
+def final_metric_bars(rows, sweep_dir, metric="accuracy", *, reference: dict | None = None,
+                      save_to=None):
+  """Final metric per method and λ with 95% CIs; dashed lines for reference runs."""
+  data = intervals(rows, sweep_dir, metric)
   methods = sorted({m for m, _ in data})
   lambdas = sorted({lam for _, lam in data})
   fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2, 3.5))
   width = 0.8 / max(len(lambdas), 1)
   for i, lam in enumerate(lambdas):
-    means = [np.mean(data.get((m, lam), [np.nan])) for m in methods]
-    stds = [np.std(data.get((m, lam), [np.nan])) for m in methods]
-    ax.bar(np.arange(len(methods)) + i * width, means, width, yerr=stds, capsize=3, label=f"λ={lam:g}")
+    cis = [data.get((m, lam)) for m in methods]
+    ax.bar(np.arange(len(methods)) + i * width, [c.mean if c else np.nan for c in cis], width,
+           yerr=_yerr(cis), capsize=3, label=f"λ={lam:g}")
   for name, value in (reference or {}).items():
     ax.axhline(value, ls="--", color="gray")
     ax.text(len(methods) - 0.5, value, f" {name}", va="bottom", ha="right", color="gray")
   ax.set_xticks(np.arange(len(methods)) + 0.4 - width / 2, methods)
-  ax.set_ylabel(metric)
-  ax.set_title(f"Final {metric} by divergence and on-policy fraction λ")
+  ax.set_ylabel(f"{metric} (95% CI)")
+  ax.set_title(f"Final {metric} by method and on-policy fraction λ")
   ax.legend(fontsize=8)
   return _save(fig, save_to, f"final_{metric}.png")
 
 
-def heatmap(rows, metric="accuracy", *, save_to=None):
-  """Divergence × λ grid of the seed-mean metric."""
-  data = grouped(rows, metric)
+def paired_difference_bars(rows, sweep_dir, metric="accuracy", *, save_to=None):
+  """Each method − the sweep's first (baseline) method, paired over seeds and examples, 95% CI."""
+  groups = list(summary.group_rows(rows).items())
+  if len(groups) < 2:
+    raise ValueError("A paired comparison needs at least two methods in the sweep.")
+  values = summary.Values(sweep_dir, rows)
+  (base_key, base), *others = groups
+  labels, cis = [], []
+  for key, members in others:
+    ci = summary.paired_intervals(values, _done(members), _done(base), [metric]).get(metric)
+    labels.append(f"{method_label(dict(key))}\nλ={_lam(dict(key)):g}")
+    cis.append(ci)
+  fig, ax = plt.subplots(figsize=(0.7 * len(labels) + 2, 3.4))
+  colors = ["tab:green" if c and c.excludes_zero and c.mean > 0 else
+            "tab:red" if c and c.excludes_zero else "tab:gray" for c in cis]
+  ax.bar(range(len(labels)), [c.mean if c else np.nan for c in cis], yerr=_yerr(cis), capsize=3,
+         color=colors)
+  ax.axhline(0, color="k", lw=0.8)
+  ax.set_xticks(range(len(labels)), labels, fontsize=7)
+  ax.set_ylabel(f"Δ {metric} vs {method_label(dict(base_key))} (95% CI)")
+  ax.set_title("Paired differences (coloured: CI excludes 0)")
+  return _save(fig, save_to, f"paired_{metric}.png")
+
+
+def heatmap(rows, sweep_dir, metric="accuracy", *, save_to=None):
+  """Divergence × λ grid of the mean, each cell annotated with its CI half-width."""
+  data = intervals(rows, sweep_dir, metric)
   methods = sorted({m for m, _ in data})
   lambdas = sorted({lam for _, lam in data})
-  grid = np.array([[np.mean(data.get((m, lam), [np.nan])) for lam in lambdas] for m in methods])
-  fig, ax = plt.subplots(figsize=(1.2 * len(lambdas) + 2.5, 0.5 * len(methods) + 1.5))
+  cell = {k: data.get(k) for k in ((m, lam) for m in methods for lam in lambdas)}
+  grid = np.array([[cell[m, lam].mean if cell[m, lam] else np.nan for lam in lambdas]
+                   for m in methods])
+  fig, ax = plt.subplots(figsize=(1.4 * len(lambdas) + 2.5, 0.5 * len(methods) + 1.5))
   im = ax.imshow(grid, cmap="viridis", aspect="auto")
   for (i, j), v in np.ndenumerate(grid):
-    ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w" if v < np.nanmean(grid) else "k")
+    ci = cell[methods[i], lambdas[j]]
+    text = f"{v:.3f}" + (f"\n±{ci.half_width:.3f}" if ci and not np.isnan(ci.low) else "")
+    ax.text(j, i, text, ha="center", va="center", fontsize=8,
+            color="w" if v < np.nanmean(grid) else "k")
   ax.set_xticks(range(len(lambdas)), [f"λ={lam:g}" for lam in lambdas])
   ax.set_yticks(range(len(methods)), methods)
-  ax.set_title(f"{metric}: divergence × on-policy fraction")
+  ax.set_title(f"{metric}: divergence × on-policy fraction (± 95% CI half-width)")
   fig.colorbar(im, ax=ax)
   return _save(fig, save_to, f"heatmap_{metric}.png")
 
 
-def learning_curves(rows, metric="loss", *, save_to=None):
+def metric_vs(rows, sweep_dir, key: str, metric="accuracy", *, save_to=None):
+  """The metric against one override (sampling temperature, student width, ...), one line per
+  method and λ, with 95% CIs."""
+  values = summary.Values(sweep_dir, rows)
+  lines = {}
+  for gkey, members in summary.group_rows(rows).items():
+    o = dict(gkey)
+    if key not in o:
+      continue
+    ci = summary.method_intervals(values, _done(members), [metric]).get(metric)
+    if ci is not None:
+      lines.setdefault(f"{method_label(o)} λ={_lam(o):g}", []).append((float(o[key]), ci))
+  fig, ax = plt.subplots(figsize=(5, 3.4))
+  for label, points in sorted(lines.items()):
+    points.sort(key=lambda p: p[0])
+    ax.errorbar([x for x, _ in points], [c.mean for _, c in points],
+                yerr=_yerr([c for _, c in points]), capsize=3, marker="o", label=label)
+  ax.set_xlabel(key)
+  ax.set_ylabel(f"{metric} (95% CI)")
+  ax.legend(fontsize=8)
+  return _save(fig, save_to, f"{metric}_vs_{key.rsplit('.', 1)[-1]}.png")
+
+
+def learning_curves(rows, sweep_dir, metric="loss", *, save_to=None):
   """Training curves of every finished point, one panel per λ, one colour per method."""
-  lambdas = sorted({float(r["overrides"].get(LAMBDA_KEY, 0.0)) for r in rows})
+  lambdas = sorted({_lam(r["overrides"]) for r in rows})
   methods = sorted({method_label(r["overrides"]) for r in rows})
   colors = dict(zip(methods, plt.cm.tab10.colors))
-  fig, axes = plt.subplots(1, len(lambdas), figsize=(4 * len(lambdas), 3.2), squeeze=False, sharey=True)
+  fig, axes = plt.subplots(1, len(lambdas), figsize=(4 * len(lambdas), 3.2), squeeze=False,
+                           sharey=True)
   for r in rows:
-    history = [h for h in read_jsonl(os.path.join(r["workdir"], rundir.METRICS)) if metric in h]
+    path = os.path.join(sweep_dir, "points", r["point"], rundir.METRICS)
+    history = [h for h in read_jsonl(path) if metric in h] if os.path.exists(path) else []
     if not history:
       continue
-    ax = axes[0, lambdas.index(float(r["overrides"].get(LAMBDA_KEY, 0.0)))]
+    ax = axes[0, lambdas.index(_lam(r["overrides"]))]
     m = method_label(r["overrides"])
     ax.plot([h["step"] for h in history], [h[metric] for h in history], color=colors[m], alpha=0.7,
             label=m if r["overrides"].get("seed", 0) == 0 else None)
@@ -118,22 +183,37 @@ def learning_curves(rows, metric="loss", *, save_to=None):
              if not line.get_label().startswith("_")}  # one entry per method, from any panel
   fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=8)
   fig.subplots_adjust(right=0.88)
-  return _save(fig, save_to, f"curves_{metric}.png")
+  return _save(fig, save_to, f"curves_{metric.replace('/', '_')}.png")
 
 
-def teacher_student_gap(rows, teacher_metrics: dict, metric="accuracy", *, save_to=None):
-  """Teacher − student gap per method and λ (smaller is better)."""
-  data = grouped(rows, metric)
+def run_curves(runs: dict[str, str], metric="eval/accuracy", *, save_to=None, name="curves.png"):
+  """A metric against the step for single runs ({label: workdir with metrics.jsonl}), with the
+  per-eval 95% CI over examples where the runs logged num_examples (binomial metrics)."""
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  for label, workdir in runs.items():
+    history = [h for h in read_jsonl(os.path.join(workdir, rundir.METRICS)) if metric in h]
+    steps = np.array([h["step"] for h in history])
+    p = np.array([h[metric] for h in history])
+    n = np.array([h.get(metric.rsplit("/", 1)[0] + "/num_examples", 0) for h in history])
+    line, = ax.plot(steps, p, marker="o", ms=3, label=label)
+    if metric.endswith("accuracy") and np.all(n > 0):  # normal-approximation binomial band
+      half = 1.96 * np.sqrt(p * (1 - p) / n)
+      ax.fill_between(steps, p - half, p + half, color=line.get_color(), alpha=0.2)
+  ax.set_xlabel("step")
+  ax.set_ylabel(metric)
+  ax.legend(fontsize=8)
+  return _save(fig, save_to, name)
+
+
+def teacher_student_gap(rows, sweep_dir, teacher_metrics: dict, metric="accuracy", *, save_to=None):
+  """Teacher − student gap per method and λ (smaller is better), with the student's 95% CI."""
+  data = intervals(rows, sweep_dir, metric)
   keys = sorted(data)
-  gaps = [teacher_metrics[metric] - np.mean(data[k]) for k in keys]
+  cis = [data[k] for k in keys]
   fig, ax = plt.subplots(figsize=(0.6 * len(keys) + 2, 3.2))
-  ax.bar(range(len(keys)), gaps, yerr=[np.std(data[k]) for k in keys], capsize=3)
+  ax.bar(range(len(keys)), [teacher_metrics[metric] - c.mean for c in cis], yerr=_yerr(cis)[::-1],
+         capsize=3)
   ax.set_xticks(range(len(keys)), [f"{m}\nλ={lam:g}" for m, lam in keys], fontsize=7)
   ax.set_ylabel(f"teacher − student {metric}")
   ax.set_title("Teacher–student gap")
   return _save(fig, save_to, f"gap_{metric}.png")
-
-
-def load_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)

@@ -1,11 +1,26 @@
 """Orbax checkpoints of everything a resumed run needs to repeat an uninterrupted one.
 
-Each checkpoint holds the train state (step, params, optimizer state), the data iterator's
-state and the teacher-generation cache. Orbax writes into a temporary directory and renames
-it when complete, so a run killed mid-save resumes from the previous complete step. The
-teacher is never checkpointed (it's an input, not a result).
+Each checkpoint step holds three items:
+  state          the train state (step, params, optimizer state)
+  data           JSON: the data iterator's state, counters (`truncated_total`) and the number
+                 of teacher-cache rows
+  teacher_cache  the teacher-generation cache (`TeacherCache.state_dict()`), absent while empty
+The teacher itself is never checkpointed (it's an input, not a result).
+
+Orbax writes a step into a temporary directory and renames it when complete, so a kill
+mid-save leaves the previous steps intact. Restoring goes from the newest step down: a step
+that cannot be read (a truncated or lost file) is reported in one warning line, removed, and
+the next older one is tried. A step whose arrays do not fit the current config (a changed
+model size, say) is an error naming the workdir and the config fields that differ: resuming
+it would mean silently training something else.
+
+Multi-host: the primary process writes the JSON and NumPy items. So the run gathers what is
+host-local before saving: `data` holds every process's data-iterator state (`loaders`, one per
+process index, each restores its own), and the teacher cache is replicated on every host.
 """
 
+import json
+import logging
 import os
 
 import jax
@@ -14,43 +29,161 @@ import orbax.checkpoint as ocp
 
 from gkd import rundir
 
+CACHE = "teacher_cache"
+_log = logging.getLogger(__name__)  # not absl's: gkd.data silences that one
+
+
+class CheckpointError(RuntimeError):
+  """A workdir's checkpoints cannot be resumed with this config (the message says why)."""
+
+
+def _key(entry) -> str:
+  for attr in ("key", "name", "idx"):  # dict key, NamedTuple field, sequence index
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def _flat(tree) -> dict:
+  """{"a.b.0": leaf}: one spelling for dicts, NamedTuples and the dicts orbax saves them as."""
+  return {".".join(_key(e) for e in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _shape_mismatch(saved_tree, abstract) -> str | None:
+  """The first parameter whose saved shape/dtype differs from the config's, or None."""
+  saved, wanted = _flat(saved_tree), _flat(abstract)
+  for key in sorted(saved.keys() | wanted.keys()):
+    if key not in saved or key not in wanted:
+      return f"{key} is {'missing from' if key not in saved else 'new to'} the checkpoint"
+    a, b = saved[key], wanted[key]
+    if tuple(a.shape) != tuple(b.shape) or np.dtype(a.dtype) != np.dtype(b.dtype):
+      return f"{key} is {a.dtype}{list(a.shape)} there but {b.dtype}{list(b.shape)} here"
+  return None
+
+
+def config_diff(workdir: str, config) -> list[str]:
+  """`field: saved -> new` for each config field that differs from WORKDIR/config.json."""
+  path = os.path.join(workdir, rundir.CONFIG)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    old = _flat(json.load(f))
+  new = _flat(json.loads(config.to_json_best_effort()))
+  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
 
 class Checkpointer:
   def __init__(self, workdir: str, *, every: int, keep: int):
     self.every = every
+    self.workdir = workdir
     self._manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, rundir.CHECKPOINTS)),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_names=("state", "data", "teacher_cache"),
+        # Handlers named up front: without them a fresh process cannot read an item's metadata.
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+                       CACHE: ocp.StandardCheckpointHandler()},
     )
 
   def latest_step(self):
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def due(self, step: int) -> bool:
+    return self.every > 0 and step % self.every == 0
+
   def save(self, step: int, state, data_state: dict, teacher_cache: dict, *, force: bool = False):
-    if not force and (self.every <= 0 or step % self.every):
+    if not (force or self.due(step)) or step in self._manager.all_steps():
       return
-    if step in self._manager.all_steps():
-      return
-    args = {"state": ocp.args.StandardSave(state), "data": ocp.args.JsonSave(data_state)}
-    if teacher_cache:  # orbax cannot save an empty tree
-      args["teacher_cache"] = ocp.args.StandardSave(teacher_cache)
+    rows = len(teacher_cache["ids"]) if teacher_cache else 0
+    args = {"state": ocp.args.StandardSave(state),
+            "data": ocp.args.JsonSave({**data_state, "teacher_cache_rows": {CACHE: rows}})}
+    if rows:  # orbax cannot save an empty tree
+      args[CACHE] = ocp.args.StandardSave(teacher_cache)
     self._manager.save(step, args=ocp.args.Composite(**args), force=True)
 
-  def restore(self, abstract_state, step: int | None = None):
-    """Returns (state, data_state, teacher_cache) of `step` (default: latest)."""
-    step = self._manager.latest_step() if step is None else step
-    items = self._manager.item_metadata(step)
-    args = {"state": ocp.args.StandardRestore(abstract_state), "data": ocp.args.JsonRestore()}
-    has_cache = items.get("teacher_cache") is not None  # absent when nothing was cached
-    if has_cache:
-      args["teacher_cache"] = ocp.args.StandardRestore()
+  def _restore_step(self, step: int, abstract_state):
+    data = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    rows = data.get("teacher_cache_rows", {}).get(CACHE)
+    if rows is None:  # written before the count was recorded: is the item on disk?
+      rows = os.path.isdir(os.path.join(str(self._manager.directory), str(step), CACHE))
+    if rows:
+      args[CACHE] = ocp.args.StandardRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**args))
-    cache = jax.tree.map(np.asarray, dict(restored["teacher_cache"])) if has_cache else {}
-    return restored["state"], restored["data"], cache
+    cache = jax.tree.map(np.asarray, dict(restored[CACHE])) if CACHE in args else {}
+    return restored["state"], data, cache
+
+  def restore(self, abstract_state, config=None):
+    """(step, state, data_state, teacher_cache) of the newest intact step, or None if none.
+
+    Raises CheckpointError when a step does not fit `abstract_state` (naming the config fields
+    that differ from the saved config.json, when `config` is given) or when every step is bad.
+    """
+    bad = []
+    for step in reversed(self.all_steps()):
+      try:
+        saved = self._manager.item_metadata(step)["state"]
+        if saved is None:
+          raise ValueError("no state item")
+      except Exception as e:  # noqa: BLE001 — any read failure means this step is unusable
+        self._drop(step, e, bad)
+        continue
+      mismatch = _shape_mismatch(saved.tree if hasattr(saved, "tree") else saved, abstract_state)
+      if mismatch:
+        diff = config_diff(self.workdir, config) if config is not None else []
+        raise CheckpointError(
+            f"{self.workdir}: checkpoint step {step} does not fit this config "
+            f"({'; '.join(diff) or 'config.json does not say why'}): {mismatch}. "
+            "Use a new workdir, or rerun with the saved config.")
+      try:
+        return (step, *self._restore_step(step, abstract_state))
+      except Exception as e:  # noqa: BLE001
+        self._drop(step, e, bad)
+    if bad:
+      raise CheckpointError(f"{self.workdir}: no intact checkpoint (steps {bad} are unreadable); "
+                            f"move {rundir.CHECKPOINTS}/ aside to start over.")
+    return None
+
+  def _drop(self, step: int, error: Exception, bad: list):
+    """Reports an unreadable step in one line and deletes it, so a later save can replace it."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    _log.warning("checkpoint step %d in %s is unreadable (%s: %s); removed it, trying the "
+                    "previous step.", step, self.workdir, type(error).__name__, first)
+    bad.append(step)
+    self._manager.delete(step)
 
   def wait(self):
     self._manager.wait_until_finished()
 
   def close(self):
     self._manager.close()
+
+
+def verify(workdir: str, config=None) -> dict:
+  """Whether `workdir` can be resumed, without changing it.
+
+  Returns {"finished": bool, "intact": [steps], "bad": {step: error}, "config_diff": [...]}
+  (`config_diff` only when a config is given). Every step is read in full, onto one device.
+  """
+  report = {"finished": os.path.exists(os.path.join(workdir, rundir.FINAL_METRICS)),
+            "intact": [], "bad": {}}
+  if config is not None:
+    report["config_diff"] = config_diff(workdir, config)
+  if not os.path.isdir(os.path.join(workdir, rundir.CHECKPOINTS)):
+    return report
+  ckpt = Checkpointer(workdir, every=0, keep=None)
+  for step in ckpt.all_steps():
+    try:
+      meta = ckpt._manager.item_metadata(step)["state"]
+      one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), meta.tree)
+      ckpt._restore_step(step, abstract)
+      report["intact"].append(step)
+    except Exception as e:  # noqa: BLE001
+      report["bad"][step] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+  ckpt.close()
+  return report

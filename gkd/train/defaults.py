@@ -49,7 +49,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.tokenizer = "teacher"
 
   c.data = ml_collections.ConfigDict({
-      "task": "arithmetic",
+      "task": "arithmetic",  # a name in gkd.data.tasks.TASK_NAMES; "files" reads your own files
+      # The task's parameters (paths, field names, split sizes, grader, few-shot, ...); empty means
+      # the task's defaults. To set them from the command line, a config first fills this with
+      # gkd.data.tasks.default_kwargs(task) (the command line can only override existing keys).
+      "task_kwargs": ml_collections.ConfigDict(),
+      "truncation": "truncate",  # or "error": a too-long prompt/response fails before training
       "max_prompt_len": 32,
       "max_response_len": 64,
       "chat_template": False,

@@ -7,8 +7,10 @@ checkpoints carry the data iterator state and the teacher cache, so a killed run
 to the same parameters as an uninterrupted one.
 """
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import time
 
@@ -23,9 +25,11 @@ from gkd import models, rundir, sampling, scoring, sharding
 from gkd.data.pipeline import loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
-from gkd.train import checkpoint, mixing, report, step as step_lib, validate, writer
+from gkd.train import checkpoint, guards, mixing, report, step as step_lib, validate, writer
 from gkd.train.build_models import build_models
 from gkd.train.optimizer import make_optimizer
+
+_log = logging.getLogger(__name__)
 
 
 class Run:
@@ -85,18 +89,22 @@ class Run:
     return self.evaluator(self.state.params["student"], self.teacher_params)
 
   def restore(self) -> int:
-    if self.checkpointer.latest_step() is None:
-      return 0
+    """Loads the newest intact checkpoint (see gkd.train.checkpoint); returns its step (0: none)."""
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             self.state, self.state_shardings)
-    self.state, data_state, cache = self.checkpointer.restore(abstract)
+    found = self.checkpointer.restore(abstract, self.config)
+    if found is None:
+      return 0
+    step, self.state, data_state, cache = found
     self.loader.set_state(data_state["loaders"][jax.process_index()])
+    self.truncated = int(data_state.get("truncated_total", 0))
     self.teacher_cache.load_state_dict(cache)
-    return int(self.state.step)
+    return step
 
-  def save(self, *, force=False):
-    step = int(self.state.step)
-    self.checkpointer.save(step, self.state, {"loaders": _all_processes(self.loader.get_state())},
+  def save(self, step: int, *, force=False):
+    """Checkpoints the state after `step` steps (the caller knows it: no device round trip)."""
+    self.checkpointer.save(step, self.state, {"loaders": _all_processes(self.loader.get_state()),
+                                              "truncated_total": self.truncated},
                            self.teacher_cache.state_dict(), force=force)
 
   # -- responses from each source ------------------------------------------------------------
@@ -183,16 +191,50 @@ def _all_processes(obj) -> list:
 
 
 def train(config, workdir: str) -> dict:
-  """Runs (or resumes) the config's training in `workdir`; returns the final eval metrics."""
-  run = Run(config, workdir)
+  """Runs (or resumes) the config's training in `workdir`; returns the final eval metrics.
+
+  A finished workdir (it has final_metrics.json) is only reported. Process 0 holds the
+  workdir's lock throughout, so a second process on the same workdir fails at once.
+  """
+  busy = rundir.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with busy, guards.StopFlag().installed() as stop:
+    final_path = os.path.join(workdir, rundir.FINAL_METRICS)
+    if os.path.exists(final_path):
+      with open(final_path) as f:
+        final = json.load(f)
+      print(f"{workdir} is finished (step {final.get('step')}); nothing to do. "
+            f"Its metrics: {final_path}", flush=True)
+      return {k: v for k, v in final.items() if k != "step"}
+    if jax.process_index() == 0:
+      rundir.remove_stale_tmp(workdir)
+    run = Run(config, workdir)
+    try:
+      return _train(run, config, workdir, stop)
+    finally:
+      run.checkpointer.wait()  # a save in flight is of a verified step: let it complete
+      run.checkpointer.close()
+
+
+def _max_seq_lens(run) -> dict:
+  lens = {"student": run.student().config.max_seq_len}
+  if run.teacher_graph is not None:
+    lens["teacher"] = nnx.merge(run.teacher_graph, run.teacher_params).config.max_seq_len
+  return lens
+
+
+def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
+  validate.check_lengths(config, _max_seq_lens(run))
   start = run.restore()
   writer.write_config(workdir, config)
-  log = writer.MetricWriter(workdir, resume_step=start)
   tc = config.train
+  # Evals that a resume repeats (the one at step 0, the final one) must not leave two rows.
+  redo_eval = (start == 0 and config.eval.at_start) or start >= tc.num_steps
+  log = writer.MetricWriter(workdir, resume_step=start, redo_eval=redo_eval)
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, disable=not tc.progress_bar or jax.process_index(),
                   desc=os.path.basename(os.path.normpath(workdir)), dynamic_ncols=True)
   pending = None  # (step, device metrics, host info): fetched one step late
   step_start = time.perf_counter()
+  last_saved = start or None
 
   def flush():
     # Dispatch is asynchronous, so a step's wall time is the gap between step starts.
@@ -205,43 +247,60 @@ def train(config, workdir: str) -> dict:
     now = time.perf_counter()
     info["step_s"], step_start = now - step_start, now
     info["train_tokens_per_s"] = float(metrics["response_tokens"]) / max(info["step_s"], 1e-9)
-    if step % tc.log_every == 0 or step == tc.num_steps:
+    finite = all(np.isfinite(metrics[k]) for k in guards.GUARDED if k in metrics)
+    if step % tc.log_every == 0 or step == tc.num_steps or not finite:
       log.write(step, {**metrics, **info})
+    guards.check_finite(step, metrics, workdir=workdir, last_saved=last_saved)
     bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", src=info["source"][0],
                     tok_s=f"{info['train_tokens_per_s']:.0f}")
+
+  def save(step: int):
+    nonlocal last_saved
+    flush()  # verify the metrics of the step that made this state before it is saved
+    run.save(step, force=True)
+    last_saved = step
 
   with jax.set_mesh(run.mesh):
     if start == 0 and config.eval.at_start:  # the "before" point of learning curves and the report
       log.write(0, run.evaluate().metrics, prefix="eval/")
+    warned = False
     for step in range(start, tc.num_steps):
       source = mixing.source_for_step(config.seed, step, config.mix)
       batch = run.make_batch(step, source)
+      if not warned and run.loader.stats["prompt_truncated"]:
+        warned = True
+        _log.warning("some training prompts are longer than data.max_prompt_len=%d tokens and "
+                        "are cut (their start is dropped); raise it to keep them whole.",
+                        config.data.max_prompt_len)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
       flush()
       pending = (step + 1, metrics, {"source": source, "source_id": mixing.source_id(source),
                                      "truncated_total": run.truncated})
       bar.update(1)
-      if tc.checkpoint_every > 0 and (step + 1) % tc.checkpoint_every == 0:
-        flush()  # the checkpointed step's metrics row goes out first: a resume cannot lose it
-      run.save()
+      if run.checkpointer.due(step + 1) or stop.set:
+        save(step + 1)
+      if stop.set:
+        run.checkpointer.wait()
+        raise guards.Preempted(f"SIGTERM: saved step {step + 1} in {workdir}; rerun the same "
+                               "command to resume.")
       if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < tc.num_steps:
         flush()
         log.write(step + 1, run.evaluate().metrics, prefix="eval/")
         step_start = time.perf_counter()  # eval time is not train time
-    flush()
-    run.save(force=True)
+    save(tc.num_steps)  # no-op when that step is already saved
     run.checkpointer.wait()
     result = run.evaluate()
     final = result.metrics
     log.write(tc.num_steps, final, prefix="eval/")
   bar.close()
   log.close()
-  run.checkpointer.close()
   if jax.process_count() > 1:  # process 0 exports and reports alone: it needs host copies
     run.state = run.state._replace(params=_host_copy(run.state.params))
     run.teacher_params = _host_copy(run.teacher_params)
   if jax.process_index() == 0:
-    models.save_pretrained(run.student(), run.tokenizer, os.path.join(workdir, rundir.EXPORT))
+    # final_metrics.json goes last: its presence says everything before it is complete.
+    rundir.atomic_dir(os.path.join(workdir, rundir.EXPORT),
+                      lambda path: models.save_pretrained(run.student(), run.tokenizer, path))
     rundir.atomic_write(os.path.join(workdir, rundir.EVAL_EXAMPLES),
                         "".join(json.dumps(row) + "\n" for row in result.examples))
     rundir.atomic_write(os.path.join(workdir, rundir.FINAL_METRICS),

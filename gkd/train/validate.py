@@ -74,7 +74,15 @@ def validate(config, *, num_devices: int | None = None) -> None:
   _check(opt.learning_rate > 0, f"optim.learning_rate={opt.learning_rate} must be > 0.")
   _check(opt.schedule in ("cosine", "constant"), f"optim.schedule={opt.schedule!r}.")
   _check(opt.grad_accum_steps >= 1, "optim.grad_accum_steps must be >= 1.")
+  _check(opt.warmup_steps >= 0, f"optim.warmup_steps={opt.warmup_steps} must be >= 0.")
   _check(train.num_steps >= 1 and train.batch_size >= 1, "train.num_steps and train.batch_size must be >= 1.")
+  _check(train.log_every >= 1, f"train.log_every={train.log_every} must be >= 1.")
+  _check(train.checkpoint_every >= 0, f"train.checkpoint_every={train.checkpoint_every} must be >= 0 "
+         "(0: only the final step).")
+  _check(train.keep_checkpoints >= 1, f"train.keep_checkpoints={train.keep_checkpoints} must be >= 1 "
+         "(it is how many checkpoints survive).")
+  _check(config.eval.every >= 0 and config.eval.max_new_tokens >= 0,
+         "eval.every and eval.max_new_tokens must be >= 0.")
   _check(config.data.max_prompt_len >= 1 and config.data.max_response_len >= 1,
          "data.max_prompt_len and data.max_response_len must be >= 1.")
 
@@ -89,6 +97,19 @@ def validate(config, *, num_devices: int | None = None) -> None:
   _check(train.batch_size % per_step == 0,
          f"train.batch_size={train.batch_size} must be divisible by devices × grad_accum_steps "
          f"= {data * fsdp} × {opt.grad_accum_steps}.")
+
+
+def check_lengths(config, max_seq_lens: dict) -> None:
+  """Prompt + response (training) and prompt + generated tokens (eval) must fit every model's
+  max_seq_len (given as {"student": n, "teacher": m} once the models are built)."""
+  data = config.data
+  new_tokens = config.eval.max_new_tokens or data.max_response_len
+  for role, limit in max_seq_lens.items():
+    for what, n in (("data.max_response_len", data.max_response_len),
+                    ("eval.max_new_tokens", new_tokens)):
+      _check(data.max_prompt_len + n <= limit,
+             f"data.max_prompt_len + {what} = {data.max_prompt_len} + {n} exceeds the {role}'s "
+             f"max_seq_len={limit}.")
 
 
 def check_vocab(teacher_vocab: int, student_vocab: int, tokenizer_vocab: int) -> None:

@@ -1,7 +1,9 @@
 """Run outputs: the config, metrics.jsonl and TensorBoard events (see gkd.rundir).
 
 After a resume, rows logged past the restored checkpoint are dropped (and TensorBoard is told
-to purge them), so a killed-and-resumed run leaves the same metrics as an uninterrupted one.
+to purge them), and so are the `eval/` rows at the restored step when the resumed run repeats
+that evaluation (the final one, after a kill during the final eval or export). So a
+killed-and-resumed run leaves the same metrics as an uninterrupted one, with no duplicate rows.
 """
 
 import json
@@ -20,10 +22,16 @@ def _jsonable(value):
 
 
 class MetricWriter:
-  def __init__(self, workdir: str, *, resume_step: int = 0):
+  def __init__(self, workdir: str, *, resume_step: int = 0, redo_eval: bool = False):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, METRICS)
-    kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
+
+    def keep(row):
+      step = row.get("step", 0)
+      is_eval = any(k.startswith("eval/") for k in row)
+      return step < resume_step or (step == resume_step and not (redo_eval and is_eval))
+
+    kept = [r for r in read_jsonl(self.path) if keep(r)]
     atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(self.path, "a")
     self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD), purge_step=resume_step + 1 if resume_step else None)
