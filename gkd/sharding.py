@@ -8,6 +8,7 @@ reduce-scatters, so the step itself is written as single-device code and jit-com
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
@@ -61,3 +62,10 @@ def global_batch(mesh, local_batch: dict) -> dict:
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
+
+
+def fetch(x) -> np.ndarray:
+  """A global array's full value on every host (an all-gather when it spans other hosts)."""
+  if x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -20,10 +20,12 @@ Chat template (`chat_template=True`): the prompt is rendered with the tokenizer'
 as one user message, or as the example's own chat (its "messages" field: the files task
 with a messages column or few-shot turns).
 
-Order: the split's examples are sliced per host (`shard_index::shard_count`, disjoint and
-covering), shuffled with `seed` (a new permutation every epoch), repeated `num_epochs`
-times (None: forever) and batched. With finite epochs the tail is filled with padding rows
-(example_id -1, all masks False) so every host yields the same number of full batches.
+Order: the split's examples are shuffled with `seed` (a new permutation every epoch),
+repeated `num_epochs` times (None: forever) and cut into global batches of
+batch_size × shard_count; host `shard_index` takes its slice of each (disjoint and covering),
+so the global batches do not depend on the number of hosts. With finite epochs the tail is
+filled with padding rows (example_id -1, all masks False) so every host yields the same
+number of full batches.
 
 Resume: `it.get_state()` is a small JSON-serialisable dict; a new loader built with the same
 arguments and given `set_state(state)` continues at the exact next example.
@@ -150,18 +152,25 @@ def make_loader(*, task: str, tokenizer, split: str, batch_size: int, max_prompt
   if n < shard_count:
     raise ValueError(f"{task}/{split} has {n} examples, fewer than shard_count={shard_count}.")
 
-  ids = grain.MapDataset.range(n)[shard_index::shard_count]
+  # One global order (shuffled, repeated, cut into global batches of batch_size × shard_count);
+  # each host takes its slice of every global batch. The global batches are thus the same
+  # whatever the number of hosts, so a multi-host run trains on what a single host would.
+  ids = grain.MapDataset.range(n)
   if shuffle:
     ids = ids.shuffle(seed=seed)
   ids = ids.repeat(num_epochs)
+  global_batch = batch_size * shard_count
   num_batches = None
-  if num_epochs is not None:
-    # Same number of full batches on every host: pad to the largest shard, then to a batch.
-    per_host = math.ceil(n / shard_count) * num_epochs
-    num_batches = math.ceil(per_host / batch_size)
-    padding = num_batches * batch_size - len(ids)
+  if num_epochs is not None:  # pad the tail to a full global batch: every host runs as long
+    num_batches = math.ceil(len(ids) / global_batch)
+    padding = num_batches * global_batch - len(ids)
     if padding:
       ids = grain.MapDataset.concatenate([ids, grain.MapDataset.source([-1] * padding)])
+  if shard_count > 1:
+    mine = ids.batch(global_batch, drop_remainder=True).map(
+        lambda b: b[shard_index * batch_size:(shard_index + 1) * batch_size])
+    ids = grain.MapDataset.range(len(mine) * batch_size).map(
+        lambda k: int(mine[k // batch_size][k % batch_size]))
 
   pad_row = _empty_row(tokenizer.pad_id, max_prompt_len, max_response_len)
 

@@ -95,8 +95,10 @@ class Evaluator:
                            rng=jax.random.fold_in(key, i), temperature=1.0)
         scored = dict(batch, response_tokens=sampled.tokens, response_mask=sampled.mask)
         sums.update(_teacher_logprob_sums(teacher_params, scored, teacher_graph=self.teacher_graph))
-      sums = {k: np.asarray(v) for k, v in jax.device_get(sums).items()}
-      tokens, mask = np.asarray(greedy.tokens), np.asarray(greedy.mask)
+      # Every host gathers every row (multi-host: a global array is not fetchable as a whole).
+      sums = {k: sharding.fetch(v) for k, v in sums.items()}
+      tokens, mask = sharding.fetch(greedy.tokens), sharding.fetch(greedy.mask)
+      ids = sharding.fetch(sharding.global_batch(self.mesh, {"ids": ids})["ids"])
       for r, j in enumerate(ids):
         if j < 0:
           continue

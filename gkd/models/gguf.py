@@ -74,8 +74,12 @@ def _read(path: str) -> gguf.GGUFReader:
                      f"{type(e).__name__}: {e}") from e
 
 
-def config_from_gguf(reader: gguf.GGUFReader, *, dtype: str = "float32") -> llama.LlamaConfig:
-  """A LlamaConfig from GGUF metadata (architecture checked, nothing hard-coded)."""
+def config_from_gguf(reader: gguf.GGUFReader, *, dtype: str = "float32",
+                     param_dtype: str | None = None) -> llama.LlamaConfig:
+  """A LlamaConfig from GGUF metadata (architecture checked, nothing hard-coded).
+
+  `dtype` is the compute dtype, `param_dtype` the storage dtype (None: the same as `dtype`).
+  """
   arch = _field(reader, "general.architecture", required=True)
   if arch not in SUPPORTED_ARCHITECTURES:
     raise ValueError(f"Unsupported GGUF architecture {arch!r}; supported: {SUPPORTED_ARCHITECTURES}.")
@@ -99,7 +103,7 @@ def config_from_gguf(reader: gguf.GGUFReader, *, dtype: str = "float32") -> llam
     norm_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
     tie_embeddings="output.weight" not in names,
     head_dim=None if head_dim == dim // n_heads else head_dim,
-    dtype=dtype, param_dtype=dtype)
+    dtype=dtype, param_dtype=param_dtype or dtype)
   rope_dim = _field(reader, f"{arch}.rope.dimension_count", cfg.hd)
   if int(rope_dim) != cfg.hd:
     raise ValueError(f"Partial RoPE (rope.dimension_count={rope_dim} < head_dim={cfg.hd}) "
@@ -137,11 +141,17 @@ def tokenizer_from_gguf(reader: gguf.GGUFReader) -> Tokenizer:
     chat_template_text=_field(reader, "tokenizer.chat_template"))
 
 
-def load_gguf(path: str | None = None, *, dtype: str = "float32") -> tuple[llama.Llama, Tokenizer]:
-  """Loads a Llama-architecture GGUF file (default: SmolLM2-135M-Instruct) and its tokenizer."""
+def load_gguf(path: str | None = None, *, dtype: str = "float32",
+              param_dtype: str | None = None) -> tuple[llama.Llama, Tokenizer]:
+  """Loads a Llama-architecture GGUF file (default: SmolLM2-135M-Instruct) and its tokenizer.
+
+  `dtype` is the compute dtype; `param_dtype` stores the weights (None: as `dtype`). A trained
+  student keeps float32 master weights and computes in bf16: dtype="bfloat16",
+  param_dtype="float32".
+  """
   path = smollm2_gguf_path() if path is None else os.fspath(path)
   reader = _read(path)
-  cfg = config_from_gguf(reader, dtype=dtype)
+  cfg = config_from_gguf(reader, dtype=dtype, param_dtype=param_dtype)
   tensors = {t.name: t for t in reader.tensors}
 
   def get(name):

@@ -261,10 +261,13 @@ class Llama(nnx.Module):
     return self.logits(final)
 
   def unembed_kernel(self) -> jax.Array:
-    """[D,V]: the output projection, `embed.embedding.T` when tied."""
-    if self.config.tie_embeddings:
-      return self.embed.embedding[...].T
-    return self.lm_head.kernel[...]
+    """[D,V]: the output projection (`embed.embedding.T` when tied), in the compute dtype.
+
+    Cast here so every head (plain, chunked, sampling) runs in the compute dtype even when the
+    weights are stored in float32 (mixed precision); the head accumulates in float32.
+    """
+    kernel = self.embed.embedding[...].T if self.config.tie_embeddings else self.lm_head.kernel[...]
+    return kernel.astype(DTYPES[self.config.dtype])
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """float32 logits from final hidden states [..., D] (accumulated in float32 for bf16)."""

@@ -35,8 +35,12 @@ def _read_json(path: str) -> dict:
     raise ValueError(f"{path} is not valid JSON (truncated?): {e}") from e
 
 
-def config_from_hf(hf: dict, *, dtype: str = "float32") -> llama.LlamaConfig:
-  """A LlamaConfig from a Hugging Face config.json dict; unsupported features fail loudly."""
+def config_from_hf(hf: dict, *, dtype: str = "float32",
+                   param_dtype: str | None = None) -> llama.LlamaConfig:
+  """A LlamaConfig from a Hugging Face config.json dict; unsupported features fail loudly.
+
+  `dtype` is the compute dtype, `param_dtype` the storage dtype (None: the same as `dtype`).
+  """
   archs = hf.get("architectures") or [hf.get("model_type", "?")]
   if archs[0] not in SUPPORTED_ARCHITECTURES:
     raise ValueError(f"Unsupported architecture {archs[0]!r}; supported: {SUPPORTED_ARCHITECTURES}.")
@@ -58,7 +62,8 @@ def config_from_hf(hf: dict, *, dtype: str = "float32") -> llama.LlamaConfig:
     rope_theta=float(hf.get("rope_theta", 10000.0)), norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
     tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
     head_dim=None if head_dim == hf["hidden_size"] // n_heads else head_dim,
-    qkv_bias=archs[0] == "Qwen2ForCausalLM", dtype=dtype, param_dtype=dtype)
+    qkv_bias=archs[0] == "Qwen2ForCausalLM", dtype=dtype,
+    param_dtype=param_dtype or dtype)
 
 
 def _weight_files(hf_dir: str) -> list[str]:
@@ -93,12 +98,18 @@ def _read_tensors(files: list[str]) -> dict[str, np.ndarray]:
   return tensors
 
 
-def load_pretrained(hf_dir: str, *, dtype: str = "float32") -> tuple[llama.Llama, Tokenizer]:
-  """Loads a Llama/Qwen2/SmolLM-style Hugging Face directory into (Llama, Tokenizer)."""
+def load_pretrained(hf_dir: str, *, dtype: str = "float32",
+                    param_dtype: str | None = None) -> tuple[llama.Llama, Tokenizer]:
+  """Loads a Llama/Qwen2/SmolLM-style Hugging Face directory into (Llama, Tokenizer).
+
+  `dtype` is the compute dtype; `param_dtype` stores the weights (None: as `dtype`), e.g.
+  float32 master weights with bf16 compute for a student that is trained.
+  """
   hf_dir = os.fspath(hf_dir)
   if not os.path.isdir(hf_dir):
     raise FileNotFoundError(f"Checkpoint directory not found: {hf_dir}")
-  cfg = config_from_hf(_read_json(os.path.join(hf_dir, "config.json")), dtype=dtype)
+  cfg = config_from_hf(_read_json(os.path.join(hf_dir, "config.json")), dtype=dtype,
+                       param_dtype=param_dtype)
   raw = _read_tensors(_weight_files(hf_dir))
 
   def get(name):

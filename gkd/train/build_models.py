@@ -1,7 +1,16 @@
-"""Builds the tokenizer, teacher and student a config asks for (see `model_config` in defaults)."""
+"""Builds the tokenizer, teacher and student a config asks for (see `model_config` in defaults).
+
+Mixed precision: `dtype` is the compute dtype of a model's forward (and backward) pass;
+`param_dtype` is how its weights are stored. The student is trained, so its weights (and
+with them the optimizer state, which optax builds in the parameters' dtype) stay float32
+unless `student.param_dtype` says otherwise: bf16 compute with float32 master weights. The
+teacher is only read, so by default it is stored in its compute dtype (a bf16 teacher takes
+half the memory). Logits, the loss and the divergences are float32 in every case.
+"""
 
 import dataclasses
 
+import jax.numpy as jnp
 from flax import nnx
 
 from gkd import models
@@ -10,24 +19,41 @@ from gkd.models import llama
 from gkd.train.validate import check_vocab
 
 
-def _llama_config(cfg, vocab_size: int) -> llama.LlamaConfig:
+def dtypes(cfg, role: str) -> dict:
+  """{"dtype", "param_dtype"} of one model config: the student's weights default to float32."""
+  default_storage = "float32" if role == "student" else cfg.dtype
+  return {"dtype": cfg.dtype, "param_dtype": cfg.param_dtype or default_storage}
+
+
+def llama_config(cfg, vocab_size: int | None, role: str) -> llama.LlamaConfig:
+  """The LlamaConfig of a source="init" model: preset, then `llama` fields, then the
+  tokenizer's vocabulary size (when there is a tokenizer yet; else the preset's)."""
   base = dataclasses.asdict(llama.PRESETS[cfg.preset]) if cfg.preset else {}
-  fields = {**base, **cfg.llama.to_dict(), "vocab_size": vocab_size}
-  fields.setdefault("dtype", cfg.dtype)
-  return llama.LlamaConfig(**fields)
+  vocab = {"vocab_size": vocab_size} if vocab_size is not None else {}
+  return llama.LlamaConfig(**{**base, **dtypes(cfg, role), **cfg.llama.to_dict(), **vocab})
 
 
-def _load(cfg, *, seed: int, vocab_size: int | None, teacher=None):
+def _with_dtypes(model: llama.Llama, dtype: str, param_dtype: str) -> llama.Llama:
+  """`model` rebuilt with other compute/storage dtypes (its weights cast, not re-initialized)."""
+  if (model.config.dtype, model.config.param_dtype) == (dtype, param_dtype):
+    return model
+  flat = {k: jnp.asarray(v, llama.DTYPES[param_dtype]) for k, v in llama.flat_params(model).items()}
+  return llama.from_flat_params(model.config.replace(dtype=dtype, param_dtype=param_dtype), flat)
+
+
+def _load(cfg, role: str, *, seed: int, vocab_size: int | None, teacher=None):
   """(model, tokenizer or None) for one model config."""
+  kinds = dtypes(cfg, role)
   if cfg.source == "gguf":
-    return models.load_gguf(cfg.path or None, dtype=cfg.dtype)
+    return models.load_gguf(cfg.path or None, **kinds)
   if cfg.source == "pretrained":
-    return models.load_pretrained(cfg.path, dtype=cfg.dtype)
-  if cfg.source == "derive":
+    return models.load_pretrained(cfg.path, **kinds)
+  if cfg.source == "derive":  # the copy starts in the teacher's dtypes; the student has its own
     layers = list(cfg.derive_layers) or None
-    return llama.derive_student(teacher, layers=layers, every_k=cfg.derive_every_k or None,
-                                rngs=nnx.Rngs(seed)), None
-  return llama.Llama(_llama_config(cfg, vocab_size), rngs=nnx.Rngs(seed)), None
+    student = llama.derive_student(teacher, layers=layers, every_k=cfg.derive_every_k or None,
+                                   rngs=nnx.Rngs(seed))
+    return _with_dtypes(student, **kinds), None
+  return llama.Llama(llama_config(cfg, vocab_size, role), rngs=nnx.Rngs(seed)), None
 
 
 def build_models(config):
@@ -36,11 +62,11 @@ def build_models(config):
   if config.tokenizer == "testbed":
     tokenizer = testbed_tokenizer()
   if config.mode == "gkd":
-    teacher, own = _load(config.teacher, seed=config.seed + 1,
+    teacher, own = _load(config.teacher, "teacher", seed=config.seed + 1,
                          vocab_size=tokenizer.vocab_size if tokenizer else None)
     tokenizer = tokenizer or own
   vocab = teacher.config.vocab_size if teacher is not None else (tokenizer.vocab_size if tokenizer else None)
-  student, own = _load(config.student, seed=config.seed, vocab_size=vocab, teacher=teacher)
+  student, own = _load(config.student, "student", seed=config.seed, vocab_size=vocab, teacher=teacher)
   tokenizer = tokenizer or own
   if tokenizer is None:
     raise ValueError("No tokenizer: set tokenizer='testbed' or load a model that ships one.")

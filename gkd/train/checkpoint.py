@@ -14,9 +14,9 @@ the next older one is tried. A step whose arrays do not fit the current config (
 model size, say) is an error naming the workdir and the config fields that differ: resuming
 it would mean silently training something else.
 
-Multi-host note: the teacher cache holds each host's own examples. Today process 0 saves the
-one `teacher_cache` item; the `data` JSON records the row count per item, so a later layout can
-add one item per process index (`teacher_cache.<i>`) and restore the one of its own host.
+Multi-host: the primary process writes the JSON and NumPy items. So the run gathers what is
+host-local before saving: `data` holds every process's data-iterator state (`loaders`, one per
+process index, each restores its own), and the teacher cache is replicated on every host.
 """
 
 import json

@@ -18,6 +18,11 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
               to WORKDIR/export in this format, so earlier runs load the same way;
     "derive"  (student only) a copy of a subset of the teacher's layers: `derive_every_k`
               or `derive_layers`, as in DistilBERT.
+
+  dtype: the compute dtype ("float32" or "bfloat16"). param_dtype: how the weights are
+  stored; "" means float32 for the student (master weights: the optimizer state follows
+  them) and `dtype` for the teacher (read only, so bf16 storage halves its memory).
+  Logits, the loss and the divergences are float32 whatever these say.
   """
   cfg = ml_collections.ConfigDict({
       "source": "init",
@@ -27,6 +32,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
       "derive_every_k": 0,
       "derive_layers": ml_collections.FieldReference([], field_type=list),
       "dtype": "float32",
+      "param_dtype": "",
   })
   cfg.update(overrides)
   return cfg
@@ -57,8 +63,10 @@ def default_config() -> ml_collections.ConfigDict:
   })
 
   # Where each step's training sequences come from (fractions sum to 1; drawn per step as in the
-  # GKD paper). `student` is the on-policy fraction λ.
-  c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0})
+  # GKD paper). `student` is the on-policy fraction λ. per_example=True draws the source per
+  # row instead (the batch mixes sources; a step may then sample with both models).
+  c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0,
+                                     "per_example": False})
 
   # On-policy samples must follow the student's true distribution: keep these at
   # T=1, top_k=0, top_p=1 unless you mean to study something else. The *loss* temperature is
@@ -66,6 +74,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.sampling = ml_collections.ConfigDict({
       "temperature": 1.0, "top_k": 0, "top_p": 1.0,
       "teacher_temperature": 1.0,  # for sequence-level KD (teacher-generated responses)
+      # Samples per prompt (TRL's num_generations): a step's train.batch_size rows are
+      # batch_size / num_samples prompts, each repeated num_samples times.
+      "num_samples": 1,
   })
 
   c.objective = ml_collections.ConfigDict({

@@ -32,12 +32,6 @@ from gkd.train.optimizer import make_optimizer
 _log = logging.getLogger(__name__)
 
 
-def _local_rows(mesh, x):
-  """This host's rows of a batch-sharded global array, as NumPy."""
-  return np.asarray(multihost_utils.global_array_to_host_local_array(
-      x, mesh, jax.sharding.PartitionSpec(sharding.BATCH_AXES)))
-
-
 class Run:
   """Everything one training run holds; `train()` drives it."""
 
@@ -75,8 +69,11 @@ class Run:
         self.teacher_graph, temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
                                teacher_graph=self.teacher_graph)
+    # With sampling.num_samples = n, a step trains on train.batch_size rows: batch_size/n
+    # prompts, each repeated n times (see make_batch).
+    self.num_samples = config.sampling.num_samples
     self.loader = loader_for_config(config, self.tokenizer, split="train",
-                                    batch_size=config.train.batch_size, shuffle=True,
+                                    batch_size=config.train.batch_size // self.num_samples, shuffle=True,
                                     num_epochs=None, num_examples=config.data.num_train_examples)
     self.teacher_cache = mixing.TeacherCache()
     self.truncated = 0  # prompts/responses cut to the configured lengths (see gkd.data.pipeline)
@@ -99,14 +96,14 @@ class Run:
     if found is None:
       return 0
     step, self.state, data_state, cache = found
-    self.loader.set_state(data_state["loader"])
+    self.loader.set_state(data_state["loaders"][jax.process_index()])
     self.truncated = int(data_state.get("truncated_total", 0))
     self.teacher_cache.load_state_dict(cache)
     return step
 
   def save(self, step: int, *, force=False):
     """Checkpoints the state after `step` steps (the caller knows it: no device round trip)."""
-    self.checkpointer.save(step, self.state, {"loader": self.loader.get_state(),
+    self.checkpointer.save(step, self.state, {"loaders": _all_processes(self.loader.get_state()),
                                               "truncated_total": self.truncated},
                            self.teacher_cache.state_dict(), force=force)
 
@@ -115,25 +112,82 @@ class Run:
   def _sample(sampler, params, batch, key):
     out = sampler(params, batch["prompt_tokens"], batch["prompt_mask"], rng=key,
                   max_new_tokens=batch["response_tokens"].shape[1])
-    return dict(batch, response_tokens=out.tokens, response_mask=out.mask)
+    return out.tokens, out.mask
+
+  def _teacher_responses(self, batch, cache_keys, key):
+    """Teacher generations for every row, sampled only for prompts not generated for before.
+
+    The cache is replicated: every host adds every host's new rows. So every host sees the
+    same cache (the decision to sample, a program all processes must enter together, is
+    the same everywhere), an example keeps its one generation whichever host reads it in a
+    later epoch, and the primary host's checkpoint holds the whole cache.
+    """
+    global_keys = sharding.fetch(sharding.global_batch(self.mesh, {"k": cache_keys})["k"])
+    if self.teacher_cache.missing(global_keys):
+      tokens, mask = self._sample(self.teacher_sampler, self.teacher_params, batch, key)
+      self.teacher_cache.add(global_keys, sharding.fetch(tokens), sharding.fetch(mask))
+    tokens, mask = self.teacher_cache.lookup(cache_keys)
+    out = sharding.global_batch(self.mesh, {"response_tokens": tokens, "response_mask": mask})
+    return out["response_tokens"], out["response_mask"]
 
   def make_batch(self, step: int, source: str):
+    """The step's batch: prompts from the loader, responses from `source` (or, for
+    mixing.MIXED, from each row's own source).
+
+    With sampling.num_samples = n every prompt appears n times in a row (as TRL's
+    num_generations): sampled sources give n different responses per prompt, the teacher
+    cache keeps n per example, and dataset rows repeat their one reference response.
+    """
     local = next(self.loader)
-    ids = local["example_id"]
+    n = self.num_samples
+    if n > 1:
+      local = {k: np.repeat(v, n, axis=0) for k, v in local.items()}
+    cache_keys = local["example_id"] * n + np.tile(np.arange(n), len(local["example_id"]) // n)
     self.truncated += int(np.sum(local["prompt_truncated"]) + np.sum(local["response_truncated"]))
     batch = sharding.global_batch(self.mesh, {k: local[k] for k in scoring.BATCH_KEYS})
     key = jax.random.fold_in(self.rng, step)
-    if source == "student":  # on-policy: the student's own samples; no gradient flows through them
-      batch = self._sample(self.student_sampler, self.state.params["student"], batch, key)
-    elif source == "teacher":  # sequence-level KD: fixed teacher outputs, generated once per prompt
-      if self.teacher_cache.missing(ids):
-        out = self._sample(self.teacher_sampler, self.teacher_params, batch, key)
-        self.teacher_cache.add(ids, _local_rows(self.mesh, out["response_tokens"]),
-                               _local_rows(self.mesh, out["response_mask"]))
-      tokens, mask = self.teacher_cache.lookup(ids)
-      batch = dict(batch, **sharding.global_batch(self.mesh, {"response_tokens": tokens,
-                                                              "response_mask": mask}))
-    return batch
+    rows = None
+    if source == mixing.MIXED:
+      rows = mixing.row_sources(self.config.seed, step, self.config.mix, self.config.train.batch_size)
+      needed = [name for i, name in enumerate(mixing.BATCH_SOURCES) if np.any(rows == i)]
+    else:
+      needed = [source]
+    responses = {"dataset": (batch["response_tokens"], batch["response_mask"])}
+    if "student" in needed:  # on-policy: the student's own samples; no gradient flows through them
+      responses["student"] = self._sample(self.student_sampler, self.state.params["student"],
+                                          batch, key)
+    if "teacher" in needed:  # sequence-level KD: fixed teacher outputs, generated once per prompt
+      # Its own key: in a mixed step the student samples the same prompts with `key`.
+      responses["teacher"] = self._teacher_responses(batch, cache_keys, jax.random.fold_in(key, 1))
+    if rows is None:
+      tokens, mask = responses[source]
+    else:
+      global_rows = jax.make_array_from_callback(rows.shape, sharding.batch_sharding(self.mesh),
+                                                 lambda index: rows[index])
+      tokens, mask = mixing.assemble(global_rows, tuple(responses[name] for name in needed),
+                                     names=tuple(needed))
+    return dict(batch, response_tokens=tokens, response_mask=mask)
+
+
+def _host_copy(tree):
+  """Replicated global arrays as local ones (an all-gather; every process must call it)."""
+  return jax.tree.map(lambda x: jnp.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
+
+
+def _all_processes(obj) -> list:
+  """[obj of process 0, obj of process 1, ...] on every process, for JSON-able `obj`.
+
+  Checkpoints are written by the primary process, so host-local state (each host's data
+  iterator) is gathered first and each host restores its own entry.
+  """
+  if jax.process_count() == 1:
+    return [obj]
+  raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.asarray(len(raw)))
+  padded = np.zeros(int(np.max(sizes)), np.uint8)
+  padded[:len(raw)] = raw
+  rows = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(rows[i, :int(n)]).decode()) for i, n in enumerate(sizes)]
 
 
 def train(config, workdir: str) -> dict:
@@ -221,7 +275,7 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
                      config.data.max_prompt_len, config.data.max_response_len)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
       flush()
-      pending = (step + 1, metrics, {"source": source, "source_id": mixing.BATCH_SOURCES.index(source),
+      pending = (step + 1, metrics, {"source": source, "source_id": mixing.source_id(source),
                                      "truncated_total": run.truncated})
       bar.update(1)
       if run.checkpointer.due(step + 1) or stop.set:
@@ -241,6 +295,9 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     log.write(tc.num_steps, final, prefix="eval/")
   bar.close()
   log.close()
+  if jax.process_count() > 1:  # process 0 exports and reports alone: it needs host copies
+    run.state = run.state._replace(params=_host_copy(run.state.params))
+    run.teacher_params = _host_copy(run.teacher_params)
   if jax.process_index() == 0:
     # final_metrics.json goes last: its presence says everything before it is complete.
     rundir.atomic_dir(os.path.join(workdir, rundir.EXPORT),

@@ -64,6 +64,11 @@ def validate(config, *, num_devices: int | None = None) -> None:
   smp = config.sampling
   _check(smp.temperature >= 0 and smp.teacher_temperature >= 0, "sampling temperatures must be >= 0.")
   _check(smp.top_k >= 0 and 0 < smp.top_p <= 1, "sampling.top_k must be >= 0 and top_p in (0, 1].")
+  prompts, hosts = config.train.batch_size // max(smp.num_samples, 1), jax.process_count()
+  _check(smp.num_samples >= 1 and config.train.batch_size % smp.num_samples == 0
+         and prompts % hosts == 0,
+         f"sampling.num_samples={smp.num_samples} must be >= 1 and divide train.batch_size="
+         f"{config.train.batch_size} into a number of prompts divisible by the {hosts} host(s).")
 
   opt, train = config.optim, config.train
   _check(opt.learning_rate > 0, f"optim.learning_rate={opt.learning_rate} must be > 0.")
