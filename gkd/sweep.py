@@ -77,7 +77,8 @@ def run_point(config_arg: str, overrides: dict, workdir: str, log_path: str) -> 
     cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
     os.makedirs(workdir, exist_ok=True)
     with open(log_path, "w") as log:
-      proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+      proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=functools.partial(_die_with_parent, os.getpid()))
     if proc.returncode != 0 or not os.path.exists(final):
       with open(log_path) as log:
         tail = log.read().strip().splitlines()[-1:] or ["(no output)"]

@@ -34,11 +34,26 @@ def test_default_config_is_valid():
     ({"student.source": "pretrained"}, "student.source='pretrained' needs student.path"),
     ({"student.source": "derive"}, "needs exactly one of derive_every_k, derive_layers"),
     ({"mode": "sft", "mix.dataset": 0.0, "mix.student": 1.0}, "mode='sft' trains on the dataset only"),
+    ({"train.keep_checkpoints": 0}, "train.keep_checkpoints=0 must be >= 1"),
+    ({"optim.warmup_steps": -1}, "optim.warmup_steps=-1 must be >= 0"),
+    ({"train.log_every": 0}, "train.log_every=0 must be >= 1"),
+    ({"train.checkpoint_every": -1}, "train.checkpoint_every=-1 must be >= 0"),
 ])
 def test_bad_configs_fail_clearly(overrides, message):
   with pytest.raises(validate.ConfigError) as e:
     validate.validate(config(**overrides), num_devices=8)
   assert message in str(e.value)
+
+
+def test_sequence_lengths_must_fit_the_models():
+  c = config(**{"data.max_prompt_len": 32, "data.max_response_len": 64})
+  validate.check_lengths(c, {"student": 96, "teacher": 2048})
+  with pytest.raises(validate.ConfigError, match=r"max_prompt_len \+ data.max_response_len = 32 \+ 64 "
+                     "exceeds the student's max_seq_len=95"):
+    validate.check_lengths(c, {"student": 95, "teacher": 2048})
+  c.eval.max_new_tokens = 100
+  with pytest.raises(validate.ConfigError, match="eval.max_new_tokens = 32 \\+ 100 exceeds the teacher's"):
+    validate.check_lengths(c, {"student": 2048, "teacher": 128})
 
 
 def test_vocab_mismatch_fails_clearly():

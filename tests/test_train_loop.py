@@ -93,4 +93,8 @@ def test_cli_rejects_a_bad_config_before_running(tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
   assert out.returncode != 0
   assert "beta must lie in [0, 1], got 1.5" in out.stderr
+  assert "Traceback" not in out.stderr and out.stderr.strip().startswith("error: objective")
   assert not (tmp_path / "bad" / "checkpoints").exists()
+  out = subprocess.run(_cli(tmp_path / "bad", "--config.train.log_every=0", "--traceback"),
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and "Traceback" in out.stderr and "train.log_every=0" in out.stderr

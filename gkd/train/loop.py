@@ -3,8 +3,11 @@
 Per step: draw the batch source (dataset / teacher / student), produce the responses
 (sampling is its own jitted program, outside the gradient), then run the one jit-compiled
 train step. Metrics are fetched one step late so the host never stalls the device, and
-checkpoints carry the data iterator state and the teacher cache, so a killed run resumes
-to the same parameters as an uninterrupted one.
+checkpoints carry the data iterator state, counters and the teacher cache, so a killed run
+resumes to the same parameters as an uninterrupted one. Only states whose step metrics were
+fetched and found finite are saved, and SIGTERM stops at a saved step (see gkd.train.guards).
+A run ends by writing export/, eval_examples.jsonl and last final_metrics.json, whose
+presence marks it finished: rerunning it then only reports it.
 """
 
 import contextlib
