@@ -11,8 +11,8 @@ by ONE global denominator across gradient-accumulation micro-batches and shards.
 `chunked_distillation_loss` computes the same loss from hidden states and output
 kernels, a chunk of the sequence at a time with each chunk's backward pass done while
 its logits are live, so neither pass holds full [B, T, V] float32 logits (they dominate
-memory at V ≈ 49k) and nothing vocabulary-wide is computed twice. The hidden-state term (`hidden_state_loss`) is kept separate so
-the trainer can add it with its own weight.
+memory at V ≈ 49k) and nothing vocabulary-wide is computed twice. The hidden-state term
+(`hidden_state_loss`) is kept separate so the trainer can add it with its own weight.
 """
 
 from __future__ import annotations
@@ -343,8 +343,8 @@ def _fused_forward(cfg: Objective, s_kernel, t_kernel, xs):
 def _fused_bwd(cfg, grads, cotangents):
   g = cotangents[0]  # the combined total's; Σdiv and Σce are stop_gradient-ed by the caller
   grad_kernel, grad_hidden = grads
-  xs_zero = (g * grad_hidden, None, None, None, None)
-  return g * grad_kernel, None, xs_zero
+  xs_grads = (g * grad_hidden, None, None, None, None)  # teacher, labels, mask, weights: none
+  return g * grad_kernel, None, xs_grads
 
 
 _fused_chunk_totals.defvjp(_fused_forward, _fused_bwd)
