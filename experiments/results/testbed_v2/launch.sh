@@ -8,7 +8,7 @@ PY=${PY:-python}
 R=runs/testbed_v2
 mkdir -p $R
 train() {  # workdir, then gkd.main args; skipped when finished
-  [ -f "$1/final_metrics.json" ] || $PY -m gkd.main --workdir="$1" --config.train.progress_bar=false "${@:2}"
+  [ -f "$1/final_metrics.json" ] || $PY -m gkd.main "$2" --workdir="$1" --config.train.progress_bar=false "${@:3}"
 }
 train $R/teacher --config=configs/testbed.py:stage=teacher --config.eval.every=250
 train $R/student_sft --config=configs/testbed.py:stage=student --config.eval.every=250
