@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from gkd import models
-from gkd.data.tasks import testbed_tokenizer
+from gkd.data import tasks
 from gkd.models import llama
 from gkd.train import build_models as bm, loop
 from tests.helpers import apply_overrides
@@ -76,7 +76,7 @@ def test_bf16_compute_tracks_float32_over_a_few_steps(tmp_path):
   b16, p16 = _train_steps(smoke_config(**hard, **mixed), str(tmp_path / "bf16"), 4)
   assert len(set(f32)) == 4  # the loss moves: the comparison is not of a constant
   np.testing.assert_allclose(b16, f32, rtol=1e-2)
-  vocab = testbed_tokenizer().vocab_size
+  vocab = tasks.testbed_tokenizer().vocab_size
   start = bm._load(smoke_config().student, "student", seed=0, vocab_size=vocab)[0]
   p0 = jax.tree.map(np.asarray, jax.tree.leaves(nnx.state(start, nnx.Param)))
   for a, b, c in zip(p0, jax.tree.leaves(p32), jax.tree.leaves(p16), strict=True):
@@ -86,7 +86,7 @@ def test_bf16_compute_tracks_float32_over_a_few_steps(tmp_path):
 
 def test_loaders_keep_float32_storage_under_bf16_compute(tmp_path):
   model = llama.init_model(llama.PRESETS["tiny"], seed=0)
-  models.save_pretrained(model, testbed_tokenizer(), str(tmp_path))
+  models.save_pretrained(model, tasks.testbed_tokenizer(), str(tmp_path))
   student, _ = models.load_pretrained(str(tmp_path), dtype="bfloat16", param_dtype="float32")
   teacher, _ = models.load_pretrained(str(tmp_path), dtype="bfloat16")
   assert _float_dtypes(llama.flat_params(student)) == {jnp.dtype(jnp.float32)}
