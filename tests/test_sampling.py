@@ -7,7 +7,7 @@ import pytest
 
 from flax import nnx
 
-from gkd import sampling
+from gkd import sampling, scoring
 from gkd.models import llama
 
 TINY = llama.PRESETS["tiny"]
@@ -251,17 +251,19 @@ def test_trim_to_bucket_keeps_loss_and_gradients(chunk):
   """Trimmed padding columns change nothing: same loss and gradients as the full width."""
   import functools
 
+  from gkd.objectives import Objective
   from gkd.train import step as step_lib
 
   student = llama.init_model(TINY, seed=1)
   teacher = llama.init_model(TINY.replace(init_std=0.1), seed=2)
   sg, ss = nnx.split(student)
   tg, ts = nnx.split(teacher)
-  objective = step_lib.Objective(chunk_size=chunk, alpha=0.7)
+  objective = Objective(chunk_size=chunk, alpha=0.7)
   grad = jax.jit(jax.value_and_grad(functools.partial(
-      step_lib.loss_terms, student_graph=sg, teacher_graph=tg, objective=objective), has_aux=True))
+      step_lib.loss_terms, student_graph=sg, teacher_graph=tg, objective=objective, sft=False),
+      has_aux=True))
   batch = _trim_batch()
-  full = {k: batch[k] for k in step_lib.BATCH_KEYS}
+  full = {k: batch[k] for k in scoring.BATCH_KEYS}
   trimmed = {k: v for k, v in sampling.trim_to_bucket(full, buckets=(8,)).items()}
   assert trimmed["response_tokens"].shape[1] == 8
   params = {"student": ss.to_pure_dict()}
