@@ -1,5 +1,7 @@
 """Helpers shared by several test files."""
 
+import jax
+
 
 def apply_overrides(config, overrides: dict):
   """Sets dotted keys in place, e.g. {"objective.temperature": 2.0}, as --config.x=y would."""
@@ -10,3 +12,17 @@ def apply_overrides(config, overrides: dict):
       node = node[part]
     node[leaf] = value
   return config
+
+
+def count_traces(fn):
+  """How many programs JAX traces while fn() runs (jax.monitoring's trace-duration events)."""
+  events = []
+  def listener(event, duration, **_):
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      events.append(duration)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    fn()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  return len(events)

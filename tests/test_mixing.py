@@ -9,7 +9,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from gkd.train import loop, mixing, validate
-from tests.helpers import apply_overrides
+from tests.helpers import apply_overrides, count_traces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIX = ConfigDict({"dataset": 0.5, "teacher": 0.2, "student": 0.3, "per_example": True})
@@ -58,19 +58,6 @@ def test_num_samples_must_divide_the_batch():
     validate.validate(smoke_config(**{"sampling.num_samples": 3}))
 
 
-def _count_traces(fn):
-  events = []
-  def listener(event, duration, **_):
-    if event == "/jax/core/compile/jaxpr_trace_duration":
-      events.append(duration)
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    fn()
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-  return len(events)
-
-
 def _host(x):
   return np.asarray(jax.device_get(x))
 
@@ -98,7 +85,7 @@ def test_per_example_batches_with_two_samples_per_prompt(tmp_path):
       np.testing.assert_array_equal(batch["response_tokens"][r], sources[rows[r]][r])
     # The student sampler is built once: a second student batch traces nothing new.
     run.make_batch(step + 1, "student")
-    assert _count_traces(lambda: run.make_batch(step + 2, "student")) == 0
+    assert count_traces(lambda: run.make_batch(step + 2, "student")) == 0
     assert run.student_sampler.settings["return_logprobs"] is False
 
 

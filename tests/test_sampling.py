@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from gkd import sampling, scoring
+from tests.helpers import count_traces
 from gkd.models import llama
 
 TINY = llama.PRESETS["tiny"]
@@ -86,26 +87,12 @@ def test_eos_mask_and_pad(model):
   np.testing.assert_array_equal(one.mask[0], [True] + [False] * 5)
 
 
-def _count_traces(fn):
-  """How many programs JAX traces while fn() runs (jax.monitoring's trace-duration events)."""
-  events = []
-  def listener(event, duration, **_):
-    if event == "/jax/core/compile/jaxpr_trace_duration":
-      events.append(duration)
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    fn()
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-  return len(events)
-
-
 def test_no_retrace(model):
   prompt, pmask = _left_pad(ROWS, 8)
   graphdef, params = nnx.split(model)
   sampler = sampling.Sampler(graphdef, eos_id=NO_EOS, top_p=0.9)
   kw = dict(max_new_tokens=4, temperature=0.7)
-  assert _count_traces(lambda: sampler(params, prompt, pmask, rng=jax.random.key(0), **kw)) > 0
+  assert count_traces(lambda: sampler(params, prompt, pmask, rng=jax.random.key(0), **kw)) > 0
 
   new_params = jax.tree.map(lambda x: x * 1.5, params)  # new parameter values: same program
   other_prompt, keys = prompt + 1, (jax.random.key(9), jax.random.key(5))
@@ -113,7 +100,7 @@ def test_no_retrace(model):
   def again():
     sampler(params, other_prompt, pmask, rng=keys[0], **kw)
     sampler(new_params, prompt, pmask, rng=keys[1], **kw)
-  assert _count_traces(again) == 0
+  assert count_traces(again) == 0
 
 
 def test_logprobs_only_on_request(model):
