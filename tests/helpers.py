@@ -1,6 +1,11 @@
 """Helpers shared by several test files."""
 
+import os
+import sys
+
 import jax
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def apply_overrides(config, overrides: dict):
@@ -26,3 +31,10 @@ def count_traces(fn):
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   return len(events)
+
+
+def testbed_smoke_config():
+  """The testbed's seconds-long gkd config (configs/testbed.py, runlocal=true)."""
+  sys.path.insert(0, ROOT)
+  from configs import testbed
+  return testbed.get_config("stage=gkd,runlocal=true")

@@ -1,7 +1,5 @@
 """Mixed precision: float32 master weights and optimizer state, bf16 compute, float32 loss."""
 
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,9 +11,8 @@ from gkd import models
 from gkd.data import tasks
 from gkd.models import llama
 from gkd.train import build_models as bm, loop
-from tests.helpers import apply_overrides
+from tests.helpers import apply_overrides, testbed_smoke_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BF16 = {"student.dtype": "bfloat16", "teacher.dtype": "bfloat16"}
 
 
@@ -25,9 +22,7 @@ def _data_dir(tmp_path_factory, monkeypatch):
 
 
 def smoke_config(**overrides):
-  sys.path.insert(0, ROOT)
-  from configs import testbed
-  c = testbed.get_config("stage=gkd,runlocal=true")
+  c = testbed_smoke_config()
   # Dataset responses only: both precisions then train on identical tokens, so the loss
   # curves are comparable step by step (sampled responses would diverge at the first token).
   c.mix.update(dataset=1.0, teacher=0.0, student=0.0)

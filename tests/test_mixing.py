@@ -1,7 +1,5 @@
 """Batch sources at scale: per-example mixing, several samples per prompt, one sampler per run."""
 
-import os
-import sys
 
 import jax
 import numpy as np
@@ -9,9 +7,8 @@ import pytest
 from ml_collections import ConfigDict
 
 from gkd.train import loop, mixing, validate
-from tests.helpers import apply_overrides, count_traces
+from tests.helpers import apply_overrides, count_traces, testbed_smoke_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIX = ConfigDict({"dataset": 0.5, "teacher": 0.2, "student": 0.3, "per_example": True})
 
 
@@ -21,9 +18,7 @@ def _data_dir(tmp_path_factory, monkeypatch):
 
 
 def smoke_config(**overrides):
-  sys.path.insert(0, ROOT)
-  from configs import testbed
-  c = testbed.get_config("stage=gkd,runlocal=true")
+  c = testbed_smoke_config()
   c.mix.update(dataset=0.4, teacher=0.3, student=0.3)
   c.train.update(progress_bar=False, checkpoint_every=0)
   c.mesh.num_devices = 2

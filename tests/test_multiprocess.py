@@ -102,18 +102,10 @@ def _kill_mid_run_and_restart(workdir, n, data_dir):
   _run(workdir, n, data_dir)  # restart all of them: they resume from the last checkpoint
 
 
-def test_two_processes_equal_one_and_survive_sigkill(reference):
+@pytest.mark.parametrize("n", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_processes_equal_one_and_survive_sigkill(reference, n):
   base, ref = reference
-  _run(base / "two", 2, base / "tfds")
-  _assert_same(_result(base / "two"), ref)
-  _kill_mid_run_and_restart(base / "two_killed", 2, base / "tfds")
-  _assert_same(_result(base / "two_killed"), ref)
-
-
-@pytest.mark.slow
-def test_four_processes_equal_one_and_survive_sigkill(reference):
-  base, ref = reference
-  _run(base / "four", 4, base / "tfds")
-  _assert_same(_result(base / "four"), ref)
-  _kill_mid_run_and_restart(base / "four_killed", 4, base / "tfds")
-  _assert_same(_result(base / "four_killed"), ref)
+  _run(base / f"p{n}", n, base / "tfds")
+  _assert_same(_result(base / f"p{n}"), ref)
+  _kill_mid_run_and_restart(base / f"p{n}_killed", n, base / "tfds")
+  _assert_same(_result(base / f"p{n}_killed"), ref)

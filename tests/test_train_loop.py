@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import apply_overrides
+from tests.helpers import apply_overrides, testbed_smoke_config
 from gkd.train import defaults, loop
 from gkd.rundir import read_jsonl
 
@@ -19,9 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke_config(**overrides):
-  sys.path.insert(0, ROOT)
-  from configs import testbed
-  c = testbed.get_config("stage=gkd,runlocal=true")
+  c = testbed_smoke_config()
   c.mix.update(dataset=0.4, teacher=0.3, student=0.3)  # every source within a few steps
   c.train.update(num_steps=5, checkpoint_every=1)
   return apply_overrides(c, overrides)
