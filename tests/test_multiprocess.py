@@ -109,3 +109,25 @@ def test_processes_equal_one_and_survive_sigkill(reference, n):
   _assert_same(_result(base / f"p{n}"), ref)
   _kill_mid_run_and_restart(base / f"p{n}_killed", n, base / "tfds")
   _assert_same(_result(base / f"p{n}_killed"), ref)
+
+
+def test_sigterm_to_one_process_stops_all_at_one_saved_step_and_resumes(reference):
+  """A scheduler may signal the processes of a job at different moments: they must still stop
+  together (a process that stops alone leaves the others hanging in the next collective)."""
+  base, ref = reference
+  workdir = base / "p2_sigterm"
+  procs = _launch(workdir, 2, base / "tfds")
+  try:
+    deadline = time.time() + 600
+    while time.time() < deadline and not (workdir / "checkpoints" / "2").exists():
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # process 1 only
+    codes = [p.wait(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+  assert codes == [143, 143], f"exit codes {codes}; see {workdir}/process_*.log"
+  assert not (workdir / "final_metrics.json").exists()
+  _run(workdir, 2, base / "tfds")
+  _assert_same(_result(workdir), ref)

@@ -9,13 +9,20 @@ Both stop at a step boundary with a checkpoint that is known good:
 - SIGTERM (a preempted job, a scheduler's stop) only sets a flag; the loop finishes the
   current step, saves it and raises `Preempted`. `gkd.main` exits with 143 (128 + SIGTERM):
   the run is not finished, so a sweep or scheduler must not count it as a success, and
-  rerunning the same command resumes from the saved step.
+  rerunning the same command resumes from the saved step. With several processes the stop
+  must be one decision: a process that stops alone leaves the others waiting forever in the
+  next step's collectives. So the processes compare their flags (`stop_agreed`) every
+  `train.log_every` steps and stop together if any of them was signalled.
 """
 
 import contextlib
 import math
 import signal
 import threading
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 GUARDED = ("loss", "grad_norm")  # train metrics that must stay finite
 SIGTERM_EXIT = 128 + signal.SIGTERM
@@ -60,3 +67,17 @@ class StopFlag:
       yield self
     finally:
       signal.signal(signal.SIGTERM, previous)
+
+
+def stop_agreed(flag: bool, step: int, every: int) -> bool:
+  """Whether to stop after `step`, decided the same way on every process.
+
+  One process decides alone. Several compare flags only at multiples of `every`: the
+  comparison is a collective that waits for the step in flight, so doing it every step would
+  undo the one-step-late metric fetch.
+  """
+  if jax.process_count() == 1:
+    return flag
+  if step % every:
+    return False
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))

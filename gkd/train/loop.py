@@ -281,9 +281,10 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
       pending = (step + 1, metrics, {"source": source, "source_id": mixing.source_id(source),
                                      "truncated_total": run.truncated})
       bar.update(1)
-      if run.checkpointer.due(step + 1) or stop.set:
+      stopping = guards.stop_agreed(stop.set, step + 1, tc.log_every)
+      if run.checkpointer.due(step + 1) or stopping:
         save(step + 1)
-      if stop.set:
+      if stopping:
         run.checkpointer.wait()
         raise guards.Preempted(f"SIGTERM: saved step {step + 1} in {workdir}; rerun the same "
                                "command to resume.")
