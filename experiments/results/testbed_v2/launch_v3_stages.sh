@@ -16,7 +16,7 @@ train() {  # workdir, then gkd.main args; skipped when finished
     --config.eval.num_examples=500 "${@:3}"
 }
 case $1 in
-  teacher) train $R/teacher --config=configs/testbed.py:stage=teacher,steps=6000 --config.eval.every=500 ;;
+  teacher) train $R/teacher --config=configs/testbed.py:stage=teacher,steps=4000 --config.eval.every=500 ;;
   student) train $R/student_n$2 --config=configs/testbed.py:stage=student,steps=4000 --config.eval.every=500 \
              --config.data.num_train_examples=$2 ;;
 esac
