@@ -118,6 +118,8 @@ def get_sweep(arg=None):
   prompts      on-policy JSD(0.9) on 2,000 / 20,000 / 5,000 training prompts × 5 seeds: on-policy
                distillation needs prompts, not labels, so it may use prompts the student has no
                labels for (the student's SFT still saw only the first 2,000).
+  beyond       methods after GKD against on-policy JSD(0.9) (the baseline) × 5 seeds: speculative
+               KD (the teacher vets the student's tokens, top-5 of the 101 characters).
   grid, methods  the v1 sweeps (3 seeds) behind experiments/results/testbed_{grid,methods}.
   With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
   """
@@ -144,7 +146,9 @@ def get_sweep(arg=None):
     points = [{**best, "sampling.temperature": t} for t in (1.0, 0.25, 0.5, 1.5)]
   elif arg.sweep == "prompts":
     points = [{**best, "data.num_train_examples": n} for n in (LABELLED, 20000, 5000)]
+  elif arg.sweep == "beyond":
+    points = [best, {**best, "sampling.speculative_topk": 5}]
   else:
-    raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, grid "
-                     "or methods.")
+    raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, beyond, "
+                     "grid or methods.")
   return [{**p, "seed": seed} for seed in range(arg.seeds) for p in points]

@@ -96,3 +96,38 @@ def test_eos_from_either_model_ends_the_row(models):
 def test_topk_below_one_is_refused(models):
   with pytest.raises(ValueError, match="speculative_topk must be >= 1"):
     _speculate(models, 0)
+
+
+@pytest.fixture
+def _data_dir(tmp_path_factory, monkeypatch):
+  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
+
+
+def test_a_testbed_run_with_speculative_kd_trains_and_logs_the_replacement_rate(tmp_path, _data_dir):
+  from gkd.rundir import read_jsonl
+  from gkd.train import loop
+  from tests.helpers import testbed_smoke_config
+  c = testbed_smoke_config()
+  c.mix.update(dataset=0.5, teacher=0.0, student=0.5)
+  c.sampling.speculative_topk = 4
+  c.train.update(num_steps=4, checkpoint_every=0, progress_bar=False)
+  c.mesh.num_devices = 1
+  final = loop.train(c, str(tmp_path))
+  rows = [r for r in read_jsonl(str(tmp_path / "metrics.jsonl")) if "loss" in r]
+  on_policy = [r for r in rows if r["source"] == "student"]
+  assert on_policy and all(0 <= r["skd_replacement_rate"] <= 1 for r in on_policy)
+  assert not any("skd_replacement_rate" in r for r in rows if r["source"] != "student")
+  assert np.isfinite([r["loss"] for r in rows]).all() and "accuracy" in final
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"mix.student": 0.0, "mix.dataset": 1.0}, "needs K > 0, mode='gkd' and mix.student > 0"),
+    ({"sampling.top_k": 5}, "leave sampling.top_k=0"),
+])
+def test_speculative_kd_config_errors(overrides, message):
+  from gkd.train import validate
+  from tests.helpers import apply_overrides, testbed_smoke_config
+  c = testbed_smoke_config()
+  c.sampling.speculative_topk = 4
+  with pytest.raises(validate.ConfigError, match=message):
+    validate.validate(apply_overrides(c, overrides))

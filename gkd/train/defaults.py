@@ -77,6 +77,11 @@ def default_config() -> ml_collections.ConfigDict:
       # Samples per prompt (TRL's num_generations): a step's train.batch_size rows are
       # batch_size / num_samples prompts, each repeated num_samples times.
       "num_samples": 1,
+      # Speculative KD (Xu et al., 2025): K > 0 lets the teacher vet every on-policy token,
+      # keeping the student's proposal when it is in the teacher's top-K and otherwise drawing
+      # the teacher's own (at teacher_temperature). 0: plain on-policy sampling. Logged as
+      # skd_replacement_rate, the fraction of response tokens the teacher replaced.
+      "speculative_topk": 0,
   })
 
   c.objective = ml_collections.ConfigDict({

@@ -24,7 +24,7 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import models, rundir, sampling, scoring, sharding
+from gkd import models, rundir, sampling, scoring, sharding, speculative
 from gkd.data.pipeline import loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
@@ -68,6 +68,10 @@ class Run:
     tokens = dict(eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
     self.student_sampler = sampling.Sampler(self.student_graph, temperature=s.temperature,
                                             top_k=s.top_k, top_p=s.top_p, **tokens)
+    self.speculative = None if not s.speculative_topk else speculative.SpeculativeSampler(
+        self.student_graph, self.teacher_graph, topk=s.speculative_topk, temperature=s.temperature,
+        teacher_temperature=s.teacher_temperature, **tokens)
+    self.replacement_rate = None  # the last on-policy batch's, under speculative KD
     self.teacher_sampler = None if teacher is None else sampling.Sampler(
         self.teacher_graph, temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
@@ -117,6 +121,17 @@ class Run:
                   max_new_tokens=batch["response_tokens"].shape[1])
     return out.tokens, out.mask
 
+  def _on_policy(self, batch, key):
+    """The student's own samples; under speculative KD the teacher vets every token."""
+    student = self.state.params["student"]
+    if self.speculative is None:
+      return self._sample(self.student_sampler, student, batch, key)
+    out = self.speculative(student, self.teacher_params, batch["prompt_tokens"],
+                           batch["prompt_mask"], rng=key,
+                           max_new_tokens=batch["response_tokens"].shape[1])
+    self.replacement_rate = out.replacement_rate()
+    return out.tokens, out.mask
+
   def _teacher_responses(self, batch, cache_keys, key):
     """Teacher generations for every row, sampled only for prompts not generated for before.
 
@@ -157,8 +172,7 @@ class Run:
       needed = [source]
     responses = {"dataset": (batch["response_tokens"], batch["response_mask"])}
     if "student" in needed:  # on-policy: the student's own samples; no gradient flows through them
-      responses["student"] = self._sample(self.student_sampler, self.state.params["student"],
-                                          batch, key)
+      responses["student"] = self._on_policy(batch, key)
     if "teacher" in needed:  # sequence-level KD: fixed teacher outputs, generated once per prompt
       # Its own key: in a mixed step the student samples the same prompts with `key`.
       responses["teacher"] = self._teacher_responses(batch, cache_keys, jax.random.fold_in(key, 1))
@@ -247,6 +261,7 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     step, metrics, info = pending
     pending = None
     metrics = jax.device_get(metrics)
+    info = {k: float(v) if isinstance(v, jax.Array) else v for k, v in info.items()}
     now = time.perf_counter()
     info["step_s"], step_start = now - step_start, now
     info["train_tokens_per_s"] = float(metrics["response_tokens"]) / max(info["step_s"], 1e-9)
@@ -278,8 +293,11 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
                      config.data.max_prompt_len, config.data.max_response_len)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
       flush()
-      pending = (step + 1, metrics, {"source": source, "source_id": mixing.source_id(source),
-                                     "truncated_total": run.truncated})
+      info = {"source": source, "source_id": mixing.source_id(source),
+              "truncated_total": run.truncated}
+      if run.replacement_rate is not None:  # fetched with the metrics, one step late
+        info["skd_replacement_rate"], run.replacement_rate = run.replacement_rate, None
+      pending = (step + 1, metrics, info)
       bar.update(1)
       stopping = guards.stop_agreed(stop.set, step + 1, tc.log_every)
       if run.checkpointer.due(step + 1) or stopping:

@@ -64,6 +64,13 @@ def validate(config, *, num_devices: int | None = None) -> None:
   smp = config.sampling
   _check(smp.temperature >= 0 and smp.teacher_temperature >= 0, "sampling temperatures must be >= 0.")
   _check(smp.top_k >= 0 and 0 < smp.top_p <= 1, "sampling.top_k must be >= 0 and top_p in (0, 1].")
+  if smp.speculative_topk:
+    _check(smp.speculative_topk > 0 and config.mode == "gkd" and mix.student > 0,
+           f"sampling.speculative_topk={smp.speculative_topk}: speculative KD vets on-policy "
+           "samples, so it needs K > 0, mode='gkd' and mix.student > 0.")
+    _check(smp.top_k == 0 and smp.top_p == 1.0,
+           "sampling.speculative_topk: the teacher's top-K does the filtering; leave "
+           "sampling.top_k=0 and top_p=1.")
   prompts, hosts = config.train.batch_size // max(smp.num_samples, 1), jax.process_count()
   _check(smp.num_samples >= 1 and config.train.batch_size % smp.num_samples == 0
          and prompts % hosts == 0,
