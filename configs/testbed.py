@@ -119,7 +119,8 @@ def get_sweep(arg=None):
                distillation needs prompts, not labels, so it may use prompts the student has no
                labels for (the student's SFT still saw only the first 2,000).
   beyond       methods after GKD against on-policy JSD(0.9) (the baseline) × 5 seeds: speculative
-               KD (the teacher vets the student's tokens, top-5 of the 101 characters).
+               KD with K=1 (the teacher replaces every token that is not its own argmax; at K=5
+               it replaced none in a 40-step check).
   grid, methods  the v1 sweeps (3 seeds) behind experiments/results/testbed_{grid,methods}.
   With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
   """
@@ -147,7 +148,7 @@ def get_sweep(arg=None):
   elif arg.sweep == "prompts":
     points = [{**best, "data.num_train_examples": n} for n in (LABELLED, 20000, 5000)]
   elif arg.sweep == "beyond":
-    points = [best, {**best, "sampling.speculative_topk": 5}]
+    points = [best, {**best, "sampling.speculative_topk": 1}]
   else:
     raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, beyond, "
                      "grid or methods.")
