@@ -16,6 +16,7 @@ from flax import nnx
 from gkd import models
 from gkd.data.tasks import testbed_tokenizer
 from gkd.models import llama
+from gkd.train import teachers
 from gkd.train.validate import check_vocab
 
 
@@ -62,7 +63,7 @@ def build_models(config):
   if config.tokenizer == "testbed":
     tokenizer = testbed_tokenizer()
   if config.mode == "gkd":
-    teacher, own = _load(config.teacher, "teacher", seed=config.seed + 1,
+    teacher, own = _load(teachers.configs(config)[0], "teacher", seed=config.seed + 1,
                          vocab_size=tokenizer.vocab_size if tokenizer else None)
     tokenizer = tokenizer or own
   vocab = teacher.config.vocab_size if teacher is not None else (tokenizer.vocab_size if tokenizer else None)
@@ -73,3 +74,16 @@ def build_models(config):
   check_vocab(teacher.config.vocab_size if teacher is not None else student.config.vocab_size,
               student.config.vocab_size, tokenizer.vocab_size)
   return tokenizer, teacher, student
+
+
+def build_other_teachers(config, first) -> list:
+  """The teachers after the first in `config.teachers` (none for a single teacher), built on
+  the first one's vocabulary; teacher k takes seed `config.seed + 1 + k`."""
+  others = []
+  for k, cfg in enumerate(teachers.configs(config)[1:], start=1):
+    model, _ = _load(cfg, "teacher", seed=config.seed + 1 + k, vocab_size=first.config.vocab_size)
+    if model.config.vocab_size != first.config.vocab_size:
+      raise ValueError(f"teachers[{k}] has vocab_size={model.config.vocab_size}, teachers[0] "
+                       f"{first.config.vocab_size}: several teachers need one shared vocabulary.")
+    others.append(model)
+  return others

@@ -44,6 +44,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.mode = "gkd"  # "gkd": distil the teacher into the student; "sft": fine-tune `student` on the data
 
   c.teacher = model_config()
+  # Several teachers (gkd.train.teachers): a list of model_config(weight=w, ...) entries; weights
+  # are relative (normalized to sum 1). Empty: the single `teacher` above, a list of one.
+  # Sequence-level KD (mix.teacher) samples from the first. See objective.multi_teacher.
+  c.teachers = []
   c.student = model_config()
   # Where the tokenizer comes from: "teacher" (the teacher's own), or "testbed" (char-level).
   c.tokenizer = "teacher"
@@ -93,6 +97,10 @@ def default_config() -> ml_collections.ConfigDict:
       "chunk_size": 0,  # >0: compute head + loss in sequence chunks (memory), 0: plain
       "hidden_loss": "",  # "", "cosine" or "mse" (DistilBERT-style, last hidden state)
       "hidden_weight": 0.0,  # weight of the hidden-state term
+      # With several `teachers`: "mixture" (default) = the divergence to the weighted average of
+      # the teachers' distributions (one well-defined target: each divergence keeps its meaning
+      # and runs once); "sum" = the weighted sum of per-teacher divergences.
+      "multi_teacher": "mixture",
   })
 
   c.optim = ml_collections.ConfigDict({

@@ -28,8 +28,9 @@ from gkd import models, rundir, sampling, scoring, sharding
 from gkd.data.pipeline import loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
-from gkd.train import checkpoint, guards, mixing, report, step as step_lib, validate, writer
-from gkd.train.build_models import build_models
+from gkd.train import (checkpoint, guards, mixing, report, step as step_lib, teachers, validate,
+                       writer)
+from gkd.train.build_models import build_models, build_other_teachers
 from gkd.train.optimizer import make_optimizer
 
 _log = logging.getLogger(__name__)
@@ -48,9 +49,14 @@ class Run:
     params = {"student": student_state.to_pure_dict()}
     self.teacher_graph, self.teacher_params = None, None
     if teacher is not None:
-      self.teacher_graph, teacher_state = nnx.split(teacher)
-      teacher_params = teacher_state.to_pure_dict()
-      self.teacher_params = jax.device_put(teacher_params, sharding.param_shardings(self.mesh, teacher_params))
+      graphs, all_params = [], []
+      for model in [teacher, *build_other_teachers(config, teacher)]:
+        graph, teacher_state = nnx.split(model)
+        teacher_params = teacher_state.to_pure_dict()
+        graphs.append(graph)
+        all_params.append(jax.device_put(teacher_params,
+                                         sharding.param_shardings(self.mesh, teacher_params)))
+      self.teacher_graph, self.teacher_params = teachers.make(graphs, all_params, config)
       ds, dt = student.config.dim, teacher.config.dim
       if self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
         params["projection"] = jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)
@@ -69,7 +75,7 @@ class Run:
     self.student_sampler = sampling.Sampler(self.student_graph, temperature=s.temperature,
                                             top_k=s.top_k, top_p=s.top_p, **tokens)
     self.teacher_sampler = None if teacher is None else sampling.Sampler(
-        self.teacher_graph, temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
+        teachers.primary(self.teacher_graph, self.teacher_params)[0], temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
                                teacher_graph=self.teacher_graph)
     # With sampling.num_samples = n, a step trains on train.batch_size rows: batch_size/n
@@ -127,7 +133,8 @@ class Run:
     """
     global_keys = sharding.fetch(sharding.global_batch(self.mesh, {"k": cache_keys})["k"])
     if self.teacher_cache.missing(global_keys):
-      tokens, mask = self._sample(self.teacher_sampler, self.teacher_params, batch, key)
+      params = teachers.primary(self.teacher_graph, self.teacher_params)[1]
+      tokens, mask = self._sample(self.teacher_sampler, params, batch, key)
       self.teacher_cache.add(global_keys, sharding.fetch(tokens), sharding.fetch(mask))
     tokens, mask = self.teacher_cache.lookup(cache_keys)
     out = sharding.global_batch(self.mesh, {"response_tokens": tokens, "response_mask": mask})
@@ -221,7 +228,8 @@ def train(config, workdir: str) -> dict:
 def _max_seq_lens(run) -> dict:
   lens = {"student": run.student().config.max_seq_len}
   if run.teacher_graph is not None:
-    lens["teacher"] = nnx.merge(run.teacher_graph, run.teacher_params).config.max_seq_len
+    lens["teacher"] = min(t.config.max_seq_len
+                          for t in teachers.members(run.teacher_graph, run.teacher_params))
   return lens
 
 

@@ -10,11 +10,10 @@ import os
 import jax
 import jax.numpy as jnp
 
-from flax import nnx
-
 from gkd import rundir, sampling
 from gkd.data.pipeline import encode_example
 from gkd.models import llama
+from gkd.train import teachers
 
 ROWS = (  # (metric, label): the rows shown when both runs measured them
     ("forward_kl", "held-out KL(teacher‖student)"),
@@ -34,6 +33,12 @@ def _describe(model_cfg) -> str:
       return f"a student of every {model_cfg.derive_every_k}th teacher layer"
     return f"a student of teacher layers {list(model_cfg.derive_layers)}"
   return f"{model_cfg.source} {model_cfg.path or 'SmolLM2-135M-Instruct (bundled)'}"
+
+
+def _describe_teachers(config) -> str:
+  listed = teachers.configs(config)
+  more = f" and {len(listed) - 1} more teacher(s)" if len(listed) > 1 else ""
+  return _describe(listed[0]) + more
 
 
 def teacher_completion(config, tokenizer, teacher_graph, teacher_params, prompt: str) -> str:
@@ -58,7 +63,7 @@ def summary(config, workdir: str, history: list[dict], example: dict, sizes: dic
   size = {role: f" ({n / 1e6:.2f}M params)" for role, n in sizes.items()}
   lines = [f"gkd: {config.train.num_steps} steps, {what} {_describe(config.student)}{size['student']}"
            + ("" if config.mode == "sft" else
-              f" from {_describe(config.teacher)}{size.get('teacher', '')}")
+              f" from {_describe_teachers(config)}{size.get('teacher', '')}")
            + f"; mix {dict(config.mix)}, divergence {config.objective.divergence}"
            f" {dict(config.objective.divergence_kw) or ''}",
            f"  outputs in {workdir}: {rundir.METRICS}, {rundir.TENSORBOARD}/, "
@@ -85,10 +90,12 @@ def print_summary(run, workdir: str, result) -> None:
   raw = run.evaluator.examples[first["example_id"]]
   example = {"prompt": raw["prompt"], "response": raw["response"], "student": first["completion"]}
   if run.teacher_sampler is not None:
-    example["teacher"] = teacher_completion(run.config, run.tokenizer, run.teacher_graph,
-                                            run.teacher_params, raw["prompt"])
+    example["teacher"] = teacher_completion(run.config, run.tokenizer,
+                                            *teachers.primary(run.teacher_graph, run.teacher_params),
+                                            raw["prompt"])
   sizes = {"student": llama.count_params(run.student())}
   if run.teacher_graph is not None:
-    sizes["teacher"] = llama.count_params(nnx.merge(run.teacher_graph, run.teacher_params))
+    sizes["teacher"] = sum(llama.count_params(t)
+                           for t in teachers.members(run.teacher_graph, run.teacher_params))
   print(summary(run.config, workdir, rundir.read_jsonl(os.path.join(workdir, rundir.METRICS)),
                 example, sizes), flush=True)

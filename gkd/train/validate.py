@@ -10,7 +10,7 @@ import jax
 
 from gkd import divergences, sharding
 from gkd.objectives import Objective
-from gkd.train import mixing
+from gkd.train import mixing, teachers
 
 MODES = ("gkd", "sft")
 MODEL_SOURCES = ("init", "gguf", "pretrained", "derive")  # where a model's weights come from
@@ -42,6 +42,9 @@ def validate(config, *, num_devices: int | None = None) -> None:
   if config.student.source == "derive":
     _check(bool(config.student.derive_every_k) != bool(list(config.student.derive_layers)),
            "student.source='derive' needs exactly one of derive_every_k, derive_layers.")
+
+  problems = teachers.check(config, sources=MODEL_SOURCES[:-1])  # every source but "derive"
+  _check(not problems, problems[0] if problems else "")
 
   mix = config.mix
   for key in mixing.BATCH_SOURCES:
