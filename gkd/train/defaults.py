@@ -101,6 +101,13 @@ def default_config() -> ml_collections.ConfigDict:
       # the teachers' distributions (one well-defined target: each divergence keeps its meaning
       # and runs once); "sum" = the weighted sum of per-teacher divergences.
       "multi_teacher": "mixture",
+      # A teacher with another tokenizer: "" refuses a vocabulary mismatch; "uld" = Universal Logit
+      # Distillation (gkd.uld): loss = α·(sorted-probability Wasserstein-1 at aligned positions)
+      # + (1−α)·the student's CE on its own tokens (needs α < 1). The teacher (gguf/pretrained)
+      # keeps its tokenizer and scores its own tokenization of the same text; the data and the
+      # student use tokenizer='testbed' or the student's own. Not with mix.teacher, several
+      # teachers, teacher_topk, chunk_size or hidden_loss; eval then has no teacher KLs.
+      "cross_tokenizer": "",
   })
 
   c.optim = ml_collections.ConfigDict({

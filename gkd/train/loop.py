@@ -24,13 +24,13 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import models, rundir, sampling, scoring, sharding
+from gkd import models, rundir, sampling, scoring, sharding, uld
 from gkd.data.pipeline import loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
 from gkd.train import (checkpoint, guards, mixing, report, step as step_lib, teachers, validate,
                        writer)
-from gkd.train.build_models import build_models, build_other_teachers
+from gkd.train.build_models import build_all, build_other_teachers
 from gkd.train.optimizer import make_optimizer
 
 _log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Run:
     validate.validate(config)
     self.config = config
     self.mesh = sharding.make_mesh(config)
-    self.tokenizer, teacher, student = build_models(config)
+    self.tokenizer, teacher_tokenizer, teacher, student = build_all(config)
     self.objective = Objective.from_config(config.objective)
     self.student_graph, student_state = nnx.split(student)
     params = {"student": student_state.to_pure_dict()}
@@ -60,6 +60,13 @@ class Run:
       ds, dt = student.config.dim, teacher.config.dim
       if self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
         params["projection"] = jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)
+    # A teacher with another tokenizer (objective.cross_tokenizer='uld') reads its own
+    # tokenization of each batch's text, added by `teacher_view`; it neither generates nor
+    # enters eval (KLs across vocabularies are undefined).
+    cross = isinstance(self.teacher_graph, uld.CrossTokenizer)
+    self.teacher_view = uld.TeacherView(
+        self.tokenizer, teacher_tokenizer, self.mesh, prompt_len=config.data.max_prompt_len,
+        response_len=config.data.max_response_len) if cross else None
     self.optimizer = make_optimizer(config.optim, config.train.num_steps)
     state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
     self.state_shardings = sharding.param_shardings(self.mesh, state)
@@ -74,10 +81,10 @@ class Run:
     tokens = dict(eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
     self.student_sampler = sampling.Sampler(self.student_graph, temperature=s.temperature,
                                             top_k=s.top_k, top_p=s.top_p, **tokens)
-    self.teacher_sampler = None if teacher is None else sampling.Sampler(
+    self.teacher_sampler = None if teacher is None or cross else sampling.Sampler(
         teachers.primary(self.teacher_graph, self.teacher_params)[0], temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
-                               teacher_graph=self.teacher_graph)
+                               teacher_graph=None if cross else self.teacher_graph)
     # With sampling.num_samples = n, a step trains on train.batch_size rows: batch_size/n
     # prompts, each repeated n times (see make_batch).
     self.num_samples = config.sampling.num_samples
@@ -176,7 +183,8 @@ class Run:
                                                  lambda index: rows[index])
       tokens, mask = mixing.assemble(global_rows, tuple(responses[name] for name in needed),
                                      names=tuple(needed))
-    return dict(batch, response_tokens=tokens, response_mask=mask)
+    batch = dict(batch, response_tokens=tokens, response_mask=mask)
+    return dict(batch, **self.teacher_view(batch)) if self.teacher_view else batch
 
 
 def _host_copy(tree):

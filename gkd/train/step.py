@@ -17,7 +17,6 @@ from flax import nnx
 from gkd import objectives
 from gkd.objectives import Objective
 from gkd.scoring import head, response_hidden
-from gkd.train import teachers
 
 
 class TrainState(NamedTuple):
@@ -42,9 +41,10 @@ def loss_terms(params, teacher_params, batch, weight, *, student_graph, teacher_
     loss = total / weight
     return loss, {"loss": loss, "hard_ce": loss}
 
-  if isinstance(teacher_graph, teachers.Ensemble):  # several teachers (gkd.train.teachers)
-    return teachers.loss_terms(teacher_graph, head(h_s, student.unembed_kernel()), teacher_params,
-                               batch, weight, objective)
+  if not isinstance(teacher_graph, nnx.GraphDef):
+    # Several teachers (gkd.train.teachers.Ensemble) or another tokenizer (gkd.uld.CrossTokenizer).
+    return teacher_graph.loss_terms(head(h_s, student.unembed_kernel()), teacher_params, batch,
+                                    weight, objective)
   teacher = nnx.merge(teacher_graph, teacher_params)
   h_t = jax.lax.stop_gradient(response_hidden(teacher, batch))
   if objective.chunk_size:

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import divergences, objectives, scoring
+from gkd import divergences, objectives, scoring, uld
 
 COMBINE = ("mixture", "sum")
 
@@ -86,10 +86,16 @@ class Ensemble:
   weights: tuple[float, ...]
   combine: str = "mixture"
 
+  def loss_terms(self, student_logits, teacher_params, batch, weight, objective):
+    return loss_terms(self, student_logits, teacher_params, batch, weight, objective)
+
 
 def make(graphs: list, params: list, config):
   """(teacher graph, teacher params) for the run: a plain (graphdef, dict) for one teacher, an
-  (Ensemble, tuple of dicts) for several."""
+  (Ensemble, tuple of dicts) for several, a (gkd.uld.CrossTokenizer, dict) for one teacher
+  with another tokenizer."""
+  if config.objective.get("cross_tokenizer", "") == "uld":  # one teacher (checked)
+    return uld.CrossTokenizer(graphs[0]), params[0]
   if len(graphs) == 1:
     return graphs[0], params[0]
   combine = config.objective.get("multi_teacher", "mixture")
@@ -100,14 +106,14 @@ def primary(teacher_graph, teacher_params):
   """The first teacher's (graphdef, params): it generates for sequence-level KD."""
   if isinstance(teacher_graph, Ensemble):
     return teacher_graph.graphs[0], teacher_params[0]
-  return teacher_graph, teacher_params
+  return getattr(teacher_graph, "graph", teacher_graph), teacher_params  # gkd.uld.CrossTokenizer
 
 
 def members(teacher_graph, teacher_params) -> list[nnx.Module]:
   """Every teacher as a module (one for a plain teacher)."""
   if isinstance(teacher_graph, Ensemble):
     return [nnx.merge(g, p) for g, p in zip(teacher_graph.graphs, teacher_params)]
-  return [nnx.merge(teacher_graph, teacher_params)]
+  return [nnx.merge(*primary(teacher_graph, teacher_params))]
 
 
 def mixture_logits(teacher_logits, weights, temperature: float = 1.0) -> jax.Array:
