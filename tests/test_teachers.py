@@ -8,7 +8,7 @@ import pytest
 from gkd import divergences
 from gkd.objectives import Objective
 from gkd.train import defaults, loop, teachers, validate
-from tests.helpers import testbed_smoke_config
+from tests import helpers
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +93,7 @@ def test_forward_kl_sum_and_mixture_have_the_same_gradient():
 
 
 def _smoke(**teacher_list):
-  c = testbed_smoke_config()
+  c = helpers.testbed_smoke_config()
   c.mesh.num_devices = 1
   c.train.update(num_steps=3, checkpoint_every=0, progress_bar=False)
   c.update(teacher_list)
@@ -117,7 +117,7 @@ def test_a_list_of_one_teacher_trains_exactly_as_the_single_teacher(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("combine", ["mixture", "sum"])
+@pytest.mark.parametrize("combine", ["mixture", pytest.param("sum", marks=pytest.mark.slow)])
 def test_two_teachers_distil_on_policy_with_per_teacher_eval(tmp_path, combine):
   base = _smoke().teacher
   c = _smoke(teachers=[defaults.model_config(**base, weight=2.0),
