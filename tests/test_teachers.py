@@ -1,13 +1,15 @@
-"""Several teachers (gkd.train.teachers): both losses against NumPy, one-teacher equivalence, a run."""
+"""Several teachers (gkd.multi_teacher): both losses against NumPy, one-teacher equivalence, a run."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from gkd import divergences
 from gkd.objectives import Objective
-from gkd.train import defaults, loop, teachers, validate
+from gkd import multi_teacher
+from gkd.train import build_models, defaults, loop, validate
 from tests import helpers
 
 
@@ -46,14 +48,14 @@ def _reference(per_position, alpha, temperature):
 
 def _loss(combine, name, alpha=0.7, temperature=2.0):
   objective = Objective(divergence=divergences.get(name), alpha=alpha, temperature=temperature)
-  loss, metrics = teachers.combined_loss(
+  loss, metrics = multi_teacher.combined_loss(
       jnp.asarray(STUDENT, jnp.float32), [jnp.asarray(t, jnp.float32) for t in TEACHERS],
       jnp.asarray(LABELS), jnp.asarray(MASK), objective, weights=WEIGHTS, combine=combine)
   return float(loss), metrics
 
 
 def test_mixture_logits_average_the_probabilities():
-  m = teachers.mixture_logits([jnp.asarray(t, jnp.float32) for t in TEACHERS], WEIGHTS, 2.0)
+  m = multi_teacher.mixture_logits([jnp.asarray(t, jnp.float32) for t in TEACHERS], WEIGHTS, 2.0)
   expected = sum(w * _softmax64(t / 2.0) for w, t in zip(WEIGHTS, TEACHERS))
   np.testing.assert_allclose(_softmax64(np.asarray(m) / 2.0), expected, rtol=1e-5)
 
@@ -84,7 +86,7 @@ def test_forward_kl_sum_and_mixture_have_the_same_gradient():
   # Σ_k w_k KL(p_k‖q) = KL(p̄‖q) + a constant in q: the two losses differ, their gradients do not.
   def grad(combine):
     objective = Objective(divergence=divergences.get("forward_kl"), alpha=1.0)
-    return jax.grad(lambda s: teachers.combined_loss(
+    return jax.grad(lambda s: multi_teacher.combined_loss(
         s, [jnp.asarray(t, jnp.float32) for t in TEACHERS], jnp.asarray(LABELS),
         jnp.asarray(MASK), objective, weights=WEIGHTS, combine=combine)[0])(
             jnp.asarray(STUDENT, jnp.float32))
@@ -100,6 +102,30 @@ def _smoke(**teacher_list):
   return c
 
 
+def _two_teachers(combine="mixture"):
+  base = _smoke().teacher
+  c = _smoke(teachers=[defaults.model_config(**base, weight=2.0),
+                       defaults.model_config(**base, weight=1.0)])
+  c.objective.multi_teacher = combine
+  return c
+
+
+def test_a_list_of_one_teacher_builds_the_single_teacher_run():
+  # teachers=[t] must be teacher=t: the same weights (seed + 1) and the plain single-teacher
+  # graph, hence the same jitted step on the same inputs (the slow test below trains both).
+  built = {}
+  for name, c in {"single": _smoke(),
+                  "list": _smoke(teachers=[defaults.model_config(**_smoke().teacher, weight=3.0)])
+                  }.items():
+    _, _, teacher, _ = build_models.build_all(c)
+    graph, state = nnx.split(teacher)
+    built[name] = multi_teacher.make([graph], [state.to_pure_dict()], c)
+  (g1, p1), (g2, p2) = built["single"], built["list"]
+  assert isinstance(g2, nnx.GraphDef) and g1 == g2
+  jax.tree.map(np.testing.assert_array_equal, p1, p2)
+
+
+@pytest.mark.slow
 def test_a_list_of_one_teacher_trains_exactly_as_the_single_teacher(tmp_path):
   runs = {}
   for name, c in {"single": _smoke(),
@@ -108,7 +134,7 @@ def test_a_list_of_one_teacher_trains_exactly_as_the_single_teacher(tmp_path):
     run = loop.Run(c, str(tmp_path / name))
     losses = []
     for step in range(2):
-      run.state, metrics = run.train_step(run.state, run.make_batch(step, "dataset"),
+      run.state, metrics = run.train_step(run.state, run.make_batch(step, "student"),
                                           run.teacher_params)
       losses.append(float(metrics["loss"]))
     runs[name] = losses, jax.tree.leaves(run.state.params)
@@ -117,17 +143,24 @@ def test_a_list_of_one_teacher_trains_exactly_as_the_single_teacher(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("combine", ["mixture", pytest.param("sum", marks=pytest.mark.slow)])
-def test_two_teachers_distil_on_policy_with_per_teacher_eval(tmp_path, combine):
-  base = _smoke().teacher
-  c = _smoke(teachers=[defaults.model_config(**base, weight=2.0),
-                       defaults.model_config(**base, weight=1.0)])
-  c.mix.update(dataset=0.0, teacher=0.0, student=1.0)  # on-policy: scored by both teachers
-  c.objective.multi_teacher = combine
-  final = loop.train(c, str(tmp_path))
+def test_two_teachers_score_on_policy_samples_and_eval_reports_each(tmp_path):
+  run = loop.Run(_two_teachers(), str(tmp_path))
+  assert isinstance(run.teacher_graph, multi_teacher.Ensemble) and len(run.teacher_params) == 2
+  run.state, metrics = run.train_step(run.state, run.make_batch(0, "student"), run.teacher_params)
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["divergence"]) > 0
+  final = run.evaluate().metrics
   kls = [final["forward_kl/teacher_0"], final["forward_kl/teacher_1"]]
   assert all(np.isfinite(kls)) and kls[0] != kls[1]  # two teachers (seeds seed+1, seed+2)
   assert 0 < final["forward_kl"] < max(kls)  # the mixture sits between them (convexity)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combine", ["mixture", "sum"])
+def test_two_teachers_distil_end_to_end(tmp_path, combine):
+  c = _two_teachers(combine)
+  c.mix.update(dataset=0.0, teacher=0.5, student=0.5)  # SeqKD from the first teacher, on-policy
+  final = loop.train(c, str(tmp_path))
+  assert np.isfinite(final["forward_kl/teacher_0"]) and np.isfinite(final["forward_kl/teacher_1"])
 
 
 @pytest.mark.parametrize("change, message", [

@@ -167,5 +167,9 @@ def test_uld_trains_a_testbed_student_under_a_teacher_with_another_tokenizer(oth
     losses.append(float(metrics["loss"]))
   assert 0 < float(metrics["aligned_tokens"]) <= float(metrics["response_tokens"])
   assert losses[-1] < losses[0] and np.all(np.isfinite(losses))
-  final = loop.train(c, str(tmp_path / "run"))  # end to end: data and on-policy steps, eval, export
+
+
+@pytest.mark.slow
+def test_uld_runs_end_to_end(other_teacher, tmp_path):
+  final = loop.train(uld_config(other_teacher), str(tmp_path))  # data and on-policy steps, export
   assert np.isfinite(final["nll"]) and "forward_kl" not in final

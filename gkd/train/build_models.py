@@ -13,10 +13,9 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from gkd import models
+from gkd import models, multi_teacher
 from gkd.data.tasks import testbed_tokenizer
 from gkd.models import llama
-from gkd.train import teachers
 from gkd.train.validate import check_same_tokenizer, check_vocab
 
 
@@ -75,7 +74,8 @@ def build_all(config):
   if config.tokenizer == "testbed":
     tokenizer = testbed_tokenizer()
   if config.mode == "gkd":
-    teacher, teacher_tokenizer = _load(teachers.configs(config)[0], "teacher", seed=config.seed + 1,
+    teacher, teacher_tokenizer = _load(multi_teacher.configs(config)[0], "teacher",
+                                       seed=config.seed + 1,
                                        vocab_size=tokenizer.vocab_size if tokenizer else None)
     if not uld:
       tokenizer = tokenizer or teacher_tokenizer
@@ -95,7 +95,7 @@ def build_other_teachers(config, first) -> list:
   """The teachers after the first in `config.teachers` (none for a single teacher), built on
   the first one's vocabulary; teacher k takes seed `config.seed + 1 + k`."""
   others = []
-  for k, cfg in enumerate(teachers.configs(config)[1:], start=1):
+  for k, cfg in enumerate(multi_teacher.configs(config)[1:], start=1):
     model, _ = _load(cfg, "teacher", seed=config.seed + 1 + k, vocab_size=first.config.vocab_size)
     if model.config.vocab_size != first.config.vocab_size:
       raise ValueError(f"teachers[{k}] has vocab_size={model.config.vocab_size}, teachers[0] "

@@ -44,7 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.mode = "gkd"  # "gkd": distil the teacher into the student; "sft": fine-tune `student` on the data
 
   c.teacher = model_config()
-  # Several teachers (gkd.train.teachers): a list of model_config(weight=w, ...) entries; weights
+  # Several teachers (gkd.multi_teacher): a list of model_config(weight=w, ...) entries; weights
   # are relative (normalized to sum 1). Empty: the single `teacher` above, a list of one.
   # Sequence-level KD (mix.teacher) samples from the first. See objective.multi_teacher.
   c.teachers = []

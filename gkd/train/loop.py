@@ -24,12 +24,11 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import models, rundir, sampling, scoring, sharding, uld
+from gkd import models, multi_teacher, rundir, sampling, scoring, sharding, uld
 from gkd.data.pipeline import loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
-from gkd.train import (checkpoint, guards, mixing, report, step as step_lib, teachers, validate,
-                       writer)
+from gkd.train import checkpoint, guards, mixing, report, step as step_lib, validate, writer
 from gkd.train.build_models import build_all, build_other_teachers
 from gkd.train.optimizer import make_optimizer
 
@@ -49,14 +48,14 @@ class Run:
     params = {"student": student_state.to_pure_dict()}
     self.teacher_graph, self.teacher_params = None, None
     if teacher is not None:
-      graphs, all_params = [], []
+      graphs, all_params = [], []  # several teachers: one jitted step takes them all (a tuple)
       for model in [teacher, *build_other_teachers(config, teacher)]:
         graph, teacher_state = nnx.split(model)
         teacher_params = teacher_state.to_pure_dict()
         graphs.append(graph)
         all_params.append(jax.device_put(teacher_params,
                                          sharding.param_shardings(self.mesh, teacher_params)))
-      self.teacher_graph, self.teacher_params = teachers.make(graphs, all_params, config)
+      self.teacher_graph, self.teacher_params = multi_teacher.make(graphs, all_params, config)
       ds, dt = student.config.dim, teacher.config.dim
       if self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
         params["projection"] = jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)
@@ -81,8 +80,10 @@ class Run:
     tokens = dict(eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
     self.student_sampler = sampling.Sampler(self.student_graph, temperature=s.temperature,
                                             top_k=s.top_k, top_p=s.top_p, **tokens)
+    # Sequence-level KD samples from the first teacher (see gkd.multi_teacher).
     self.teacher_sampler = None if teacher is None or cross else sampling.Sampler(
-        teachers.primary(self.teacher_graph, self.teacher_params)[0], temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
+        multi_teacher.primary(self.teacher_graph, self.teacher_params)[0],
+        temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
                                teacher_graph=None if cross else self.teacher_graph)
     # With sampling.num_samples = n, a step trains on train.batch_size rows: batch_size/n
@@ -140,7 +141,7 @@ class Run:
     """
     global_keys = sharding.fetch(sharding.global_batch(self.mesh, {"k": cache_keys})["k"])
     if self.teacher_cache.missing(global_keys):
-      params = teachers.primary(self.teacher_graph, self.teacher_params)[1]
+      params = multi_teacher.primary(self.teacher_graph, self.teacher_params)[1]
       tokens, mask = self._sample(self.teacher_sampler, params, batch, key)
       self.teacher_cache.add(global_keys, sharding.fetch(tokens), sharding.fetch(mask))
     tokens, mask = self.teacher_cache.lookup(cache_keys)
@@ -237,7 +238,7 @@ def _max_seq_lens(run) -> dict:
   lens = {"student": run.student().config.max_seq_len}
   if run.teacher_graph is not None:
     lens["teacher"] = min(t.config.max_seq_len
-                          for t in teachers.members(run.teacher_graph, run.teacher_params))
+                          for t in multi_teacher.members(run.teacher_graph, run.teacher_params))
   return lens
 
 

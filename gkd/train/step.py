@@ -42,7 +42,7 @@ def loss_terms(params, teacher_params, batch, weight, *, student_graph, teacher_
     return loss, {"loss": loss, "hard_ce": loss}
 
   if not isinstance(teacher_graph, nnx.GraphDef):
-    # Several teachers (gkd.train.teachers.Ensemble) or another tokenizer (gkd.uld.CrossTokenizer).
+    # Several teachers (gkd.multi_teacher.Ensemble) or another tokenizer (gkd.uld.CrossTokenizer).
     return teacher_graph.loss_terms(head(h_s, student.unembed_kernel()), teacher_params, batch,
                                     weight, objective)
   teacher = nnx.merge(teacher_graph, teacher_params)

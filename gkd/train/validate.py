@@ -8,9 +8,9 @@ import math
 
 import jax
 
-from gkd import divergences, sharding, uld
+from gkd import divergences, multi_teacher, sharding, uld
 from gkd.objectives import Objective
-from gkd.train import mixing, teachers
+from gkd.train import mixing
 
 MODES = ("gkd", "sft")
 MODEL_SOURCES = ("init", "gguf", "pretrained", "derive")  # where a model's weights come from
@@ -43,7 +43,7 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _check(bool(config.student.derive_every_k) != bool(list(config.student.derive_layers)),
            "student.source='derive' needs exactly one of derive_every_k, derive_layers.")
 
-  problems = (teachers.check(config, sources=MODEL_SOURCES[:-1])  # every source but "derive"
+  problems = (multi_teacher.check(config, sources=MODEL_SOURCES[:-1])  # every source but "derive"
               + uld.check(config))
   _check(not problems, problems[0] if problems else "")
 
