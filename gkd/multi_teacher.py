@@ -47,7 +47,7 @@ def configs(config) -> list:
   return listed or [config.teacher]
 
 
-def weights(config) -> tuple[float, ...]:
+def normalized_weights(config) -> tuple[float, ...]:
   """The teachers' weights normalized to sum to 1 (a config without `weight` counts 1)."""
   raw = np.asarray([float(c.get("weight", 1.0)) for c in configs(config)], np.float64)
   return tuple(float(w) for w in raw / raw.sum())
@@ -87,7 +87,16 @@ class Ensemble:
   combine: str = "mixture"
 
   def loss_terms(self, student_logits, teacher_params, batch, weight, objective):
-    return loss_terms(self, student_logits, teacher_params, batch, weight, objective)
+    """(loss, metrics) of the student's response logits [B, R, V] against every teacher.
+
+    Each teacher scores the batch's exact sequences under stop_gradient. `weight` is the step's
+    global denominator, as in `gkd.objectives.distillation_loss`.
+    """
+    t_logits = [jax.lax.stop_gradient(scoring.response_logits(t, batch))
+                for t in members(self, teacher_params)]
+    return combined_loss(student_logits, t_logits, batch["response_tokens"],
+                         batch["response_mask"], objective, weights=self.weights,
+                         combine=self.combine, weight=weight)
 
 
 def make(graphs: list, params: list, config):
@@ -99,7 +108,7 @@ def make(graphs: list, params: list, config):
   if len(graphs) == 1:
     return graphs[0], params[0]
   combine = config.objective.get("multi_teacher", "mixture")
-  return Ensemble(tuple(graphs), weights(config), combine), tuple(params)
+  return Ensemble(tuple(graphs), normalized_weights(config), combine), tuple(params)
 
 
 def primary(teacher_graph, teacher_params):
@@ -126,19 +135,6 @@ def mixture_logits(teacher_logits, weights, temperature: float = 1.0) -> jax.Arr
   z = jnp.stack([jnp.asarray(t, jnp.float32) for t in teacher_logits]) / temperature
   log_w = jnp.log(jnp.asarray(weights, jnp.float32)).reshape((-1,) + (1,) * (z.ndim - 1))
   return temperature * jax.nn.logsumexp(jax.nn.log_softmax(z, axis=-1) + log_w, axis=0)
-
-
-def loss_terms(ensemble: Ensemble, student_logits, teacher_params, batch, weight,
-               objective: objectives.Objective):
-  """(loss, metrics) of the student's response logits [B, R, V] against every teacher.
-
-  Each teacher scores the batch's exact sequences under stop_gradient. `weight` is the step's
-  global denominator, as in `gkd.objectives.distillation_loss`.
-  """
-  t_logits = [jax.lax.stop_gradient(scoring.response_logits(t, batch))
-              for t in members(ensemble, teacher_params)]
-  return combined_loss(student_logits, t_logits, batch["response_tokens"], batch["response_mask"],
-                       objective, weights=ensemble.weights, combine=ensemble.combine, weight=weight)
 
 
 def combined_loss(student_logits, teacher_logits: list, labels, mask, objective, *, weights,
