@@ -8,6 +8,8 @@ A teacher with another tokenizer (gkd.uld, Universal Logit Distillation): `uld_t
 Hugging Face dir, or "gguf" for the bundled SmolLM2-135M-Instruct (byte-level BPE, 49,152
 tokens) teaching the char-level testbed student:
   python -m gkd.main --config=configs/teachers.py:uld_teacher=gguf --workdir=runs/teachers/uld
+      ~10 s/step on-policy on the shared 2-core CPU (the 135M teacher's forward dominates), so
+      the stage's 500 steps take ~1.5 h; add steps=N to shorten it.
 Everything else is configs/testbed.py's gkd stage (on-policy JSD from the SFT'd student; ULD
 runs use α = 0.5, the student's CE on its own tokens being half the loss). `runlocal=true`:
 two tiny random teachers and a few steps (seconds).

@@ -43,15 +43,21 @@ TEACHER_KEYS = ("teacher_prompt_tokens", "teacher_prompt_mask", "teacher_respons
 
 
 def uld_distance(*, student_logits, teacher_logits, temperature: float = 1.0) -> jax.Array:
-  """Per-position ULD [...] between logits [..., Vs] and [..., Vt] (Vs and Vt may differ), f32."""
-  def sorted_probs(z, size):
-    p = jax.nn.softmax(jnp.asarray(z, jnp.float32) / temperature, axis=-1)
-    p = -jnp.sort(-p, axis=-1)  # decreasing
-    return jnp.pad(p, [(0, 0)] * (p.ndim - 1) + [(0, size - p.shape[-1])])
+  """Per-position ULD [...] between logits [..., Vs] and [..., Vt] (Vs and Vt may differ), f32.
 
-  size = max(student_logits.shape[-1], teacher_logits.shape[-1])
-  return jnp.sum(jnp.abs(sorted_probs(student_logits, size) - sorted_probs(teacher_logits, size)),
-                 axis=-1)
+  Past the smaller vocabulary's size m = min(Vs, Vt) the zero-padded side is 0, so the sum
+  there is just the other side's tail mass: ULD = Σ_{i≤m} |a_i − b_i| + tail_a + tail_b with
+  a, b the top-m probabilities. So only a top-m selection is needed, not a sort of the larger
+  vocabulary (at Vs = 101, Vt = 49,152: 1.1 s instead of 19.5 s per [32, 56] batch, forward and
+  backward, on the 2-core CPU).
+  """
+  ps = jax.nn.softmax(jnp.asarray(student_logits, jnp.float32) / temperature, axis=-1)
+  pt = jax.nn.softmax(jnp.asarray(teacher_logits, jnp.float32) / temperature, axis=-1)
+  m = min(ps.shape[-1], pt.shape[-1])
+  a, b = jax.lax.top_k(ps, m)[0], jax.lax.top_k(pt, m)[0]  # decreasing
+  tails = (jnp.maximum(jnp.sum(ps, -1) - jnp.sum(a, -1), 0.0)
+           + jnp.maximum(jnp.sum(pt, -1) - jnp.sum(b, -1), 0.0))
+  return jnp.sum(jnp.abs(a - b), axis=-1) + tails
 
 
 def aligned_mask(student_mask, teacher_mask) -> jax.Array:

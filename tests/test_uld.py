@@ -37,8 +37,9 @@ def _numpy_uld(zs, zt, temperature=1.0):
 RNG = np.random.default_rng(0)
 
 
-def test_uld_distance_matches_numpy_across_vocabulary_sizes():
-  zs, zt = RNG.normal(size=(2, 3, 5)) * 2, RNG.normal(size=(2, 3, 8)) * 3
+@pytest.mark.parametrize("vs, vt", [(5, 8), (8, 5), (6, 6)])
+def test_uld_distance_matches_numpy_across_vocabulary_sizes(vs, vt):
+  zs, zt = RNG.normal(size=(2, 3, vs)) * 2, RNG.normal(size=(2, 3, vt)) * 3
   for temperature in (1.0, 1.5):
     got = uld.uld_distance(student_logits=jnp.asarray(zs, jnp.float32),
                            teacher_logits=jnp.asarray(zt, jnp.float32), temperature=temperature)

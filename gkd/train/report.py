@@ -40,6 +40,12 @@ def _describe_teachers(config) -> str:
   return _describe(listed[0]) + more
 
 
+def _describe_loss(objective) -> str:
+  if objective.get("cross_tokenizer", "") == "uld":
+    return f"ULD (cross-tokenizer), alpha {objective.alpha}"
+  return f"divergence {objective.divergence} {dict(objective.divergence_kw) or ''}"
+
+
 def teacher_completion(config, tokenizer, teacher_graph, teacher_params, prompt: str) -> str:
   """The teacher's greedy completion of one prompt, encoded as the loaders encode it."""
   row = encode_example(tokenizer, prompt, "", max_prompt_len=config.data.max_prompt_len,
@@ -63,8 +69,7 @@ def summary(config, workdir: str, history: list[dict], example: dict, sizes: dic
   lines = [f"gkd: {config.train.num_steps} steps, {what} {_describe(config.student)}{size['student']}"
            + ("" if config.mode == "sft" else
               f" from {_describe_teachers(config)}{size.get('teacher', '')}")
-           + f"; mix {dict(config.mix)}, divergence {config.objective.divergence}"
-           f" {dict(config.objective.divergence_kw) or ''}",
+           + f"; mix {dict(config.mix)}, {_describe_loss(config.objective)}",
            f"  outputs in {workdir}: {rundir.METRICS}, {rundir.TENSORBOARD}/, "
            f"{rundir.CHECKPOINTS}/, {rundir.FINAL_METRICS}, {rundir.EVAL_EXAMPLES}, "
            f"{rundir.EXPORT}/ (Hugging Face format)",
