@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import divergences, objectives, scoring, uld
+from gkd import divergences, objectives, scoring, sharding, uld
 
 COMBINE = ("mixture", "sum")
 
@@ -99,10 +99,16 @@ class Ensemble:
                          combine=self.combine, weight=weight)
 
 
-def make(graphs: list, params: list, config):
-  """(teacher graph, teacher params) for the run: a plain (graphdef, dict) for one teacher, an
-  (Ensemble, tuple of dicts) for several, a (gkd.uld.CrossTokenizer, dict) for one teacher
-  with another tokenizer."""
+def split(teachers: list[nnx.Module], config, mesh):
+  """(teacher graph, teacher params) for the run, the params placed on `mesh` (replicated or
+  FSDP): a plain (graphdef, dict) for one teacher, an (Ensemble, tuple of dicts) for several, a
+  (gkd.uld.CrossTokenizer, dict) for one teacher with another tokenizer."""
+  graphs, params = [], []
+  for teacher in teachers:
+    graph, state = nnx.split(teacher)
+    graphs.append(graph)
+    pure = state.to_pure_dict()
+    params.append(jax.device_put(pure, sharding.param_shardings(mesh, pure)))
   if config.objective.get("cross_tokenizer", "") == "uld":  # one teacher (checked)
     return uld.CrossTokenizer(graphs[0]), params[0]
   if len(graphs) == 1:

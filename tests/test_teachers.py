@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import divergences
+from gkd import divergences, sharding
 from gkd.objectives import Objective
 from gkd import multi_teacher
 from gkd.train import build_models, defaults, loop, validate
@@ -118,8 +118,7 @@ def test_a_list_of_one_teacher_builds_the_single_teacher_run():
                   "list": _smoke(teachers=[defaults.model_config(**_smoke().teacher, weight=3.0)])
                   }.items():
     _, _, teacher, _ = build_models.build_all(c)
-    graph, state = nnx.split(teacher)
-    built[name] = multi_teacher.make([graph], [state.to_pure_dict()], c)
+    built[name] = multi_teacher.split([teacher], c, sharding.make_mesh(c))
   (g1, p1), (g2, p2) = built["single"], built["list"]
   assert isinstance(g2, nnx.GraphDef) and g1 == g2
   jax.tree.map(np.testing.assert_array_equal, p1, p2)

@@ -48,14 +48,8 @@ class Run:
     params = {"student": student_state.to_pure_dict()}
     self.teacher_graph, self.teacher_params = None, None
     if teacher is not None:
-      graphs, all_params = [], []  # several teachers: one jitted step takes them all (a tuple)
-      for model in [teacher, *build_other_teachers(config, teacher)]:
-        graph, teacher_state = nnx.split(model)
-        teacher_params = teacher_state.to_pure_dict()
-        graphs.append(graph)
-        all_params.append(jax.device_put(teacher_params,
-                                         sharding.param_shardings(self.mesh, teacher_params)))
-      self.teacher_graph, self.teacher_params = multi_teacher.make(graphs, all_params, config)
+      self.teacher_graph, self.teacher_params = multi_teacher.split(
+          [teacher, *build_other_teachers(config, teacher)], config, self.mesh)
       ds, dt = student.config.dim, teacher.config.dim
       if self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
         params["projection"] = jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)
