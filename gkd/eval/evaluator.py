@@ -7,7 +7,8 @@ export without a training run. Metrics (all scalars, written as `eval/<name>`):
               task's grader (answer extraction for reasoning), ROUGE/BLEU for text tasks, and
               `distinct_2` of the generations;
   held-out    on the split's reference responses: token-level `forward_kl` and `reverse_kl`
-              from the teacher, the student's and the teacher's `nll` per token;
+              from the teacher (several teachers: to their mixture, and `forward_kl/teacher_k`
+              to each), the student's and the teacher's `nll` per token;
   on-policy   `teacher_logprob_of_samples`: the teacher's mean per-token log-probability of
               student samples drawn at T=1 (how plausible the student's own text is to the teacher).
 Every example's own values come back too (`EvalResult.examples`), for bootstrap intervals
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import divergences, sampling, scoring, sharding
+from gkd import divergences, multi_teacher, sampling, scoring, sharding
 from gkd.data import pipeline, tasks
 from gkd.eval import metrics as text_metrics
 
@@ -39,8 +40,9 @@ def _reference_sums(student_params, teacher_params, batch, *, student_graph, tea
   sums = {"tokens": mask.sum(-1),
           "nll": -(jnp.take_along_axis(s_logp, labels, -1)[..., 0] * mask).sum(-1)}
   if teacher_graph is not None:
-    teacher = nnx.merge(teacher_graph, teacher_params)
-    t_logits = scoring.response_logits(teacher, batch)
+    # Several teachers: KLs to their mixture, plus each teacher's forward KL (gkd.multi_teacher).
+    t_logits, per_teacher = multi_teacher.eval_logits(teacher_graph, teacher_params, batch)
+    sums.update(multi_teacher.per_teacher_forward_kl(s_logits, per_teacher, batch["response_mask"]))
     kl_args = dict(student_logits=s_logits, teacher_logits=t_logits)
     sums["forward_kl"] = (divergences.forward_kl(**kl_args) * mask).sum(-1)
     sums["reverse_kl"] = (divergences.reverse_kl(**kl_args) * mask).sum(-1)
@@ -52,7 +54,7 @@ def _reference_sums(student_params, teacher_params, batch, *, student_graph, tea
 @functools.partial(jax.jit, static_argnames=("teacher_graph",))
 def _teacher_logprob_sums(teacher_params, batch, *, teacher_graph):
   """Per-row sums [B] of the teacher's log-probabilities of the batch's responses."""
-  scores = scoring.token_scores(nnx.merge(teacher_graph, teacher_params), batch)
+  scores = multi_teacher.token_scores(teacher_graph, teacher_params, batch)
   mask = batch["response_mask"].astype(jnp.float32)
   return {"sample_logprob": (scores * mask).sum(-1), "sample_tokens": mask.sum(-1)}
 
@@ -111,8 +113,8 @@ class Evaluator:
     tokens = max(totals.get("tokens", 0.0), 1.0)
     out = {"num_examples": len(rows), "nll": totals.get("nll", 0.0) / tokens}
     out["perplexity"] = text_metrics.perplexity(totals.get("nll", 0.0), tokens)
-    for k in ("forward_kl", "reverse_kl", "teacher_nll"):
-      if k in totals:
+    for k in sorted(totals):  # forward_kl/teacher_k: several teachers' own KLs
+      if k in ("forward_kl", "reverse_kl", "teacher_nll") or k.startswith("forward_kl/"):
         out[k] = totals[k] / tokens
     if "sample_tokens" in totals:
       out["teacher_logprob_of_samples"] = totals["sample_logprob"] / max(totals["sample_tokens"], 1.0)

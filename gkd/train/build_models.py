@@ -13,10 +13,10 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from gkd import models
+from gkd import models, multi_teacher
 from gkd.data.tasks import testbed_tokenizer
 from gkd.models import llama
-from gkd.train.validate import check_vocab
+from gkd.train.validate import check_same_tokenizer, check_vocab
 
 
 def dtypes(cfg, role: str) -> dict:
@@ -57,19 +57,48 @@ def _load(cfg, role: str, *, seed: int, vocab_size: int | None, teacher=None):
 
 
 def build_models(config):
-  """Returns (tokenizer, teacher or None, student). The teacher's tokenizer wins when it has one."""
-  tokenizer, teacher = None, None
+  """Returns (tokenizer, teacher or None, student); see `build_all`."""
+  tokenizer, _, teacher, student = build_all(config)
+  return tokenizer, teacher, student
+
+
+def build_all(config):
+  """Returns (tokenizer, the teacher's own tokenizer or None, teacher or None, student).
+
+  The run's tokenizer is `tokenizer='testbed'`, else the teacher's own when it has one, else
+  the student's. Under objective.cross_tokenizer='uld' the teacher keeps its own tokenizer and
+  vocabulary, and the run's (the data's) is the student's: 'testbed' or the student's own.
+  """
+  uld = config.mode == "gkd" and config.objective.get("cross_tokenizer", "") == "uld"
+  tokenizer, teacher, teacher_tokenizer = None, None, None
   if config.tokenizer == "testbed":
     tokenizer = testbed_tokenizer()
   if config.mode == "gkd":
-    teacher, own = _load(config.teacher, "teacher", seed=config.seed + 1,
-                         vocab_size=tokenizer.vocab_size if tokenizer else None)
-    tokenizer = tokenizer or own
-  vocab = teacher.config.vocab_size if teacher is not None else (tokenizer.vocab_size if tokenizer else None)
+    teacher, teacher_tokenizer = _load(multi_teacher.configs(config)[0], "teacher",
+                                       seed=config.seed + 1,
+                                       vocab_size=tokenizer.vocab_size if tokenizer else None)
+    if not uld:
+      tokenizer = tokenizer or teacher_tokenizer
+  shared = teacher is not None and not uld  # one vocabulary for teacher and student
+  vocab = teacher.config.vocab_size if shared else (tokenizer.vocab_size if tokenizer else None)
   student, own = _load(config.student, "student", seed=config.seed, vocab_size=vocab, teacher=teacher)
   tokenizer = tokenizer or own
   if tokenizer is None:
     raise ValueError("No tokenizer: set tokenizer='testbed' or load a model that ships one.")
-  check_vocab(teacher.config.vocab_size if teacher is not None else student.config.vocab_size,
+  check_vocab(teacher.config.vocab_size if shared else student.config.vocab_size,
               student.config.vocab_size, tokenizer.vocab_size)
-  return tokenizer, teacher, student
+  check_same_tokenizer(tokenizer, {"student": own, "teacher": teacher_tokenizer if shared else None})
+  return tokenizer, teacher_tokenizer, teacher, student
+
+
+def build_other_teachers(config, first) -> list:
+  """The teachers after the first in `config.teachers` (none for a single teacher), built on
+  the first one's vocabulary; teacher k takes seed `config.seed + 1 + k`."""
+  others = []
+  for k, cfg in enumerate(multi_teacher.configs(config)[1:], start=1):
+    model, _ = _load(cfg, "teacher", seed=config.seed + 1 + k, vocab_size=first.config.vocab_size)
+    if model.config.vocab_size != first.config.vocab_size:
+      raise ValueError(f"teachers[{k}] has vocab_size={model.config.vocab_size}, teachers[0] "
+                       f"{first.config.vocab_size}: several teachers need one shared vocabulary.")
+    others.append(model)
+  return others

@@ -44,6 +44,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.mode = "gkd"  # "gkd": distil the teacher into the student; "sft": fine-tune `student` on the data
 
   c.teacher = model_config()
+  # Several teachers (gkd.multi_teacher): a list of model_config(weight=w, ...) entries; weights
+  # are relative (normalized to sum 1). Empty: the single `teacher` above, a list of one.
+  # Sequence-level KD (mix.teacher) samples from the first. See objective.multi_teacher.
+  c.teachers = []
   c.student = model_config()
   # Where the tokenizer comes from: "teacher" (the teacher's own), or "testbed" (char-level).
   c.tokenizer = "teacher"
@@ -98,6 +102,17 @@ def default_config() -> ml_collections.ConfigDict:
       "chunk_size": 0,  # >0: compute head + loss in sequence chunks (memory), 0: plain
       "hidden_loss": "",  # "", "cosine" or "mse" (DistilBERT-style, last hidden state)
       "hidden_weight": 0.0,  # weight of the hidden-state term
+      # With several `teachers`: "mixture" (default) = the divergence to the weighted average of
+      # the teachers' distributions (one well-defined target: each divergence keeps its meaning
+      # and runs once); "sum" = the weighted sum of per-teacher divergences.
+      "multi_teacher": "mixture",
+      # A teacher with another tokenizer: "" refuses a vocabulary mismatch; "uld" = Universal Logit
+      # Distillation (gkd.uld): loss = α·(sorted-probability Wasserstein-1 at aligned positions)
+      # + (1−α)·the student's CE on its own tokens (needs α < 1). The teacher (gguf/pretrained)
+      # keeps its tokenizer and scores its own tokenization of the same text; the data and the
+      # student use tokenizer='testbed' or the student's own. Not with mix.teacher, several
+      # teachers, teacher_topk, chunk_size or hidden_loss; eval then has no teacher KLs.
+      "cross_tokenizer": "",
   })
 
   c.optim = ml_collections.ConfigDict({

@@ -24,12 +24,12 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import models, rundir, sampling, scoring, sharding, speculative
+from gkd import models, multi_teacher, rundir, sampling, scoring, sharding, speculative, uld
 from gkd.data.pipeline import loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
 from gkd.train import checkpoint, guards, mixing, report, step as step_lib, validate, writer
-from gkd.train.build_models import build_models
+from gkd.train.build_models import build_all, build_other_teachers
 from gkd.train.optimizer import make_optimizer
 
 _log = logging.getLogger(__name__)
@@ -42,18 +42,24 @@ class Run:
     validate.validate(config)
     self.config = config
     self.mesh = sharding.make_mesh(config)
-    self.tokenizer, teacher, student = build_models(config)
+    self.tokenizer, teacher_tokenizer, teacher, student = build_all(config)
     self.objective = Objective.from_config(config.objective)
     self.student_graph, student_state = nnx.split(student)
     params = {"student": student_state.to_pure_dict()}
     self.teacher_graph, self.teacher_params = None, None
     if teacher is not None:
-      self.teacher_graph, teacher_state = nnx.split(teacher)
-      teacher_params = teacher_state.to_pure_dict()
-      self.teacher_params = jax.device_put(teacher_params, sharding.param_shardings(self.mesh, teacher_params))
+      self.teacher_graph, self.teacher_params = multi_teacher.split(
+          [teacher, *build_other_teachers(config, teacher)], config, self.mesh)
       ds, dt = student.config.dim, teacher.config.dim
       if self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
         params["projection"] = jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)
+    # A teacher with another tokenizer (objective.cross_tokenizer='uld') reads its own
+    # tokenization of each batch's text, added by `teacher_view`; it neither generates nor
+    # enters eval (KLs across vocabularies are undefined).
+    cross = isinstance(self.teacher_graph, uld.CrossTokenizer)
+    self.teacher_view = uld.TeacherView(
+        self.tokenizer, teacher_tokenizer, self.mesh, prompt_len=config.data.max_prompt_len,
+        response_len=config.data.max_response_len) if cross else None
     self.optimizer = make_optimizer(config.optim, config.train.num_steps)
     state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
     self.state_shardings = sharding.param_shardings(self.mesh, state)
@@ -68,14 +74,18 @@ class Run:
     tokens = dict(eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
     self.student_sampler = sampling.Sampler(self.student_graph, temperature=s.temperature,
                                             top_k=s.top_k, top_p=s.top_p, **tokens)
+    # Sequence-level KD samples from the first teacher, and speculative KD asks it to vet the
+    # student's tokens (see gkd.multi_teacher).
     self.speculative = None if not s.speculative_topk else speculative.SpeculativeSampler(
-        self.student_graph, self.teacher_graph, topk=s.speculative_topk, temperature=s.temperature,
+        self.student_graph, multi_teacher.primary(self.teacher_graph, self.teacher_params)[0],
+        topk=s.speculative_topk, temperature=s.temperature,
         teacher_temperature=s.teacher_temperature, **tokens)
     self.replacement_rate = None  # the last on-policy batch's, under speculative KD
-    self.teacher_sampler = None if teacher is None else sampling.Sampler(
-        self.teacher_graph, temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
+    self.teacher_sampler = None if teacher is None or cross else sampling.Sampler(
+        multi_teacher.primary(self.teacher_graph, self.teacher_params)[0],
+        temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
-                               teacher_graph=self.teacher_graph)
+                               teacher_graph=None if cross else self.teacher_graph)
     # With sampling.num_samples = n, a step trains on train.batch_size rows: batch_size/n
     # prompts, each repeated n times (see make_batch).
     self.num_samples = config.sampling.num_samples
@@ -126,7 +136,8 @@ class Run:
     student = self.state.params["student"]
     if self.speculative is None:
       return self._sample(self.student_sampler, student, batch, key)
-    out = self.speculative(student, self.teacher_params, batch["prompt_tokens"],
+    teacher = multi_teacher.primary(self.teacher_graph, self.teacher_params)[1]
+    out = self.speculative(student, teacher, batch["prompt_tokens"],
                            batch["prompt_mask"], rng=key,
                            max_new_tokens=batch["response_tokens"].shape[1])
     self.replacement_rate = out.replacement_rate()
@@ -142,7 +153,8 @@ class Run:
     """
     global_keys = sharding.fetch(sharding.global_batch(self.mesh, {"k": cache_keys})["k"])
     if self.teacher_cache.missing(global_keys):
-      tokens, mask = self._sample(self.teacher_sampler, self.teacher_params, batch, key)
+      params = multi_teacher.primary(self.teacher_graph, self.teacher_params)[1]
+      tokens, mask = self._sample(self.teacher_sampler, params, batch, key)
       self.teacher_cache.add(global_keys, sharding.fetch(tokens), sharding.fetch(mask))
     tokens, mask = self.teacher_cache.lookup(cache_keys)
     out = sharding.global_batch(self.mesh, {"response_tokens": tokens, "response_mask": mask})
@@ -183,7 +195,8 @@ class Run:
                                                  lambda index: rows[index])
       tokens, mask = mixing.assemble(global_rows, tuple(responses[name] for name in needed),
                                      names=tuple(needed))
-    return dict(batch, response_tokens=tokens, response_mask=mask)
+    batch = dict(batch, response_tokens=tokens, response_mask=mask)
+    return dict(batch, **self.teacher_view(batch)) if self.teacher_view else batch
 
 
 def _host_copy(tree):
@@ -235,7 +248,8 @@ def train(config, workdir: str) -> dict:
 def _max_seq_lens(run) -> dict:
   lens = {"student": run.student().config.max_seq_len}
   if run.teacher_graph is not None:
-    lens["teacher"] = nnx.merge(run.teacher_graph, run.teacher_params).config.max_seq_len
+    lens["teacher"] = min(t.config.max_seq_len
+                          for t in multi_teacher.members(run.teacher_graph, run.teacher_params))
   return lens
 
 

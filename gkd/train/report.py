@@ -10,9 +10,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from flax import nnx
-
-from gkd import rundir, sampling
+from gkd import multi_teacher, rundir, sampling
 from gkd.data.pipeline import encode_example
 from gkd.models import llama
 
@@ -34,6 +32,18 @@ def _describe(model_cfg) -> str:
       return f"a student of every {model_cfg.derive_every_k}th teacher layer"
     return f"a student of teacher layers {list(model_cfg.derive_layers)}"
   return f"{model_cfg.source} {model_cfg.path or 'SmolLM2-135M-Instruct (bundled)'}"
+
+
+def _describe_teachers(config) -> str:
+  listed = multi_teacher.configs(config)
+  more = f" and {len(listed) - 1} more teacher(s)" if len(listed) > 1 else ""
+  return _describe(listed[0]) + more
+
+
+def _describe_loss(objective) -> str:
+  if objective.get("cross_tokenizer", "") == "uld":
+    return f"ULD (cross-tokenizer), alpha {objective.alpha}"
+  return f"divergence {objective.divergence} {dict(objective.divergence_kw) or ''}"
 
 
 def teacher_completion(config, tokenizer, teacher_graph, teacher_params, prompt: str) -> str:
@@ -58,9 +68,8 @@ def summary(config, workdir: str, history: list[dict], example: dict, sizes: dic
   size = {role: f" ({n / 1e6:.2f}M params)" for role, n in sizes.items()}
   lines = [f"gkd: {config.train.num_steps} steps, {what} {_describe(config.student)}{size['student']}"
            + ("" if config.mode == "sft" else
-              f" from {_describe(config.teacher)}{size.get('teacher', '')}")
-           + f"; mix {dict(config.mix)}, divergence {config.objective.divergence}"
-           f" {dict(config.objective.divergence_kw) or ''}",
+              f" from {_describe_teachers(config)}{size.get('teacher', '')}")
+           + f"; mix {dict(config.mix)}, {_describe_loss(config.objective)}",
            f"  outputs in {workdir}: {rundir.METRICS}, {rundir.TENSORBOARD}/, "
            f"{rundir.CHECKPOINTS}/, {rundir.FINAL_METRICS}, {rundir.EVAL_EXAMPLES}, "
            f"{rundir.EXPORT}/ (Hugging Face format)",
@@ -85,10 +94,11 @@ def print_summary(run, workdir: str, result) -> None:
   raw = run.evaluator.examples[first["example_id"]]
   example = {"prompt": raw["prompt"], "response": raw["response"], "student": first["completion"]}
   if run.teacher_sampler is not None:
-    example["teacher"] = teacher_completion(run.config, run.tokenizer, run.teacher_graph,
-                                            run.teacher_params, raw["prompt"])
+    graph, params = multi_teacher.primary(run.teacher_graph, run.teacher_params)
+    example["teacher"] = teacher_completion(run.config, run.tokenizer, graph, params, raw["prompt"])
   sizes = {"student": llama.count_params(run.student())}
   if run.teacher_graph is not None:
-    sizes["teacher"] = llama.count_params(nnx.merge(run.teacher_graph, run.teacher_params))
+    sizes["teacher"] = sum(llama.count_params(t)
+                           for t in multi_teacher.members(run.teacher_graph, run.teacher_params))
   print(summary(run.config, workdir, rundir.read_jsonl(os.path.join(workdir, rundir.METRICS)),
                 example, sizes), flush=True)

@@ -41,6 +41,10 @@ def loss_terms(params, teacher_params, batch, weight, *, student_graph, teacher_
     loss = total / weight
     return loss, {"loss": loss, "hard_ce": loss}
 
+  if not isinstance(teacher_graph, nnx.GraphDef):
+    # Several teachers (gkd.multi_teacher.Ensemble) or another tokenizer (gkd.uld.CrossTokenizer).
+    return teacher_graph.loss_terms(head(h_s, student.unembed_kernel()), teacher_params, batch,
+                                    weight, objective)
   teacher = nnx.merge(teacher_graph, teacher_params)
   h_t = jax.lax.stop_gradient(response_hidden(teacher, batch))
   if objective.chunk_size:

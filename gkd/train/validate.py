@@ -8,7 +8,7 @@ import math
 
 import jax
 
-from gkd import divergences, sharding
+from gkd import divergences, multi_teacher, sharding, uld
 from gkd.objectives import Objective
 from gkd.train import mixing
 
@@ -43,6 +43,10 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _check(bool(config.student.derive_every_k) != bool(list(config.student.derive_layers)),
            "student.source='derive' needs exactly one of derive_every_k, derive_layers.")
 
+  problems = (multi_teacher.check(config, sources=MODEL_SOURCES[:-1])  # every source but "derive"
+              + uld.check(config))
+  _check(not problems, problems[0] if problems else "")
+
   mix = config.mix
   for key in mixing.BATCH_SOURCES:
     _unit(f"mix.{key}", mix[key])
@@ -68,6 +72,9 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _check(smp.speculative_topk > 0 and config.mode == "gkd" and mix.student > 0,
            f"sampling.speculative_topk={smp.speculative_topk}: speculative KD vets on-policy "
            "samples, so it needs K > 0, mode='gkd' and mix.student > 0.")
+    _check(config.objective.get("cross_tokenizer", "") != "uld",
+           "sampling.speculative_topk: the teacher vets the student's tokens, so both need one "
+           "vocabulary; it cannot be combined with objective.cross_tokenizer='uld'.")
     _check(smp.top_k == 0 and smp.top_p == 1.0,
            "sampling.speculative_topk: the teacher's top-K does the filtering; leave "
            "sampling.top_k=0 and top_p=1.")
@@ -123,6 +130,18 @@ def check_vocab(teacher_vocab: int, student_vocab: int, tokenizer_vocab: int) ->
   """Teacher and student must share a vocabulary; the tokenizer must fit inside it."""
   _check(teacher_vocab == student_vocab,
          f"student vocab_size={student_vocab} differs from the teacher's {teacher_vocab}; the "
-         "token-level divergence needs one shared vocabulary.")
+         "token-level divergence needs one shared vocabulary (for a teacher with another "
+         "tokenizer, set objective.cross_tokenizer='uld').")
   _check(tokenizer_vocab <= student_vocab,
          f"the tokenizer has {tokenizer_vocab} tokens but the models only {student_vocab}.")
+
+
+def check_same_tokenizer(tokenizer, shipped: dict) -> None:
+  """Each model's own tokenizer ({role: Tokenizer or None}) must be the run's, token for token:
+  two vocabularies of one size can still number their tokens differently."""
+  vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+  for role, own in shipped.items():
+    _check(own is None or own.backend.get_vocab(with_added_tokens=True) == vocab,
+           f"the {role}'s own tokenizer differs from the run's; the token-level divergence needs "
+           "one shared vocabulary (for a teacher with another tokenizer, set "
+           "objective.cross_tokenizer='uld').")

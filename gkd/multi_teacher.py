@@ -1,0 +1,195 @@
+"""Several teachers: `config.teachers`, a list of weighted model configs, and their combined loss.
+
+`config.teachers` holds model configs (`gkd.train.defaults.model_config(weight=w, ...)`); an
+empty list means the single `config.teacher`, a list of one. Weights are relative: they are
+normalized to sum to 1. One teacher (either way) takes the plain single-teacher path, so
+`teachers=[t]` trains exactly as `teacher=t`.
+
+With several teachers the run's "teacher graph" is an `Ensemble` (the teachers' graphdefs,
+weights and how to combine them: static, part of the jit cache key) and its parameters a
+tuple of the teachers' pure dicts, so the one jit-compiled train step takes them all.
+`objective.multi_teacher` picks the loss:
+
+  "mixture" (default)  D(p̄ ‖ student) with p̄ = Σ_k w_k·p_k, the weighted average of the
+                       teachers' distributions at the loss temperature (probabilities are
+                       averaged: logsumexp_k(log p_k + log w_k)). The target is one distribution,
+                       so every divergence keeps its meaning and its bounds (JSD ≤ log 2, top-k
+                       mode, ...), and the divergence runs once whatever the number of teachers.
+  "sum"                Σ_k w_k·D(p_k ‖ student), the weighted sum of per-teacher divergences
+                       (the hard CE is counted once). For forward KL its gradient equals the
+                       mixture's; for reverse KL it pulls the student towards the normalized
+                       weighted geometric mean of the teachers (their consensus), where the
+                       mixture lets it settle on any one teacher's mode.
+
+On-policy samples are scored by every teacher. Sequence-level KD (mix.teacher) samples from the
+first teacher in the list (`primary`): its generations are the cached fixed targets, and the
+list's order is the user's statement of which teacher leads. Eval reports the held-out KLs to
+the mixture (`forward_kl`, `reverse_kl`) and each teacher's `forward_kl/teacher_k`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gkd import divergences, objectives, scoring, sharding, uld
+
+COMBINE = ("mixture", "sum")
+
+
+def configs(config) -> list:
+  """The run's teacher model configs: `config.teachers`, or [`config.teacher`] when it is empty."""
+  listed = list(config.get("teachers", None) or [])
+  return listed or [config.teacher]
+
+
+def normalized_weights(config) -> tuple[float, ...]:
+  """The teachers' weights normalized to sum to 1 (a config without `weight` counts 1)."""
+  raw = np.asarray([float(c.get("weight", 1.0)) for c in configs(config)], np.float64)
+  return tuple(float(w) for w in raw / raw.sum())
+
+
+def check(config, sources: tuple) -> list[str]:
+  """Problems with the teacher list (messages naming the field); empty when it is fine.
+  `sources` are the model sources a teacher may have."""
+  listed = list(config.get("teachers", None) or [])
+  problems = []
+  for i, c in enumerate(listed):
+    w = c.get("weight", 1.0)
+    if not isinstance(w, (int, float)) or not np.isfinite(w) or w <= 0:
+      problems.append(f"teachers[{i}].weight={w!r} must be a finite number > 0.")
+    if c.get("source") not in sources:
+      problems.append(f"teachers[{i}].source={c.get('source')!r}; expected one of {sources}.")
+    elif c.source == "pretrained" and not c.path:
+      problems.append(f"teachers[{i}].source='pretrained' needs teachers[{i}].path.")
+  obj = config.objective
+  combine = obj.get("multi_teacher", "mixture")
+  if combine not in COMBINE:
+    problems.append(f"objective.multi_teacher={combine!r}; expected one of {COMBINE}.")
+  if len(listed) > 1:
+    for field, bad in (("chunk_size", obj.chunk_size), ("hidden_loss", obj.hidden_loss)):
+      if bad:
+        problems.append(f"objective.{field}={bad!r} takes a single teacher; config.teachers "
+                        f"lists {len(listed)}.")
+  return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Ensemble:
+  """Several teachers as one static "teacher graph": graphdefs, normalized weights, combine rule."""
+
+  graphs: tuple
+  weights: tuple[float, ...]
+  combine: str = "mixture"
+
+  def loss_terms(self, student_logits, teacher_params, batch, weight, objective):
+    """(loss, metrics) of the student's response logits [B, R, V] against every teacher.
+
+    Each teacher scores the batch's exact sequences under stop_gradient. `weight` is the step's
+    global denominator, as in `gkd.objectives.distillation_loss`.
+    """
+    t_logits = [jax.lax.stop_gradient(scoring.response_logits(t, batch))
+                for t in members(self, teacher_params)]
+    return combined_loss(student_logits, t_logits, batch["response_tokens"],
+                         batch["response_mask"], objective, weights=self.weights,
+                         combine=self.combine, weight=weight)
+
+
+def split(teachers: list[nnx.Module], config, mesh):
+  """(teacher graph, teacher params) for the run, the params placed on `mesh` (replicated or
+  FSDP): a plain (graphdef, dict) for one teacher, an (Ensemble, tuple of dicts) for several, a
+  (gkd.uld.CrossTokenizer, dict) for one teacher with another tokenizer."""
+  graphs, params = [], []
+  for teacher in teachers:
+    graph, state = nnx.split(teacher)
+    graphs.append(graph)
+    pure = state.to_pure_dict()
+    params.append(jax.device_put(pure, sharding.param_shardings(mesh, pure)))
+  if config.objective.get("cross_tokenizer", "") == "uld":  # one teacher (checked)
+    return uld.CrossTokenizer(graphs[0]), params[0]
+  if len(graphs) == 1:
+    return graphs[0], params[0]
+  combine = config.objective.get("multi_teacher", "mixture")
+  return Ensemble(tuple(graphs), normalized_weights(config), combine), tuple(params)
+
+
+def primary(teacher_graph, teacher_params):
+  """The first teacher's (graphdef, params): it generates for sequence-level KD."""
+  if isinstance(teacher_graph, Ensemble):
+    return teacher_graph.graphs[0], teacher_params[0]
+  return getattr(teacher_graph, "graph", teacher_graph), teacher_params  # gkd.uld.CrossTokenizer
+
+
+def members(teacher_graph, teacher_params) -> list[nnx.Module]:
+  """Every teacher as a module (one for a plain teacher)."""
+  if isinstance(teacher_graph, Ensemble):
+    return [nnx.merge(g, p) for g, p in zip(teacher_graph.graphs, teacher_params)]
+  return [nnx.merge(*primary(teacher_graph, teacher_params))]
+
+
+def mixture_logits(teacher_logits, weights, temperature: float = 1.0) -> jax.Array:
+  """Logits m [..., V] whose softmax(m / T) is Σ_k w_k·softmax(z_k / T).
+
+  m = T·logsumexp_k(log_softmax(z_k / T) + log w_k): the probabilities are averaged (not the
+  logits), so the result can be handed to any divergence at temperature T as one teacher.
+  Entries of −inf in every teacher stay −inf.
+  """
+  z = jnp.stack([jnp.asarray(t, jnp.float32) for t in teacher_logits]) / temperature
+  log_w = jnp.log(jnp.asarray(weights, jnp.float32)).reshape((-1,) + (1,) * (z.ndim - 1))
+  return temperature * jax.nn.logsumexp(jax.nn.log_softmax(z, axis=-1) + log_w, axis=0)
+
+
+def combined_loss(student_logits, teacher_logits: list, labels, mask, objective, *, weights,
+                  combine: str = "mixture", weight=None):
+  """(loss, metrics) of logits [B, T, V] against several teachers' logits, as `combine` says.
+
+  "mixture": `distillation_loss` against `mixture_logits` at the objective's temperature.
+  "sum": Σ_k w_k·(α·T²·Σdiv_k + (1−α)·Σce)/weight; as Σ_k w_k = 1 the CE counts once.
+  metrics: loss, divergence (the sum's is Σ_k w_k·div_k), hard_ce and, for "sum",
+  divergence/teacher_k.
+  """
+  if combine == "mixture":
+    target = mixture_logits(teacher_logits, weights, objective.temperature)
+    loss, aux = objectives.distillation_loss(student_logits, target, labels, mask, objective,
+                                             weight=weight)
+    return loss, {"divergence": aux["divergence"], "hard_ce": aux["hard_ce"], "loss": loss}
+  loss, metrics = 0.0, {"divergence": 0.0}
+  for k, (w, logits) in enumerate(zip(weights, teacher_logits)):
+    loss_k, aux = objectives.distillation_loss(student_logits, logits, labels, mask, objective,
+                                               weight=weight)
+    loss = loss + w * loss_k
+    metrics["divergence"] = metrics["divergence"] + w * aux["divergence"]
+    metrics[f"divergence/teacher_{k}"] = aux["divergence"]
+  return loss, dict(metrics, hard_ce=aux["hard_ce"], loss=loss)
+
+
+def eval_logits(teacher_graph, teacher_params, batch):
+  """(the teachers' combined logits [B, R, V], {"teacher_k": logits} or {} for one teacher).
+
+  Several teachers combine as their mixture at T = 1 (log-probabilities), whichever loss the
+  run trains with: eval's KLs are to that one distribution, and to each teacher apart.
+  """
+  logits = [scoring.response_logits(t, batch) for t in members(teacher_graph, teacher_params)]
+  if not isinstance(teacher_graph, Ensemble):
+    return logits[0], {}
+  per_teacher = {f"teacher_{k}": z for k, z in enumerate(logits)}
+  return mixture_logits(logits, teacher_graph.weights), per_teacher
+
+
+def token_scores(teacher_graph, teacher_params, batch):
+  """log p(y_t | y_<t, x) [B, R] of the responses under the teacher (or the teachers' mixture)."""
+  logits, _ = eval_logits(teacher_graph, teacher_params, batch)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  return jnp.take_along_axis(logp, batch["response_tokens"][..., None], axis=-1)[..., 0]
+
+
+def per_teacher_forward_kl(student_logits, per_teacher: dict, mask) -> dict:
+  """{"forward_kl/teacher_k": per-row sums [B]} of KL(teacher_k ‖ student) over `mask`."""
+  m = mask.astype(jnp.float32)
+  return {f"forward_kl/{name}": (divergences.forward_kl(student_logits=student_logits,
+                                                       teacher_logits=z) * m).sum(-1)
+          for name, z in per_teacher.items()}
