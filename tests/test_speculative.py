@@ -123,6 +123,9 @@ def test_a_testbed_run_with_speculative_kd_trains_and_logs_the_replacement_rate(
 @pytest.mark.parametrize("overrides, message", [
     ({"mix.student": 0.0, "mix.dataset": 1.0}, "needs K > 0, mode='gkd' and mix.student > 0"),
     ({"sampling.top_k": 5}, "leave sampling.top_k=0"),
+    ({"objective.cross_tokenizer": "uld", "objective.alpha": 0.5, "teacher.source": "pretrained",
+      "teacher.path": "any", "student.source": "init"},
+     "cannot be combined with objective.cross_tokenizer"),
 ])
 def test_speculative_kd_config_errors(overrides, message):
   from gkd.train import validate
