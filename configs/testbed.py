@@ -121,6 +121,8 @@ def get_sweep(arg=None):
   beyond       methods after GKD against on-policy JSD(0.9) (the baseline) × 5 seeds: speculative
                KD with K=1 (the teacher replaces every token that is not its own argmax; at K=5
                it replaced none in a 40-step check).
+               And intermediate layers: student blocks 0, 1 matched to teacher blocks 1, 3
+               (cosine, weight 1, learned 96→192 projections).
   grid, methods  the v1 sweeps (3 seeds) behind experiments/results/testbed_{grid,methods}.
   With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
   """
@@ -148,7 +150,9 @@ def get_sweep(arg=None):
   elif arg.sweep == "prompts":
     points = [{**best, "data.num_train_examples": n} for n in (LABELLED, 20000, 5000)]
   elif arg.sweep == "beyond":
-    points = [best, {**best, "sampling.speculative_topk": 1}]
+    layers = {"objective.layer_map": "0:1,1:3", "objective.hidden_loss": "cosine",
+              "objective.hidden_weight": 1.0}
+    points = [best, {**best, "sampling.speculative_topk": 1}, {**best, **layers}]
   else:
     raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, beyond, "
                      "grid or methods.")

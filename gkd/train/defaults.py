@@ -102,6 +102,10 @@ def default_config() -> ml_collections.ConfigDict:
       "chunk_size": 0,  # >0: compute head + loss in sequence chunks (memory), 0: plain
       "hidden_loss": "",  # "", "cosine" or "mse" (DistilBERT-style, last hidden state)
       "hidden_weight": 0.0,  # weight of the hidden-state term
+      # Intermediate layers (gkd.layer_distill): "0:1,1:3" matches student block 0 to teacher
+      # block 1 and 1 to 3 with hidden_loss (required), replacing the last-hidden-state term;
+      # learned projections where the widths differ. "" = off.
+      "layer_map": "",
       # With several `teachers`: "mixture" (default) = the divergence to the weighted average of
       # the teachers' distributions (one well-defined target: each divergence keeps its meaning
       # and runs once); "sum" = the weighted sum of per-teacher divergences.

@@ -24,7 +24,8 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import models, multi_teacher, rundir, sampling, scoring, sharding, speculative, uld
+from gkd import (layer_distill, models, multi_teacher, rundir, sampling, scoring, sharding,
+                 speculative, uld)
 from gkd.data.pipeline import loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
@@ -46,12 +47,18 @@ class Run:
     self.objective = Objective.from_config(config.objective)
     self.student_graph, student_state = nnx.split(student)
     params = {"student": student_state.to_pure_dict()}
-    self.teacher_graph, self.teacher_params = None, None
+    self.teacher_graph, self.teacher_params, self.layer_map = None, None, ()
     if teacher is not None:
       self.teacher_graph, self.teacher_params = multi_teacher.split(
           [teacher, *build_other_teachers(config, teacher)], config, self.mesh)
       ds, dt = student.config.dim, teacher.config.dim
-      if self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
+      self.layer_map = layer_distill.parse(config.objective.layer_map)
+      if self.layer_map:
+        layer_distill.check(self.layer_map, student.config.n_layers, teacher.config.n_layers)
+        projections = layer_distill.init_projections(self.layer_map, ds, dt, config.seed + 7)
+        if projections is not None:
+          params["layer_projections"] = projections
+      elif self.objective.hidden_loss and ds != dt:  # DistilBERT-style projection to the teacher's width
         params["projection"] = jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)
     # A teacher with another tokenizer (objective.cross_tokenizer='uld') reads its own
     # tokenization of each batch's text, added by `teacher_view`; it neither generates nor
@@ -68,7 +75,7 @@ class Run:
         functools.partial(step_lib.train_step, student_graph=self.student_graph,
                           teacher_graph=self.teacher_graph, objective=self.objective,
                           optimizer=self.optimizer, grad_accum_steps=config.optim.grad_accum_steps,
-                          sft=config.mode == "sft"),
+                          sft=config.mode == "sft", layer_map=self.layer_map),
         donate_argnums=0, out_shardings=(self.state_shardings, sharding.replicated(self.mesh)))
     s = config.sampling
     tokens = dict(eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)

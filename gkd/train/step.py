@@ -14,26 +14,32 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gkd import objectives
+from gkd import layer_distill, objectives
 from gkd.objectives import Objective
 from gkd.scoring import head, response_hidden
 
 
 class TrainState(NamedTuple):
   step: jax.Array
-  params: Any  # {"student": pure dict of the student's nnx state, optionally "projection": [Ds, Dt]}
+  # {"student": the student's nnx state as a pure dict; optionally "projection" [Ds, Dt] or
+  # "layer_projections" (one [Ds, Dt] per layer_map pair)}
+  params: Any
   opt_state: Any
 
 
 def loss_terms(params, teacher_params, batch, weight, *, student_graph, teacher_graph,
-               objective: Objective, sft: bool):
+               objective: Objective, sft: bool, layer_map: layer_distill.Pairs = ()):
   """(loss, metrics) for one (micro-)batch; `weight` is the global denominator.
 
   With `sft` the loss is the hard-label cross-entropy alone (no teacher), reduced as
-  `objective.reduction` says.
+  `objective.reduction` says. `layer_map` pairs (student block, teacher block) for the
+  hidden-state term (see gkd.layer_distill); empty: the last hidden state.
   """
   student = nnx.merge(student_graph, params["student"])
-  h_s = response_hidden(student, batch)
+  if layer_map:
+    h_s, s_layers = layer_distill.response_layers(student, batch)
+  else:
+    h_s = response_hidden(student, batch)
   labels, mask = batch["response_tokens"], batch["response_mask"]
   if sft:
     ce = optax.softmax_cross_entropy_with_integer_labels(head(h_s, student.unembed_kernel()), labels)
@@ -46,7 +52,10 @@ def loss_terms(params, teacher_params, batch, weight, *, student_graph, teacher_
     return teacher_graph.loss_terms(head(h_s, student.unembed_kernel()), teacher_params, batch,
                                     weight, objective)
   teacher = nnx.merge(teacher_graph, teacher_params)
-  h_t = jax.lax.stop_gradient(response_hidden(teacher, batch))
+  if layer_map:
+    h_t, t_layers = jax.lax.stop_gradient(layer_distill.response_layers(teacher, batch))
+  else:
+    h_t = jax.lax.stop_gradient(response_hidden(teacher, batch))
   if objective.chunk_size:
     loss, aux = objectives.chunked_distillation_loss(
         h_s, student.unembed_kernel(), h_t, jax.lax.stop_gradient(teacher.unembed_kernel()),
@@ -56,9 +65,14 @@ def loss_terms(params, teacher_params, batch, weight, *, student_graph, teacher_
         head(h_s, student.unembed_kernel()), head(h_t, teacher.unembed_kernel()), labels, mask,
         objective, weight=weight)
   metrics = {"divergence": aux["divergence"], "hard_ce": aux["hard_ce"]}
-  if objective.hidden_loss:
+  if layer_map:
+    total = layer_distill.layer_loss(s_layers, t_layers, mask, layer_map, kind=objective.hidden_loss,
+                                     projections=params.get("layer_projections"),
+                                     reduction=objective.reduction)
+  elif objective.hidden_loss:
     total, _ = objectives.hidden_state_loss(h_s, h_t, mask, kind=objective.hidden_loss,
                                             projection=params.get("projection"))
+  if objective.hidden_loss:
     metrics["hidden_loss"] = total / weight
     loss = loss + objective.hidden_weight * metrics["hidden_loss"]
   metrics["loss"] = loss
@@ -74,7 +88,8 @@ def _micro_batches(batch, n: int):
 
 
 def train_step(state: TrainState, batch, teacher_params, *, student_graph, teacher_graph,
-               objective: Objective, optimizer, grad_accum_steps: int = 1, sft: bool = False):
+               objective: Objective, optimizer, grad_accum_steps: int = 1, sft: bool = False,
+               layer_map: layer_distill.Pairs = ()):
   """One optimizer update; gradients are accumulated over `grad_accum_steps` micro-batches.
 
   The denominator (sequences with response tokens, or response tokens) is computed once for
@@ -85,7 +100,7 @@ def train_step(state: TrainState, batch, teacher_params, *, student_graph, teach
   weight = jnp.maximum(weight, 1.0)
   grad_fn = jax.value_and_grad(
       functools.partial(loss_terms, student_graph=student_graph, teacher_graph=teacher_graph,
-                        objective=objective, sft=sft), has_aux=True)
+                        objective=objective, sft=sft, layer_map=layer_map), has_aux=True)
 
   def accumulate(carry, micro):
     grads, metrics = carry

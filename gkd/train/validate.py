@@ -8,7 +8,7 @@ import math
 
 import jax
 
-from gkd import divergences, multi_teacher, sharding, uld
+from gkd import divergences, layer_distill, multi_teacher, sharding, uld
 from gkd.objectives import Objective
 from gkd.train import mixing
 
@@ -64,6 +64,14 @@ def validate(config, *, num_devices: int | None = None) -> None:
   except ValueError as e:
     raise ConfigError(f"objective (divergence={obj.divergence!r}, divergence_kw="
                       f"{dict(obj.divergence_kw)}): {e}") from None
+
+  try:  # block indices are checked against the models once they are built
+    layer_map = layer_distill.parse(obj.get("layer_map", ""))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _check(not layer_map or (config.mode == "gkd" and obj.hidden_loss),
+         f"objective.layer_map={obj.layer_map!r} needs mode='gkd' and objective.hidden_loss "
+         "('cosine' or 'mse'), the loss applied to each pair.")
 
   smp = config.sampling
   _check(smp.temperature >= 0 and smp.teacher_temperature >= 0, "sampling temperatures must be >= 0.")
