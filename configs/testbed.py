@@ -117,7 +117,9 @@ def get_sweep(arg=None):
   temperature  on-policy JSD(0.9) with the student sampled at T ∈ {1, 0.25, 0.5, 1.5} × 5 seeds.
   prompts      on-policy JSD(0.9) on 2,000 / 20,000 / 5,000 training prompts × 5 seeds: on-policy
                distillation needs prompts, not labels, so it may use prompts the student has no
-               labels for (the student's SFT still saw only the first 2,000).
+               labels for (the student's SFT still saw only the first 2,000). SeqKD on the
+               20,000 prompts (the teacher's generations as labels) is the other label-free
+               method, the fair comparison for the 20,000-prompt point.
   beyond       methods after GKD against on-policy JSD(0.9) (the baseline) × 5 seeds: speculative
                KD with K=1 (the teacher replaces every token that is not its own argmax; at K=5
                it replaced none in a 40-step check).
@@ -149,6 +151,7 @@ def get_sweep(arg=None):
     points = [{**best, "sampling.temperature": t} for t in (1.0, 0.25, 0.5, 1.5)]
   elif arg.sweep == "prompts":
     points = [{**best, "data.num_train_examples": n} for n in (LABELLED, 20000, 5000)]
+    points.append({**METHODS["seq_kd"], "data.num_train_examples": 20000})  # also label-free
   elif arg.sweep == "beyond":
     layers = {"objective.layer_map": "0:1,1:3", "objective.hidden_loss": "cosine",
               "objective.hidden_weight": 1.0}
