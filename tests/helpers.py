@@ -33,7 +33,7 @@ def count_traces(fn):
   return len(events)
 
 
-def testbed_smoke_config():
+def smoke_gkd_config():
   """The testbed's seconds-long gkd config (configs/testbed.py, runlocal=true)."""
   sys.path.insert(0, ROOT)
   from configs import testbed

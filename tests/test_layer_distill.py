@@ -76,7 +76,7 @@ def _data_dir(tmp_path_factory, monkeypatch):
 
 
 def _config(**overrides):
-  c = helpers.testbed_smoke_config()
+  c = helpers.smoke_gkd_config()
   c.teacher.llama.update(n_layers=2)
   c.student.llama.update(dim=16)  # narrower than the teacher's 32: learned projections
   c.objective.update(layer_map="0:1", hidden_loss="cosine", hidden_weight=0.5)

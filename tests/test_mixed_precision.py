@@ -11,7 +11,7 @@ from gkd import models
 from gkd.data import tasks
 from gkd.models import llama
 from gkd.train import build_models as bm, loop
-from tests.helpers import apply_overrides, testbed_smoke_config
+from tests.helpers import apply_overrides, smoke_gkd_config
 
 BF16 = {"student.dtype": "bfloat16", "teacher.dtype": "bfloat16"}
 
@@ -22,7 +22,7 @@ def _data_dir(tmp_path_factory, monkeypatch):
 
 
 def smoke_config(**overrides):
-  c = testbed_smoke_config()
+  c = smoke_gkd_config()
   # Dataset responses only: both precisions then train on identical tokens, so the loss
   # curves are comparable step by step (sampled responses would diverge at the first token).
   c.mix.update(dataset=1.0, teacher=0.0, student=0.0)

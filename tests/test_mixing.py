@@ -7,7 +7,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from gkd.train import loop, mixing, validate
-from tests.helpers import apply_overrides, count_traces, testbed_smoke_config
+from tests.helpers import apply_overrides, count_traces, smoke_gkd_config
 
 MIX = ConfigDict({"dataset": 0.5, "teacher": 0.2, "student": 0.3, "per_example": True})
 
@@ -18,7 +18,7 @@ def _data_dir(tmp_path_factory, monkeypatch):
 
 
 def smoke_config(**overrides):
-  c = testbed_smoke_config()
+  c = smoke_gkd_config()
   c.mix.update(dataset=0.4, teacher=0.3, student=0.3)
   c.train.update(progress_bar=False, checkpoint_every=0)
   c.mesh.num_devices = 2

@@ -106,8 +106,8 @@ def _data_dir(tmp_path_factory, monkeypatch):
 def test_a_testbed_run_with_speculative_kd_trains_and_logs_the_replacement_rate(tmp_path, _data_dir):
   from gkd.rundir import read_jsonl
   from gkd.train import loop
-  from tests.helpers import testbed_smoke_config
-  c = testbed_smoke_config()
+  from tests.helpers import smoke_gkd_config
+  c = smoke_gkd_config()
   c.mix.update(dataset=0.5, teacher=0.0, student=0.5)
   c.sampling.speculative_topk = 4
   c.train.update(num_steps=4, checkpoint_every=0, progress_bar=False)
@@ -129,8 +129,8 @@ def test_a_testbed_run_with_speculative_kd_trains_and_logs_the_replacement_rate(
 ])
 def test_speculative_kd_config_errors(overrides, message):
   from gkd.train import validate
-  from tests.helpers import apply_overrides, testbed_smoke_config
-  c = testbed_smoke_config()
+  from tests.helpers import apply_overrides, smoke_gkd_config
+  c = smoke_gkd_config()
   c.sampling.speculative_topk = 4
   with pytest.raises(validate.ConfigError, match=message):
     validate.validate(apply_overrides(c, overrides))

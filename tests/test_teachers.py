@@ -95,7 +95,7 @@ def test_forward_kl_sum_and_mixture_have_the_same_gradient():
 
 
 def _smoke(**teacher_list):
-  c = helpers.testbed_smoke_config()
+  c = helpers.smoke_gkd_config()
   c.mesh.num_devices = 1
   c.train.update(num_steps=3, checkpoint_every=0, progress_bar=False)
   c.update(teacher_list)

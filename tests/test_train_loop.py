@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import apply_overrides, testbed_smoke_config
+from tests.helpers import apply_overrides, smoke_gkd_config
 from gkd.train import defaults, loop
 from gkd.rundir import read_jsonl
 
@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke_config(**overrides):
-  c = testbed_smoke_config()
+  c = smoke_gkd_config()
   c.mix.update(dataset=0.4, teacher=0.3, student=0.3)  # every source within a few steps
   c.train.update(num_steps=5, checkpoint_every=1)
   return apply_overrides(c, overrides)

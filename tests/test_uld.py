@@ -117,7 +117,7 @@ def other_teacher(tmp_path_factory):
 
 
 def uld_config(teacher_path, **objective):
-  c = helpers.testbed_smoke_config()
+  c = helpers.smoke_gkd_config()
   c.mesh.num_devices = 1
   c.teacher.update(source="pretrained", path=teacher_path)
   c.objective.update({"cross_tokenizer": "uld", "alpha": 0.5, **objective})
