@@ -17,7 +17,7 @@ left no gap to close. Three stages, each its own run (the arg picks the stage); 
 The gkd stage reads the first two stages' exports (teacher=..., student=... args to change).
 `python -m gkd.sweep --config=configs/testbed.py:sweep=NAME --workdir=runs/testbed_v3/NAME`
 runs get_sweep() (see there). `runlocal=true` shrinks everything to a seconds-long smoke run.
-experiments/results/testbed_v2/launch.sh (v2) and launch_v3.sh (v3) run everything.
+experiments/results/testbed_v3/launch.sh runs everything.
 """
 
 from gkd.train.defaults import default_config, parse_arg

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The v3 testbed end to end (see configs/testbed.py), from the repo root; every step skips what is
 # already finished, so rerunning this script continues where a killed one stopped:
-#   nohup env PY=.venv/bin/python bash experiments/results/testbed_v2/launch_v3.sh > runs/testbed_v3/launch.log 2>&1 &
+#   nohup env PY=.venv/bin/python bash experiments/results/testbed_v3/launch.sh > runs/testbed_v3/launch.log 2>&1 &
 set -euo pipefail
 export PYTHONPATH=$PWD XLA_FLAGS="--xla_force_host_platform_device_count=1"
 PY=${PY:-python}

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Copies a sweep's small result files (no checkpoints, exports or event files) from runs/ into the
 # repo, keeping the layout the summary and the notebook read (DIR/results.jsonl, DIR/points/NAME/):
-#   bash experiments/results/testbed_v2/collect.sh runs/testbed_v2/paper experiments/results/testbed_v2/paper
+#   bash experiments/results/collect.sh runs/testbed_v3/paper experiments/results/testbed_v3/paper
 set -euo pipefail
 src=${1:?sweep workdir}; dst=${2:?destination}
 mkdir -p "$dst"; dst=$(cd "$dst" && pwd)
