@@ -1,4 +1,5 @@
-"""Shared test settings: 8 forced host devices for sharding tests, and the slow-test switch."""
+"""Shared test settings: 8 forced host devices for sharding tests, the slow-test switch, and
+the datasets' directory."""
 
 import os
 
@@ -19,3 +20,10 @@ def pytest_collection_modifyitems(config, items):
   for item in items:
     if "slow" in item.keywords:
       item.add_marker(skip)
+
+
+@pytest.fixture
+def shared_data_dir(tmp_path_factory, monkeypatch):
+  """GKD_DATA_DIR in the session's temp root: a test worker prepares each task's dataset once
+  and every test that trains reuses it (preparing is deterministic)."""
+  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))

@@ -4,6 +4,8 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,3 +40,20 @@ def smoke_gkd_config():
   sys.path.insert(0, ROOT)
   from configs import testbed
   return testbed.get_config("stage=gkd,runlocal=true")
+
+
+def left_pad(rows, width):
+  """Token rows as left-padded (int32 tokens [B, width], bool mask [B, width]), as prompts are."""
+  toks = np.zeros((len(rows), width), np.int32)
+  mask = np.zeros((len(rows), width), bool)
+  for i, r in enumerate(rows):
+    toks[i, width - len(r):] = r
+    mask[i, width - len(r):] = True
+  return jnp.asarray(toks), jnp.asarray(mask)
+
+
+def softmax64(z):
+  """A float64 NumPy softmax over the last axis: the references' independent arithmetic."""
+  z = np.asarray(z, np.float64)
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)

@@ -70,10 +70,6 @@ def test_response_layers_are_each_blocks_output_at_the_response_positions():
   np.testing.assert_allclose(final, model.final_norm(x)[:, 3:6], rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture
-def _data_dir(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
-
 
 def _config(**overrides):
   c = helpers.smoke_gkd_config()
@@ -86,7 +82,7 @@ def _config(**overrides):
   return helpers.apply_overrides(c, overrides)
 
 
-def test_a_run_with_a_layer_map_trains_its_projection_and_exports_a_plain_student(tmp_path, _data_dir):
+def test_a_run_with_a_layer_map_trains_its_projection_and_exports_a_plain_student(tmp_path, shared_data_dir):
   from gkd.models import load_pretrained
   from gkd.rundir import read_jsonl
   from gkd.train import loop
@@ -104,7 +100,7 @@ def test_a_run_with_a_layer_map_trains_its_projection_and_exports_a_plain_studen
   assert student.config.dim == 16  # the projection stays behind
 
 
-def test_layer_map_errors(tmp_path, _data_dir):
+def test_layer_map_errors(tmp_path, shared_data_dir):
   from gkd.train import loop, validate
   with pytest.raises(validate.ConfigError, match="needs mode='gkd' and objective.hidden_loss"):
     validate.validate(_config(**{"objective.hidden_loss": ""}))

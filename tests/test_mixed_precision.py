@@ -16,9 +16,7 @@ from tests.helpers import apply_overrides, smoke_gkd_config
 BF16 = {"student.dtype": "bfloat16", "teacher.dtype": "bfloat16"}
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
+pytestmark = pytest.mark.usefixtures("shared_data_dir")
 
 
 def smoke_config(**overrides):

@@ -12,9 +12,7 @@ from tests.helpers import apply_overrides, count_traces, smoke_gkd_config
 MIX = ConfigDict({"dataset": 0.5, "teacher": 0.2, "student": 0.3, "per_example": True})
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
+pytestmark = pytest.mark.usefixtures("shared_data_dir")
 
 
 def smoke_config(**overrides):

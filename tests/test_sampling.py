@@ -8,8 +8,9 @@ import pytest
 from flax import nnx
 
 from gkd import sampling, scoring
-from tests.helpers import count_traces
 from gkd.models import llama
+from tests import helpers
+from tests.helpers import count_traces
 
 TINY = llama.PRESETS["tiny"]
 
@@ -19,13 +20,6 @@ def model():
   return llama.init_model(TINY.replace(init_std=0.2), seed=0)  # peaked enough to be non-trivial
 
 
-def _left_pad(rows, width):
-  toks = np.zeros((len(rows), width), np.int32)
-  mask = np.zeros((len(rows), width), bool)
-  for i, r in enumerate(rows):
-    toks[i, width - len(r):] = r
-    mask[i, width - len(r):] = True
-  return jnp.asarray(toks), jnp.asarray(mask)
 
 
 ROWS = [[5, 17, 33], [9, 8, 7, 6, 5, 4, 3, 2], [100, 101, 102, 103, 104]]
@@ -34,7 +28,7 @@ NO_EOS = TINY.vocab_size - 1  # an id the tests treat as EOS only where they mea
 
 def test_logprobs_match_full_forward(model):
   """KV-cache decode == full forward, token for token, with mixed-length left-padded prompts."""
-  prompt, pmask = _left_pad(ROWS, 8)
+  prompt, pmask = helpers.left_pad(ROWS, 8)
   out = sampling.sample(model, prompt, pmask, rng=jax.random.key(0), max_new_tokens=6,
                         eos_id=NO_EOS)
   assert out.mask.all()
@@ -51,7 +45,7 @@ def test_logprobs_match_full_forward(model):
 
 
 def test_greedy_deterministic_topk1_and_rows_alone(model):
-  prompt, pmask = _left_pad(ROWS, 8)
+  prompt, pmask = helpers.left_pad(ROWS, 8)
   kw = dict(max_new_tokens=5, eos_id=NO_EOS)
   g1 = sampling.sample(model, prompt, pmask, rng=jax.random.key(1), temperature=0.0, **kw)
   g2 = sampling.sample(model, prompt, pmask, rng=jax.random.key(2), temperature=0.0, **kw)
@@ -67,7 +61,7 @@ def test_greedy_deterministic_topk1_and_rows_alone(model):
 
 
 def test_eos_mask_and_pad(model):
-  prompt, pmask = _left_pad(ROWS, 8)
+  prompt, pmask = helpers.left_pad(ROWS, 8)
   g = sampling.sample(model, prompt, pmask, rng=jax.random.key(0), temperature=0.0,
                       max_new_tokens=6, eos_id=NO_EOS)
   eos = int(g.tokens[0, 2])  # make row 0 stop at step 2 (or earlier if it repeats)
@@ -88,7 +82,7 @@ def test_eos_mask_and_pad(model):
 
 
 def test_no_retrace(model):
-  prompt, pmask = _left_pad(ROWS, 8)
+  prompt, pmask = helpers.left_pad(ROWS, 8)
   graphdef, params = nnx.split(model)
   sampler = sampling.Sampler(graphdef, eos_id=NO_EOS, top_p=0.9)
   kw = dict(max_new_tokens=4, temperature=0.7)
@@ -104,7 +98,7 @@ def test_no_retrace(model):
 
 
 def test_logprobs_only_on_request(model):
-  prompt, pmask = _left_pad(ROWS, 8)
+  prompt, pmask = helpers.left_pad(ROWS, 8)
   graphdef, params = nnx.split(model)
   out = sampling.Sampler(graphdef, eos_id=NO_EOS)(params, prompt, pmask, rng=jax.random.key(0),
                                                   max_new_tokens=3)
@@ -178,7 +172,7 @@ def test_sharded_batch(model, axis_type):
   axis_types = (getattr(jax.sharding.AxisType, axis_type),)
   mesh = jax.make_mesh((len(jax.devices()),), ("data",), axis_types=axis_types)
   b = len(jax.devices())
-  prompt, pmask = _left_pad((ROWS * b)[:b], 8)
+  prompt, pmask = helpers.left_pad((ROWS * b)[:b], 8)
   want = sampling.sample(model, prompt, pmask, rng=jax.random.key(0), temperature=0.0,
                          max_new_tokens=4, eos_id=NO_EOS)
   sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -188,7 +182,7 @@ def test_sharded_batch(model, axis_type):
 
 
 def test_bad_settings(model):
-  prompt, pmask = _left_pad(ROWS, 8)
+  prompt, pmask = helpers.left_pad(ROWS, 8)
   with pytest.raises(ValueError, match="top_p"):
     sampling.sample(model, prompt, pmask, rng=jax.random.key(0), max_new_tokens=2, eos_id=0,
                     top_p=0.0)
@@ -212,7 +206,7 @@ def test_choose_picks_what_jax_random_categorical_and_argmax_pick():
 
 
 def _trim_batch():
-  prompt, pmask = _left_pad(ROWS, 8)
+  prompt, pmask = helpers.left_pad(ROWS, 8)
   lengths = np.array([3, 5, 1])
   tokens = np.asarray(jax.random.randint(jax.random.key(0), (3, 20), 0, TINY.vocab_size))
   mask = np.arange(20)[None, :] < lengths[:, None]

@@ -9,6 +9,7 @@ from flax import nnx
 from gkd import sampling
 from gkd.models import llama
 from gkd.speculative import SpeculativeOutput, SpeculativeSampler
+from tests import helpers
 
 TINY = llama.PRESETS["tiny"].replace(init_std=0.2)
 V = TINY.vocab_size
@@ -21,24 +22,17 @@ def models():
   return llama.init_model(TINY, seed=0), llama.init_model(TINY, seed=1)  # student, teacher
 
 
-def _left_pad(rows, width):
-  toks = np.zeros((len(rows), width), np.int32)
-  mask = np.zeros((len(rows), width), bool)
-  for i, r in enumerate(rows):
-    toks[i, width - len(r):] = r
-    mask[i, width - len(r):] = True
-  return jnp.asarray(toks), jnp.asarray(mask)
 
 
 def _speculate(models, topk, *, eos=NO_EOS, teacher_temperature=1.0, rng=0, n=6):
   (sg, ss), (tg, ts) = (nnx.split(m) for m in models)
   spec = SpeculativeSampler(sg, tg, topk=topk, eos_id=eos, teacher_temperature=teacher_temperature)
-  return spec(ss, ts, *_left_pad(ROWS, 8), rng=jax.random.key(rng), max_new_tokens=n)
+  return spec(ss, ts, *helpers.left_pad(ROWS, 8), rng=jax.random.key(rng), max_new_tokens=n)
 
 
 def test_topk_of_the_whole_vocabulary_replaces_nothing_and_equals_student_sampling(models):
   out = _speculate(models, V)
-  plain = sampling.sample(models[0], *_left_pad(ROWS, 8), rng=jax.random.key(0),
+  plain = sampling.sample(models[0], *helpers.left_pad(ROWS, 8), rng=jax.random.key(0),
                           max_new_tokens=6, eos_id=NO_EOS)
   np.testing.assert_array_equal(out.tokens, plain.tokens)
   np.testing.assert_array_equal(out.mask, plain.mask)
@@ -47,7 +41,7 @@ def test_topk_of_the_whole_vocabulary_replaces_nothing_and_equals_student_sampli
 
 def test_top1_with_a_greedy_teacher_decodes_the_teachers_argmax(models):
   out = _speculate(models, 1, teacher_temperature=0.0)
-  greedy = sampling.sample(models[1], *_left_pad(ROWS, 8), rng=jax.random.key(5),
+  greedy = sampling.sample(models[1], *helpers.left_pad(ROWS, 8), rng=jax.random.key(5),
                            temperature=0.0, max_new_tokens=6, eos_id=NO_EOS)
   np.testing.assert_array_equal(out.tokens, greedy.tokens)
   assert out.replaced.any()  # two different random models disagree somewhere
@@ -59,7 +53,7 @@ def test_each_token_matches_a_full_forward_replay_of_propose_then_verify(models)
   from its logits and the sampler's key schedule, kept iff it is in the teacher's top-K."""
   k = V // 2  # two unrelated random models: about half the proposals survive
   out = _speculate(models, k, rng=3)
-  prompt, pmask = _left_pad(ROWS, 8)
+  prompt, pmask = helpers.left_pad(ROWS, 8)
   seq = jnp.concatenate([prompt, out.tokens], axis=1)
   smask = jnp.concatenate([pmask, out.mask], axis=1)
   s_all, t_all = (m(seq, attention_mask=smask)[:, 7:-1] for m in models)
@@ -98,12 +92,8 @@ def test_topk_below_one_is_refused(models):
     _speculate(models, 0)
 
 
-@pytest.fixture
-def _data_dir(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
 
-
-def test_a_testbed_run_with_speculative_kd_trains_and_logs_the_replacement_rate(tmp_path, _data_dir):
+def test_a_testbed_run_with_speculative_kd_trains_and_logs_the_replacement_rate(tmp_path, shared_data_dir):
   from gkd.rundir import read_jsonl
   from gkd.train import loop
   from tests.helpers import smoke_gkd_config

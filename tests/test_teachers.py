@@ -13,15 +13,9 @@ from gkd.train import build_models, defaults, loop, validate
 from tests import helpers
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
+pytestmark = pytest.mark.usefixtures("shared_data_dir")
 
 
-def _softmax64(z):
-  z = np.asarray(z, np.float64)
-  e = np.exp(z - z.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
 
 
 def _kl(p, q):
@@ -39,7 +33,7 @@ MASK = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], bool)
 
 def _reference(per_position, alpha, temperature):
   """α·T²·mean-per-sequence(div) + (1−α)·mean-per-sequence(CE at T=1), as float64 NumPy."""
-  ps = _softmax64(STUDENT)
+  ps = helpers.softmax64(STUDENT)
   ce = -np.log(np.take_along_axis(ps, LABELS[..., None], -1)[..., 0])
   def seq_mean(v):
     return np.mean([v[b][MASK[b]].mean() for b in range(2)])
@@ -56,15 +50,15 @@ def _loss(combine, name, alpha=0.7, temperature=2.0):
 
 def test_mixture_logits_average_the_probabilities():
   m = multi_teacher.mixture_logits([jnp.asarray(t, jnp.float32) for t in TEACHERS], WEIGHTS, 2.0)
-  expected = sum(w * _softmax64(t / 2.0) for w, t in zip(WEIGHTS, TEACHERS))
-  np.testing.assert_allclose(_softmax64(np.asarray(m) / 2.0), expected, rtol=1e-5)
+  expected = sum(w * helpers.softmax64(t / 2.0) for w, t in zip(WEIGHTS, TEACHERS))
+  np.testing.assert_allclose(helpers.softmax64(np.asarray(m) / 2.0), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["forward_kl", "reverse_kl"])
 def test_mixture_loss_matches_numpy(name):
   t = 2.0
-  q = _softmax64(STUDENT / t)
-  pbar = sum(w * _softmax64(z / t) for w, z in zip(WEIGHTS, TEACHERS))
+  q = helpers.softmax64(STUDENT / t)
+  pbar = sum(w * helpers.softmax64(z / t) for w, z in zip(WEIGHTS, TEACHERS))
   div = _kl(pbar, q) if name == "forward_kl" else _kl(q, pbar)
   np.testing.assert_allclose(_loss("mixture", name)[0], _reference(div, 0.7, t), rtol=1e-5)
 
@@ -72,8 +66,8 @@ def test_mixture_loss_matches_numpy(name):
 @pytest.mark.parametrize("name", ["forward_kl", "reverse_kl"])
 def test_sum_loss_matches_numpy(name):
   t = 2.0
-  q = _softmax64(STUDENT / t)
-  divs = [_kl(_softmax64(z / t), q) if name == "forward_kl" else _kl(q, _softmax64(z / t))
+  q = helpers.softmax64(STUDENT / t)
+  divs = [_kl(helpers.softmax64(z / t), q) if name == "forward_kl" else _kl(q, helpers.softmax64(z / t))
           for z in TEACHERS]
   loss, metrics = _loss("sum", name)
   np.testing.assert_allclose(loss, _reference(sum(w * d for w, d in zip(WEIGHTS, divs)), 0.7, t),

@@ -25,10 +25,7 @@ def smoke_config(**overrides):
   return apply_overrides(c, overrides)
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path_factory, monkeypatch):
-  # One prepared dataset for the whole module (building it is deterministic).
-  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
+pytestmark = pytest.mark.usefixtures("shared_data_dir")
 
 
 def _losses(workdir):

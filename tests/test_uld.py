@@ -15,20 +15,14 @@ from gkd.train import build_models, loop, validate
 from tests import helpers
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
+pytestmark = pytest.mark.usefixtures("shared_data_dir")
 
 
-def _softmax64(z):
-  z = np.asarray(z, np.float64)
-  e = np.exp(z - z.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
 
 
 def _numpy_uld(zs, zt, temperature=1.0):
   """Σ_i |sort↓(p_s)_i − sort↓(p_t)_i| with the smaller vocabulary padded with zeros."""
-  ps, pt = _softmax64(zs / temperature), _softmax64(zt / temperature)
+  ps, pt = helpers.softmax64(zs / temperature), helpers.softmax64(zt / temperature)
   v = max(ps.shape[-1], pt.shape[-1])
   pad = lambda p: np.concatenate([p, np.zeros(p.shape[:-1] + (v - p.shape[-1],))], -1)  # noqa: E731
   return np.abs(-np.sort(-pad(ps), -1) - (-np.sort(-pad(pt), -1))).sum(-1)
@@ -69,7 +63,7 @@ def test_uld_loss_truncates_to_the_shorter_tokenization_and_adds_student_ce():
                            Objective(alpha=0.4, temperature=2.0))
   per = _numpy_uld(zs[:, :4], zt, 2.0)
   uld_mean = np.mean([per[0, :3].mean(), per[1, :2].mean()])  # aligned: min(5, 3), min(2, 4)
-  ce = -np.log(np.take_along_axis(_softmax64(zs), labels[..., None], -1)[..., 0])
+  ce = -np.log(np.take_along_axis(helpers.softmax64(zs), labels[..., None], -1)[..., 0])
   ce_mean = np.mean([ce[0].mean(), ce[1, :2].mean()])
   np.testing.assert_allclose(float(loss), 0.4 * 4.0 * uld_mean + 0.6 * ce_mean, rtol=1e-5)
   assert float(aux["aligned_tokens"]) == 5
