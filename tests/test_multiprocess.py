@@ -131,3 +131,18 @@ def test_sigterm_to_one_process_stops_all_at_one_saved_step_and_resumes(referenc
   assert not (workdir / "final_metrics.json").exists()
   _run(workdir, 2, base / "tfds")
   _assert_same(_result(workdir), ref)
+
+
+def test_only_the_primary_process_writes_metrics_and_events(tmp_path):
+  """Every process logs the same replicated metrics; a second writer on the workdir would
+  rewrite metrics.jsonl under the first and race it to create the TensorBoard directory."""
+  from gkd.train import writer
+  other = writer.MetricWriter(str(tmp_path), primary=False)
+  assert other.write(3, {"loss": 1.0}) == {"step": 3, "loss": 1.0}
+  other.close()
+  assert list(tmp_path.iterdir()) == []
+  main = writer.MetricWriter(str(tmp_path))
+  main.write(3, {"loss": 1.0})
+  main.close()
+  assert [r["loss"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))] == [1.0]
+  assert (tmp_path / "tb").is_dir()

@@ -263,11 +263,13 @@ def _max_seq_lens(run) -> dict:
 def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
   validate.check_lengths(config, _max_seq_lens(run))
   start = run.restore()
-  writer.write_config(workdir, config)
+  primary = jax.process_index() == 0  # process 0 alone writes the run's files
+  if primary:
+    writer.write_config(workdir, config)
   tc = config.train
   # Evals that a resume repeats (the one at step 0, the final one) must not leave two rows.
   redo_eval = (start == 0 and config.eval.at_start) or start >= tc.num_steps
-  log = writer.MetricWriter(workdir, resume_step=start, redo_eval=redo_eval)
+  log = writer.MetricWriter(workdir, resume_step=start, redo_eval=redo_eval, primary=primary)
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, disable=not tc.progress_bar or jax.process_index(),
                   desc=os.path.basename(os.path.normpath(workdir)), dynamic_ncols=True)
   pending = None  # (step, device metrics, host info): fetched one step late

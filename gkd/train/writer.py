@@ -22,7 +22,19 @@ def _jsonable(value):
 
 
 class MetricWriter:
-  def __init__(self, workdir: str, *, resume_step: int = 0, redo_eval: bool = False):
+  """metrics.jsonl and TensorBoard events of one run.
+
+  Only the primary process writes (`primary=False` makes every call a no-op): all processes
+  log the same replicated metrics, and several writers on one workdir race, each rewriting
+  metrics.jsonl on resume and creating the TensorBoard directory (a check-then-create that
+  fails in the process that loses).
+  """
+
+  def __init__(self, workdir: str, *, resume_step: int = 0, redo_eval: bool = False,
+               primary: bool = True):
+    self.primary = primary
+    if not primary:
+      return
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, METRICS)
 
@@ -38,6 +50,8 @@ class MetricWriter:
 
   def write(self, step: int, metrics: dict, *, prefix: str = "") -> dict:
     row = {"step": int(step), **{f"{prefix}{k}": _jsonable(v) for k, v in metrics.items()}}
+    if not self.primary:
+      return row
     self._file.write(json.dumps(row) + "\n")
     self._file.flush()
     for k, v in row.items():
@@ -46,6 +60,8 @@ class MetricWriter:
     return row
 
   def close(self):
+    if not self.primary:
+      return
     self._file.close()
     self._tb.close()
 
