@@ -350,17 +350,27 @@ def topk_bucket_logprobs(
   if lp_shape[-1] > s_shape[-1]:
     raise ValueError(f"top-k size {lp_shape[-1]} exceeds the vocabulary size {s_shape[-1]}.")
   ls_full = log_probs(student_logits, temperature)
+  # A teacher entry of −inf is *absent* (a black-box teacher that returned fewer tokens, a
+  # position with no targets), not "probability 0": its slot is −inf for both, so it adds
+  # nothing, and the student's mass on its token stays in the tail. An absent slot points at
+  # the row's most likely entry instead, which the tail excludes anyway (a row without any
+  # entry is all tail, for both).
+  lt_top = jnp.asarray(topk_logprobs, jnp.float32)
+  present = lt_top > -jnp.inf
   idx = jnp.asarray(topk_indices, jnp.int32)
-  ls_top = jnp.take_along_axis(ls_full, idx, axis=-1)
+  best = jnp.take_along_axis(idx, jnp.argmax(lt_top, axis=-1)[..., None], axis=-1)
+  idx = jnp.where(present, idx, best)
+  ls_top = jnp.where(present, jnp.take_along_axis(ls_full, idx, axis=-1), -jnp.inf)
   # Student tail: exact logsumexp over the tokens outside the teacher's top-k.
   rest = jnp.put_along_axis(ls_full, idx, -jnp.inf, axis=-1, inplace=False)
   any_rest = jnp.any(rest > -jnp.inf, axis=-1)
   rest_safe = jnp.where(any_rest[..., None], rest, 0.0)
   ls_tail = jnp.where(any_rest, jax.nn.logsumexp(rest_safe, axis=-1), -jnp.inf)
+  any_present = jnp.any(present, axis=-1)
+  ls_tail = jnp.where(any_present, ls_tail, 0.0)  # no targets: all the student's mass is tail
   # Teacher tail: 1 − Σ top-k mass (all we have); logsumexp avoids underflow.
-  lt_top = jnp.asarray(topk_logprobs, jnp.float32)
-  lt_top_safe = jnp.where(jnp.any(lt_top > -jnp.inf, axis=-1, keepdims=True), lt_top, 0.0)
-  lt_tail = _log1mexp(jax.nn.logsumexp(lt_top_safe, axis=-1))
+  lt_top_safe = jnp.where(any_present[..., None], lt_top, 0.0)
+  lt_tail = jnp.where(any_present, _log1mexp(jax.nn.logsumexp(lt_top_safe, axis=-1)), 0.0)
   floor = math.log(TOPK_TAIL_FLOOR)
   ls_b = jnp.concatenate([ls_top, jnp.maximum(ls_tail, floor)[..., None]], axis=-1)
   lt_b = jnp.concatenate([lt_top, jnp.maximum(lt_tail, floor)[..., None]], axis=-1)

@@ -406,3 +406,24 @@ def test_topk_masked_vocab_and_grads():
         np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-5)
       else:
         assert value <= want + 1e-5
+
+
+@pytest.mark.parametrize("name,params", CASES, ids=IDS)
+def test_absent_topk_entries_count_as_unknown_not_as_zero_probability(name, params):
+  # A black-box teacher may return fewer than k tokens: −inf slots are absent. The value must
+  # equal the top-3 one (the student's mass on the missing 4th token stays in its tail), not
+  # treat the 4th token as one the teacher never emits; no targets at all give 0.
+  s, t = logits_pair((4, 10), seed=14)
+  lp3, idx3 = D.teacher_topk(t, 3)
+  _, idx4 = D.teacher_topk(t, 4)
+  lp4 = jnp.concatenate([lp3, jnp.full((4, 1), -jnp.inf)], -1)
+  f = D.get(name, **params).topk
+  want = f(student_logits=s, topk_logprobs=lp3, topk_indices=idx3)
+  np.testing.assert_allclose(f(student_logits=s, topk_logprobs=lp4, topk_indices=idx4), want,
+                             rtol=1e-6, atol=1e-7)
+  shuffled = [2, 3, 0, 1]  # the absent slot first: order does not matter
+  np.testing.assert_allclose(
+      f(student_logits=s, topk_logprobs=lp4[:, shuffled], topk_indices=idx4[:, shuffled]), want,
+      rtol=1e-6, atol=1e-7)
+  none = f(student_logits=s, topk_logprobs=jnp.full((4, 2), -jnp.inf), topk_indices=idx4[:, :2])
+  np.testing.assert_allclose(none, 0.0, atol=1e-7)

@@ -56,6 +56,7 @@ class TaskIterator:
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * num_threads))
     self._iter = iter(self._dataset)
     self._fingerprint = fingerprint
+    self.num_examples = fingerprint["n"]  # examples per epoch (the split, capped)
     self.num_batches = num_batches  # None when repeating forever
 
   def __iter__(self):

@@ -73,7 +73,7 @@ def build_all(config):
   tokenizer, teacher, teacher_tokenizer = None, None, None
   if config.tokenizer == "testbed":
     tokenizer = testbed_tokenizer()
-  if config.mode == "gkd":
+  if config.mode == "gkd" and not config.get("teacher_store", ""):  # a store replaces the teacher
     teacher, teacher_tokenizer = _load(multi_teacher.configs(config)[0], "teacher",
                                        seed=config.seed + 1,
                                        vocab_size=tokenizer.vocab_size if tokenizer else None)

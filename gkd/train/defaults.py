@@ -48,6 +48,10 @@ def default_config() -> ml_collections.ConfigDict:
   # are relative (normalized to sum 1). Empty: the single `teacher` above, a list of one.
   # Sequence-level KD (mix.teacher) samples from the first. See objective.multi_teacher.
   c.teachers = []
+  # An offline teacher store (gkd.teacher_store: `python -m gkd.teacher_store --out=DIR`, or a
+  # black-box import, gkd.blackbox): the run reads the teacher's responses and top-k log-probs
+  # from DIR and builds no teacher model. "" = run the teacher.
+  c.teacher_store = ""
   c.student = model_config()
   # Where the tokenizer comes from: "teacher" (the teacher's own), or "testbed" (char-level).
   c.tokenizer = "teacher"

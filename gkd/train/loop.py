@@ -25,7 +25,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from gkd import (layer_distill, models, multi_teacher, rundir, sampling, scoring, sharding,
-                 speculative, uld)
+                 speculative, teacher_store, uld)
 from gkd.data.pipeline import loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
@@ -48,6 +48,13 @@ class Run:
     self.student_graph, student_state = nnx.split(student)
     params = {"student": student_state.to_pure_dict()}
     self.teacher_graph, self.teacher_params, self.layer_map = None, None, ()
+    # An offline store (config.teacher_store) stands in for the teacher: its responses and top-k
+    # targets join each batch (make_batch), and there is no teacher model to run.
+    self.store = None
+    if config.get("teacher_store", ""):
+      self.store = teacher_store.TeacherStore(config.teacher_store)
+      self.store.check(config, vocab_size=student.config.vocab_size)
+      self.teacher_graph = teacher_store.StoredTeacher(self.store.topk)
     if teacher is not None:
       self.teacher_graph, self.teacher_params = multi_teacher.split(
           [teacher, *build_other_teachers(config, teacher)], config, self.mesh)
@@ -92,7 +99,7 @@ class Run:
         multi_teacher.primary(self.teacher_graph, self.teacher_params)[0],
         temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
-                               teacher_graph=None if cross else self.teacher_graph)
+                               teacher_graph=None if cross or self.store else self.teacher_graph)
     # With sampling.num_samples = n, a step trains on train.batch_size rows: batch_size/n
     # prompts, each repeated n times (see make_batch).
     self.num_samples = config.sampling.num_samples
@@ -182,6 +189,11 @@ class Run:
     cache_keys = local["example_id"] * n + np.tile(np.arange(n), len(local["example_id"]) // n)
     self.truncated += int(np.sum(local["prompt_truncated"]) + np.sum(local["response_truncated"]))
     batch = sharding.global_batch(self.mesh, {k: local[k] for k in scoring.BATCH_KEYS})
+    if self.store is not None:  # the store serves the step's one source (checked at start)
+      keys = local["example_id"] if self.store.kind == "dataset" else cache_keys
+      stored = self.store.lookup(keys, local["prompt_tokens"], local["prompt_mask"],
+                                 local["response_tokens"].shape[1])
+      return dict(batch, **sharding.global_batch(self.mesh, stored))
     key = jax.random.fold_in(self.rng, step)
     rows = None
     if source == mixing.MIXED:
@@ -254,7 +266,7 @@ def train(config, workdir: str) -> dict:
 
 def _max_seq_lens(run) -> dict:
   lens = {"student": run.student().config.max_seq_len}
-  if run.teacher_graph is not None:
+  if run.teacher_params is not None:  # a teacher model (not a store)
     lens["teacher"] = min(t.config.max_seq_len
                           for t in multi_teacher.members(run.teacher_graph, run.teacher_params))
   return lens

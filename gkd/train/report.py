@@ -35,6 +35,8 @@ def _describe(model_cfg) -> str:
 
 
 def _describe_teachers(config) -> str:
+  if config.get("teacher_store", ""):
+    return f"the teacher store {config.teacher_store}"
   listed = multi_teacher.configs(config)
   more = f" and {len(listed) - 1} more teacher(s)" if len(listed) > 1 else ""
   return _describe(listed[0]) + more
@@ -97,7 +99,7 @@ def print_summary(run, workdir: str, result) -> None:
     graph, params = multi_teacher.primary(run.teacher_graph, run.teacher_params)
     example["teacher"] = teacher_completion(run.config, run.tokenizer, graph, params, raw["prompt"])
   sizes = {"student": llama.count_params(run.student())}
-  if run.teacher_graph is not None:
+  if run.teacher_params is not None:
     sizes["teacher"] = sum(llama.count_params(t)
                            for t in multi_teacher.members(run.teacher_graph, run.teacher_params))
   print(summary(run.config, workdir, rundir.read_jsonl(os.path.join(workdir, rundir.METRICS)),
