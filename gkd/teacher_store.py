@@ -23,9 +23,9 @@ and DIR/shard-NNNNN.array_record with its keys in DIR/shard-NNNNN.keys.json. A s
 keys of `shard_examples` consecutive examples; it is written under a temporary name and
 renamed, so a killed writer resumes at the first missing shard and an existing shard is never
 rewritten. Records keep only a response's masked prefix (the mask is a prefix: tokens up to and
-including EOS), as msgpack: the prompt's real tokens (checked at lookup, so a store cannot
-silently serve another tokenization), the response tokens, log-probs f32[L, k] and ids [L, k]
-(uint16 when the vocabulary fits, else int32).
+including EOS), as msgpack: a hash of the prompt's real tokens (checked at lookup, so a store
+cannot silently serve another tokenization), the response tokens, log-probs f32[L, k] and ids
+[L, k] (uint16 when the vocabulary fits, else int32).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
+import hashlib
 import json
 import os
 
@@ -68,10 +69,16 @@ def shard_name(index: int) -> str:
   return f"shard-{index:05d}"
 
 
+def prompt_hash(prompt_tokens) -> int:
+  """A 64-bit fingerprint of a prompt's real tokens."""
+  return int.from_bytes(hashlib.blake2b(np.asarray(prompt_tokens, np.int64).tobytes(),
+                                        digest_size=8).digest(), "little")
+
+
 def encode_record(key: int, prompt, tokens, logprobs, indices, vocab_size: int) -> bytes:
   ids = np.asarray(indices, np.uint16 if vocab_size <= 1 << 16 else np.int32)
   return serialization.msgpack_serialize({
-      "key": int(key), "prompt": np.asarray(prompt, np.int32), "tokens": np.asarray(tokens, np.int32),
+      "key": int(key), "prompt": prompt_hash(prompt), "tokens": np.asarray(tokens, np.int32),
       "logprobs": np.asarray(logprobs, np.float32), "indices": ids})
 
 
@@ -165,7 +172,8 @@ class TeacherStore:
                        f"(the first: example {missing[0]}); finish writing it, or lower "
                        "data.num_train_examples to the examples it covers.")
 
-  def _read(self, key: int) -> dict:
+  def read(self, key: int) -> dict:
+    """One record: {"key", "prompt" (its hash), "tokens", "logprobs", "indices"}."""
     if key not in self._where:
       raise KeyError(f"teacher_store={self.path!r} has no record for key {key}.")
     shard, index = self._where[key]
@@ -181,8 +189,8 @@ class TeacherStore:
       out["teacher_topk_logprobs"] = np.full((b, response_len, k), -np.inf, np.float32)
       out["teacher_topk_indices"] = np.zeros((b, response_len, k), np.int32)
     for row, key in enumerate(keys):
-      rec = self._read(int(key))
-      if not np.array_equal(rec["prompt"], np.asarray(prompt_tokens)[row][np.asarray(prompt_mask)[row]]):
+      rec = self.read(int(key))
+      if rec["prompt"] != prompt_hash(np.asarray(prompt_tokens)[row][np.asarray(prompt_mask)[row]]):
         raise ValueError(f"teacher_store={self.path!r}: the stored prompt of key {key} differs from "
                          "this run's tokenization of it (another tokenizer or chat template?).")
       n = len(rec["tokens"])

@@ -112,6 +112,10 @@ def test_a_store_refuses_runs_it_cannot_serve(tmp_path):
     validate.validate(_config(**{**on, "mix.dataset": 0.5, "mix.student": 0.5}))
   with pytest.raises(validate.ConfigError, match="hidden_loss"):
     validate.validate(_config(**{**on, "objective.hidden_loss": "cosine"}))
+  store = teacher_store.TeacherStore(str(tmp_path / "s"))
+  prompt, mask = helpers.left_pad([[1, 5, 6]], 8)
+  with pytest.raises(ValueError, match="stored prompt of key 0 differs"):
+    store.lookup([0], np.asarray(prompt), np.asarray(mask), 56)
   with pytest.raises(ValueError, match="no store.json"):
     teacher_store.TeacherStore(str(tmp_path))
   json.dumps(teacher_store.TeacherStore(str(tmp_path / "s")).meta)  # plain JSON
