@@ -93,6 +93,8 @@ class Objective:
   chunk_size    > 0: head + loss in sequence chunks (memory); 0: plain
   hidden_loss   "", "cosine" or "mse": a DistilBERT-style last-hidden-state term,
                 added with weight `hidden_weight`
+  rl_weight     > 0: add a policy-gradient term on graded on-policy samples
+                (gkd.policy_gradient) with this weight
   Bad values raise ValueError on construction.
   """
 
@@ -104,6 +106,7 @@ class Objective:
   chunk_size: int = 0
   hidden_loss: str = ""
   hidden_weight: float = 0.0
+  rl_weight: float = 0.0
 
   def __post_init__(self):
     if not isinstance(self.divergence, D.Divergence):
@@ -119,6 +122,8 @@ class Objective:
       raise ValueError(f"hidden_loss must be one of {('',) + HIDDEN_KINDS}, got {self.hidden_loss!r}.")
     if self.hidden_weight < 0:
       raise ValueError(f"hidden_weight must be >= 0, got {self.hidden_weight!r}.")
+    if not self.rl_weight >= 0:
+      raise ValueError(f"rl_weight must be >= 0, got {self.rl_weight!r}.")
 
   @classmethod
   def from_config(cls, objective) -> "Objective":
@@ -127,7 +132,8 @@ class Objective:
                temperature=objective.temperature, alpha=objective.alpha,
                reduction=objective.reduction, teacher_topk=int(objective.teacher_topk),
                chunk_size=int(objective.chunk_size), hidden_loss=objective.hidden_loss,
-               hidden_weight=objective.hidden_weight)
+               hidden_weight=objective.hidden_weight,
+               rl_weight=float(objective.get("rl_weight", 0.0)))
 
 
 def _per_position(student_logits, teacher, labels, cfg: Objective):

@@ -121,6 +121,10 @@ def default_config() -> ml_collections.ConfigDict:
       # student use tokenizer='testbed' or the student's own. Not with mix.teacher, several
       # teachers, teacher_topk, chunk_size or hidden_loss; eval then has no teacher KLs.
       "cross_tokenizer": "",
+      # > 0: add rl_weight × a REINFORCE term on the student's own (on-policy) samples, graded by
+      # the task's grader, with a leave-one-out baseline (gkd.policy_gradient). Needs
+      # mix.student > 0 and a graded task; not with chunk_size.
+      "rl_weight": 0.0,
   })
 
   c.optim = ml_collections.ConfigDict({

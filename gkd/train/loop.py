@@ -24,9 +24,9 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import (layer_distill, models, multi_teacher, rundir, sampling, scoring, sharding,
-                 speculative, teacher_store, uld)
-from gkd.data.pipeline import loader_for_config
+from gkd import (layer_distill, models, multi_teacher, policy_gradient, rundir, sampling, scoring,
+                 sharding, speculative, teacher_store, uld)
+from gkd.data.pipeline import eval_examples_for_config, loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
 from gkd.train import checkpoint, guards, mixing, report, step as step_lib, validate, writer
@@ -107,6 +107,10 @@ class Run:
                                     batch_size=config.train.batch_size // self.num_samples, shuffle=True,
                                     num_epochs=None, num_examples=config.data.num_train_examples)
     self.teacher_cache = mixing.TeacherCache()
+    # objective.rl_weight: on-policy samples are graded against their training examples.
+    self.rewarder = None if not self.objective.rl_weight else policy_gradient.Rewarder(
+        self.tokenizer, eval_examples_for_config(config, "train", config.data.num_train_examples or None))
+    self.reward = None  # the last on-policy batch's mean reward, under rl_weight
     self.truncated = 0  # prompts/responses cut to the configured lengths (see gkd.data.pipeline)
     self.checkpointer = checkpoint.Checkpointer(workdir, every=config.train.checkpoint_every,
                                                 keep=config.train.keep_checkpoints)
@@ -215,7 +219,22 @@ class Run:
       tokens, mask = mixing.assemble(global_rows, tuple(responses[name] for name in needed),
                                      names=tuple(needed))
     batch = dict(batch, response_tokens=tokens, response_mask=mask)
+    if self.rewarder is not None:  # every step carries it (zeros off-policy): one jit signature
+      sampled = (rows == mixing.BATCH_SOURCES.index("student")) if rows is not None else \
+          np.full(self.config.train.batch_size, source == "student")
+      batch["rl_advantage"] = self._advantages(local["example_id"], tokens, mask, sampled)
     return dict(batch, **self.teacher_view(batch)) if self.teacher_view else batch
+
+  def _advantages(self, local_ids, tokens, mask, sampled):
+    """The policy-gradient advantages [B] (batch-sharded) of the global batch's sampled rows."""
+    advantages = np.zeros(len(sampled), np.float32)
+    if sampled.any():  # every host grades the whole global batch: the same baseline everywhere
+      ids = sharding.fetch(sharding.global_batch(self.mesh, {"e": local_ids})["e"])
+      rewards = self.rewarder.rewards(ids, sharding.fetch(tokens), sharding.fetch(mask), sampled)
+      advantages = policy_gradient.leave_one_out(rewards, sampled)
+      self.reward = float(rewards[sampled].mean())
+    return jax.make_array_from_callback(advantages.shape, sharding.batch_sharding(self.mesh),
+                                        lambda index: advantages[index])
 
 
 def _host_copy(tree):
@@ -332,6 +351,8 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
               "truncated_total": run.truncated}
       if run.replacement_rate is not None:  # fetched with the metrics, one step late
         info["skd_replacement_rate"], run.replacement_rate = run.replacement_rate, None
+      if run.reward is not None:
+        info["rl_reward"], run.reward = run.reward, None
       pending = (step + 1, metrics, info)
       bar.update(1)
       stopping = guards.stop_agreed(stop.set, step + 1, tc.log_every)

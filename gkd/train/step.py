@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gkd import layer_distill, objectives
+from gkd import layer_distill, objectives, policy_gradient
 from gkd.objectives import Objective
 from gkd.scoring import head, response_hidden
 
@@ -47,6 +47,20 @@ def loss_terms(params, teacher_params, batch, weight, *, student_graph, teacher_
     loss = total / weight
     return loss, {"loss": loss, "hard_ce": loss}
 
+  loss, metrics = _distillation_terms(params, student, h_s, s_layers if layer_map else None,
+                                      teacher_params, batch, weight, teacher_graph=teacher_graph,
+                                      objective=objective, layer_map=layer_map)
+  if objective.rl_weight:  # REINFORCE on the graded on-policy samples (gkd.policy_gradient)
+    metrics["pg_loss"] = policy_gradient.loss(head(h_s, student.unembed_kernel()), batch, weight,
+                                              objective.reduction)
+    loss = metrics["loss"] = loss + objective.rl_weight * metrics["pg_loss"]
+  return loss, metrics
+
+
+def _distillation_terms(params, student, h_s, s_layers, teacher_params, batch, weight, *,
+                        teacher_graph, objective: Objective, layer_map):
+  """(loss, metrics) of the distillation objective against the teacher(s)."""
+  labels, mask = batch["response_tokens"], batch["response_mask"]
   if not isinstance(teacher_graph, nnx.GraphDef):
     # Several teachers (gkd.multi_teacher.Ensemble) or another tokenizer (gkd.uld.CrossTokenizer).
     return teacher_graph.loss_terms(head(h_s, student.unembed_kernel()), teacher_params, batch,

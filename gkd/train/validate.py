@@ -73,6 +73,11 @@ def validate(config, *, num_devices: int | None = None) -> None:
          f"objective.layer_map={obj.layer_map!r} needs mode='gkd' and objective.hidden_loss "
          "('cosine' or 'mse'), the loss applied to each pair.")
 
+  _check(not obj.get("rl_weight", 0.0) or (config.mode == "gkd" and config.mix.student > 0
+                                           and not obj.chunk_size),
+         f"objective.rl_weight={obj.get('rl_weight')} rewards the student's own samples: it "
+         "needs mode='gkd', mix.student > 0 and objective.chunk_size=0.")
+
   smp = config.sampling
   _check(smp.temperature >= 0 and smp.teacher_temperature >= 0, "sampling temperatures must be >= 0.")
   _check(smp.top_k >= 0 and 0 < smp.top_p <= 1, "sampling.top_k must be >= 0 and top_p in (0, 1].")
