@@ -124,7 +124,8 @@ def get_sweep(arg=None):
                KD with K=1 (the teacher replaces every token that is not its own argmax; at K=5
                it replaced none in a 40-step check).
                And intermediate layers: student blocks 0, 1 matched to teacher blocks 1, 3
-               (cosine, weight 1, learned 96→192 projections).
+               (cosine, weight 1, learned 96→192 projections). And RL + GKD: a REINFORCE term
+               on the graded samples at rl_weight=0.1 (set a priori, not tuned).
   grid, methods  the v1 sweeps (3 seeds) behind experiments/results/testbed_{grid,methods}.
   With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
   """
@@ -155,7 +156,8 @@ def get_sweep(arg=None):
   elif arg.sweep == "beyond":
     layers = {"objective.layer_map": "0:1,1:3", "objective.hidden_loss": "cosine",
               "objective.hidden_weight": 1.0}
-    points = [best, {**best, "sampling.speculative_topk": 1}, {**best, **layers}]
+    points = [best, {**best, "sampling.speculative_topk": 1}, {**best, **layers},
+              {**best, "objective.rl_weight": 0.1}]
   else:
     raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, beyond, "
                      "grid or methods.")

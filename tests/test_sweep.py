@@ -99,7 +99,7 @@ def test_labels():
 
 
 @pytest.mark.parametrize("arg, count, methods", [("sweep=paper", 85, 17), ("sweep=temperature", 20, 4),
-                                                 ("sweep=prompts", 20, 4), ("sweep=beyond", 15, 3),
+                                                 ("sweep=prompts", 20, 4), ("sweep=beyond", 20, 4),
                                                  ("runlocal=true", 2, 2)])
 def test_testbed_sweeps_are_seed_major_valid_configs(arg, count, methods):
   from configs import testbed

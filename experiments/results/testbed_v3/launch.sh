@@ -17,6 +17,6 @@ for who in teacher student_n2000; do
   train $R/${who}_test --config=configs/testbed.py:stage=gkd,student=$R/$who/export,steps=1 \
     --config.optim.learning_rate=1e-12 --config.mix.student=0.0 --config.mix.dataset=1.0
 done
-for sweep in curves prompts paper temperature beyond; do
+for sweep in curves prompts beyond temperature paper; do
   $PY -m gkd.sweep --config=configs/testbed.py:sweep=$sweep --workdir=$R/$sweep --parallel=${PARALLEL:-1}
 done
