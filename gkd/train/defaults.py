@@ -127,6 +127,11 @@ def default_config() -> ml_collections.ConfigDict:
       "rl_weight": 0.0,
   })
 
+  # A LoRA student (gkd.lora): rank > 0 trains only low-rank adapters (nnx.LoRA) on the student
+  # kernels named in `targets`, scaled by alpha / rank; the base is frozen, the optimizer state
+  # and checkpoints hold the adapters only, and export merges them into the weights.
+  c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 16.0, "targets": "q,k,v,o,gate,up,down"})
+
   c.optim = ml_collections.ConfigDict({
       "learning_rate": 3e-4,
       "schedule": "cosine",  # "cosine" or "constant" (both after linear warm-up)

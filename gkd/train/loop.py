@@ -24,8 +24,8 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import (layer_distill, models, multi_teacher, policy_gradient, rundir, sampling, scoring,
-                 sharding, speculative, teacher_store, uld)
+from gkd import (layer_distill, lora, models, multi_teacher, policy_gradient, rundir, sampling,
+                 scoring, sharding, speculative, teacher_store, uld)
 from gkd.data.pipeline import eval_examples_for_config, loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
@@ -47,6 +47,16 @@ class Run:
     self.objective = Objective.from_config(config.objective)
     self.student_graph, student_state = nnx.split(student)
     params = {"student": student_state.to_pure_dict()}
+    # A LoRA student (config.lora.rank > 0, gkd.lora): the base weights are frozen outside the
+    # train state, which holds (and optimizes, and checkpoints) the adapters only.
+    self.student_base, self.lora_scale = None, None
+    if config.lora.rank:
+      base = params.pop("student")
+      self.student_base = jax.device_put(base, sharding.param_shardings(self.mesh, base))
+      params["lora"] = lora.init(base, rank=config.lora.rank, targets=lora.targets_of(config),
+                                 seed=config.seed + 11)
+      self.lora_scale = config.lora.alpha / config.lora.rank
+    self._student_params = jax.jit(functools.partial(lora.student_params, scale=self.lora_scale))
     self.teacher_graph, self.teacher_params, self.layer_map = None, None, ()
     # An offline store (config.teacher_store) stands in for the teacher: its responses and top-k
     # targets join each batch (make_batch), and there is no teacher model to run.
@@ -82,7 +92,8 @@ class Run:
         functools.partial(step_lib.train_step, student_graph=self.student_graph,
                           teacher_graph=self.teacher_graph, objective=self.objective,
                           optimizer=self.optimizer, grad_accum_steps=config.optim.grad_accum_steps,
-                          sft=config.mode == "sft", layer_map=self.layer_map),
+                          sft=config.mode == "sft", layer_map=self.layer_map,
+                          lora_scale=self.lora_scale),
         donate_argnums=0, out_shardings=(self.state_shardings, sharding.replicated(self.mesh)))
     s = config.sampling
     tokens = dict(eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
@@ -116,12 +127,16 @@ class Run:
                                                 keep=config.train.keep_checkpoints)
     self.rng = jax.random.key(config.seed)
 
+  def student_params(self) -> dict:
+    """The current student's full state dict (a LoRA student's base merged with its adapters)."""
+    return self._student_params(self.state.params, self.student_base)
+
   def student(self) -> nnx.Module:
-    """The current student as a module (it references the state's arrays)."""
-    return nnx.merge(self.student_graph, self.state.params["student"])
+    """The current student as a module."""
+    return nnx.merge(self.student_graph, self.student_params())
 
   def evaluate(self):
-    return self.evaluator(self.state.params["student"], self.teacher_params)
+    return self.evaluator(self.student_params(), self.teacher_params)
 
   def restore(self) -> int:
     """Loads the newest intact checkpoint (see gkd.train.checkpoint); returns its step (0: none)."""
@@ -151,7 +166,7 @@ class Run:
 
   def _on_policy(self, batch, key):
     """The student's own samples; under speculative KD the teacher vets every token."""
-    student = self.state.params["student"]
+    student = self.student_params()
     if self.speculative is None:
       return self._sample(self.student_sampler, student, batch, key)
     teacher = multi_teacher.primary(self.teacher_graph, self.teacher_params)[1]
@@ -345,7 +360,7 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
                      "data.max_response_len=%d tokens and are cut (a prompt loses its start, a "
                      "response its end); raise them to keep examples whole.",
                      config.data.max_prompt_len, config.data.max_response_len)
-      run.state, metrics = run.train_step(run.state, batch, run.teacher_params)
+      run.state, metrics = run.train_step(run.state, batch, run.teacher_params, run.student_base)
       flush()
       info = {"source": source, "source_id": mixing.source_id(source),
               "truncated_total": run.truncated}
@@ -376,6 +391,7 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
   if jax.process_count() > 1:  # process 0 exports and reports alone: it needs host copies
     run.state = run.state._replace(params=_host_copy(run.state.params))
     run.teacher_params = _host_copy(run.teacher_params)
+    run.student_base = _host_copy(run.student_base)
   if jax.process_index() == 0:
     # final_metrics.json goes last: its presence says everything before it is complete.
     rundir.atomic_dir(os.path.join(workdir, rundir.EXPORT),

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import sampling, sharding
+from gkd import lora, sampling, sharding
 from gkd.data.tasks import testbed_tokenizer
 from gkd.models import gguf, llama, safetensors
 from gkd.objectives import Objective
@@ -71,7 +71,8 @@ def _own(compiled) -> int:
 
 
 def analyze(config) -> dict:
-  """Per-device bytes: {"state", "teacher", "train_step", "student_sampler", "teacher_sampler", "peak"}."""
+  """Per-device bytes: {"state", "teacher", "frozen_student" (a LoRA student's base), "train_step",
+  "student_sampler", "teacher_sampler", "peak"}."""
   vocab = testbed_tokenizer().vocab_size if config.tokenizer == "testbed" else None
   t_cfg = model_config(config, "teacher", vocab_size=vocab) if config.mode == "gkd" else None
   s_cfg = model_config(config, "student", vocab_size=vocab or (t_cfg and t_cfg.vocab_size), teacher=t_cfg)
@@ -79,7 +80,13 @@ def analyze(config) -> dict:
   put = lambda tree, shardings: jax.tree.map(  # noqa: E731
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
   s_graph, params = abstract_params(s_cfg)
-  params = {"student": params}
+  base, lora_scale = params, None  # a LoRA student: frozen base, only adapters in the state
+  if config.lora.rank:
+    params = {"lora": jax.eval_shape(lambda: lora.init(base, rank=config.lora.rank,
+                                                       targets=lora.targets_of(config), seed=0))}
+    base, lora_scale = put(base, sharding.param_shardings(mesh, base)), config.lora.alpha / config.lora.rank
+  else:
+    params, base = {"student": params}, None
   t_graph, t_params = abstract_params(t_cfg) if t_cfg else (None, None)
   if t_cfg is not None:
     t_params = put(t_params, sharding.param_shardings(mesh, t_params))
@@ -95,14 +102,16 @@ def analyze(config) -> dict:
            "response_mask": jax.ShapeDtypeStruct((b, r), bool, sharding=rows)}
   step = functools.partial(step_lib.train_step, student_graph=s_graph, teacher_graph=t_graph,
                            objective=Objective.from_config(config.objective), optimizer=optimizer,
-                           grad_accum_steps=config.optim.grad_accum_steps, sft=config.mode == "sft")
+                           grad_accum_steps=config.optim.grad_accum_steps, sft=config.mode == "sft",
+                           lora_scale=lora_scale)
   with jax.set_mesh(mesh):
-    train = jax.jit(step, donate_argnums=0).lower(state, batch, t_params).compile()
+    train = jax.jit(step, donate_argnums=0).lower(state, batch, t_params, base).compile()
     out = {"state": _nbytes(state), "teacher": _nbytes(t_params) if t_params else 0,
-           "train_step": _footprint(train)}
-    resident = out["state"] + out["teacher"]
+           "frozen_student": _nbytes(base) if base else 0, "train_step": _footprint(train)}
+    resident = out["state"] + out["teacher"] + out["frozen_student"]
     out["peak"] = out["train_step"]
-    for role, graph, role_params in (("student", s_graph, params["student"]), ("teacher", t_graph, t_params)):
+    student = params["student"] if base is None else base  # a merged LoRA student: base's shapes
+    for role, graph, role_params in (("student", s_graph, student), ("teacher", t_graph, t_params)):
       if graph is None:
         continue
       sampler = sampling.Sampler(graph, eos_id=0, pad_id=0)

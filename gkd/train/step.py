@@ -14,28 +14,30 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gkd import layer_distill, objectives, policy_gradient
+from gkd import layer_distill, lora, objectives, policy_gradient
 from gkd.objectives import Objective
 from gkd.scoring import head, response_hidden
 
 
 class TrainState(NamedTuple):
   step: jax.Array
-  # {"student": the student's nnx state as a pure dict; optionally "projection" [Ds, Dt] or
-  # "layer_projections" (one [Ds, Dt] per layer_map pair)}
+  # {"student": the student's nnx state as a pure dict, or with LoRA "lora": its adapters (see
+  # gkd.lora); optionally "projection" [Ds, Dt] or "layer_projections" (one per layer_map pair)}
   params: Any
   opt_state: Any
 
 
-def loss_terms(params, teacher_params, batch, weight, *, student_graph, teacher_graph,
-               objective: Objective, sft: bool, layer_map: layer_distill.Pairs = ()):
+def loss_terms(params, teacher_params, batch, weight, student_base=None, *, student_graph,
+               teacher_graph, objective: Objective, sft: bool, layer_map: layer_distill.Pairs = (),
+               lora_scale: float | None = None):
   """(loss, metrics) for one (micro-)batch; `weight` is the global denominator.
 
   With `sft` the loss is the hard-label cross-entropy alone (no teacher), reduced as
   `objective.reduction` says. `layer_map` pairs (student block, teacher block) for the
-  hidden-state term (see gkd.layer_distill); empty: the last hidden state.
+  hidden-state term (see gkd.layer_distill); empty: the last hidden state. A LoRA student's
+  frozen weights come in `student_base` (not differentiated), its adapters in params["lora"].
   """
-  student = nnx.merge(student_graph, params["student"])
+  student = nnx.merge(student_graph, lora.student_params(params, student_base, lora_scale))
   if layer_map:
     h_s, s_layers = layer_distill.response_layers(student, batch)
   else:
@@ -101,9 +103,10 @@ def _micro_batches(batch, n: int):
   return jax.tree.map(split, batch)
 
 
-def train_step(state: TrainState, batch, teacher_params, *, student_graph, teacher_graph,
-               objective: Objective, optimizer, grad_accum_steps: int = 1, sft: bool = False,
-               layer_map: layer_distill.Pairs = ()):
+def train_step(state: TrainState, batch, teacher_params, student_base=None, *, student_graph,
+               teacher_graph, objective: Objective, optimizer, grad_accum_steps: int = 1,
+               sft: bool = False, layer_map: layer_distill.Pairs = (),
+               lora_scale: float | None = None):
   """One optimizer update; gradients are accumulated over `grad_accum_steps` micro-batches.
 
   The denominator (sequences with response tokens, or response tokens) is computed once for
@@ -114,16 +117,17 @@ def train_step(state: TrainState, batch, teacher_params, *, student_graph, teach
   weight = jnp.maximum(weight, 1.0)
   grad_fn = jax.value_and_grad(
       functools.partial(loss_terms, student_graph=student_graph, teacher_graph=teacher_graph,
-                        objective=objective, sft=sft, layer_map=layer_map), has_aux=True)
+                        objective=objective, sft=sft, layer_map=layer_map,
+                        lora_scale=lora_scale), has_aux=True)
 
   def accumulate(carry, micro):
     grads, metrics = carry
-    (_, m), g = grad_fn(state.params, teacher_params, micro, weight)
+    (_, m), g = grad_fn(state.params, teacher_params, micro, weight, student_base)
     return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, metrics, m)), None
 
   micro = _micro_batches(batch, grad_accum_steps)
   first = jax.tree.map(lambda x: x[0], micro)
-  (_, metrics0), grads0 = grad_fn(state.params, teacher_params, first, weight)
+  (_, metrics0), grads0 = grad_fn(state.params, teacher_params, first, weight, student_base)
   rest = jax.tree.map(lambda x: x[1:], micro)
   (grads, metrics), _ = jax.lax.scan(accumulate, (grads0, metrics0), rest)
 

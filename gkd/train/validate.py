@@ -78,6 +78,11 @@ def validate(config, *, num_devices: int | None = None) -> None:
          f"objective.rl_weight={obj.get('rl_weight')} rewards the student's own samples: it "
          "needs mode='gkd', mix.student > 0 and objective.chunk_size=0.")
 
+  _check(int(config.lora.rank) == config.lora.rank and config.lora.rank >= 0
+         and config.lora.alpha > 0 and (not config.lora.rank or config.lora.targets.strip()),
+         f"lora: rank={config.lora.rank!r} must be an integer >= 0, alpha={config.lora.alpha!r} "
+         f"> 0, and targets={config.lora.targets!r} name modules when rank > 0.")
+
   smp = config.sampling
   _check(smp.temperature >= 0 and smp.teacher_temperature >= 0, "sampling temperatures must be >= 0.")
   _check(smp.top_k >= 0 and 0 < smp.top_p <= 1, "sampling.top_k must be >= 0 and top_p in (0, 1].")
