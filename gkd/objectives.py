@@ -349,8 +349,10 @@ def _fused_forward(cfg: Objective, s_kernel, t_kernel, xs):
 def _fused_bwd(cfg, grads, cotangents):
   g = cotangents[0]  # the combined total's; Σdiv and Σce are stop_gradient-ed by the caller
   grad_kernel, grad_hidden = grads
-  xs_grads = (g * grad_hidden, None, None, None, None)  # teacher, labels, mask, weights: none
-  return g * grad_kernel, None, xs_grads
+  # Cotangents keep their primals' dtypes: a bf16 student's hidden states get a bf16 cotangent
+  # (g is float32; the product would otherwise promote, which JAX's backward pass refuses).
+  xs_grads = ((g * grad_hidden).astype(grad_hidden.dtype), None, None, None, None)
+  return (g * grad_kernel).astype(grad_kernel.dtype), None, xs_grads
 
 
 _fused_chunk_totals.defvjp(_fused_forward, _fused_bwd)
