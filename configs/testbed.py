@@ -25,6 +25,7 @@ from gkd.train.defaults import default_config, parse_arg
 TEACHER = dict(dim=192, n_layers=4, n_heads=6, n_kv_heads=2, ffn_dim=512, max_seq_len=128)
 STUDENT = dict(dim=96, n_layers=2, n_heads=3, n_kv_heads=1, ffn_dim=256, max_seq_len=128)
 LABELLED = 2000  # training examples the student may use (its SFT and distillation prompts)
+STORE = "runs/testbed_v3/store_k8"  # the teacher's top-8 on the LABELLED prompts (launch.sh)
 TINY = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len=128)
 
 
@@ -125,7 +126,11 @@ def get_sweep(arg=None):
                it replaced none in a 40-step check).
                And intermediate layers: student blocks 0, 1 matched to teacher blocks 1, 3
                (cosine, weight 1, learned 96→192 projections). And RL + GKD: a REINFORCE term
-               on the graded samples at rl_weight=0.1 (set a priori, not tuned).
+               on the graded samples at rl_weight=0.1 (set a priori, not tuned). And a LoRA
+               student (rank 8, alpha 16, every kernel; the learning rate is the full model's).
+  store        supervised top-8 KD (forward KL on the dataset's responses) with the live teacher
+               against the same from an offline teacher store (written by launch.sh to
+               runs/testbed_v3/store_k8) × 3 seeds: the store must train as the teacher does.
   grid, methods  the v1 sweeps (3 seeds) behind experiments/results/testbed_{grid,methods}.
   With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
   """
@@ -157,8 +162,12 @@ def get_sweep(arg=None):
     layers = {"objective.layer_map": "0:1,1:3", "objective.hidden_loss": "cosine",
               "objective.hidden_weight": 1.0}
     points = [best, {**best, "sampling.speculative_topk": 1}, {**best, **layers},
-              {**best, "objective.rl_weight": 0.1}]
+              {**best, "objective.rl_weight": 0.1}, {**best, "lora.rank": 8}]
+  elif arg.sweep == "store":
+    top8 = {**METHODS["supervised_kd"], "objective.teacher_topk": 8}
+    return [{**p, "seed": seed} for seed in range(3)
+            for p in (top8, {**top8, "teacher_store": STORE})]
   else:
     raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, beyond, "
-                     "grid or methods.")
+                     "store, grid or methods.")
   return [{**p, "seed": seed} for seed in range(arg.seeds) for p in points]

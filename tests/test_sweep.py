@@ -96,10 +96,15 @@ def test_labels():
   assert plots.method_label({"objective.beta": 0.9}) == "JSD(0.9)"
   assert plots.method_label({"objective.divergence_kw": {"beta": 0.1}}) == "JSD(0.1)"
   assert plots.method_label({"objective.divergence_kw.beta": 0.7}) == "JSD(0.7)"
+  assert plots.method_label({"objective.divergence": "forward_kl", "sampling.speculative_topk": 1,
+                             "objective.rl_weight": 0.1, "lora.rank": 8}) == \
+      "FKL + SKD(K=1) + RL(0.1) + LoRA(r=8)"
+  assert plots.method_label({"objective.layer_map": "0:1", "teacher_store": "s",
+                             "sampling.speculative_topk": 0}) == "JSD(0.5) + layers + store"
 
 
 @pytest.mark.parametrize("arg, count, methods", [("sweep=paper", 85, 17), ("sweep=temperature", 20, 4),
-                                                 ("sweep=prompts", 20, 4), ("sweep=beyond", 20, 4),
+                                                 ("sweep=prompts", 20, 4), ("sweep=beyond", 25, 5), ("sweep=store", 6, 2),
                                                  ("runlocal=true", 2, 2)])
 def test_testbed_sweeps_are_seed_major_valid_configs(arg, count, methods):
   from configs import testbed

@@ -17,6 +17,8 @@ for who in teacher student_n2000; do
   train $R/${who}_test --config=configs/testbed.py:stage=gkd,student=$R/$who/export,steps=1 \
     --config.optim.learning_rate=1e-12 --config.mix.student=0.0 --config.mix.dataset=1.0
 done
-for sweep in curves prompts beyond temperature paper; do
+# One teacher pass for the store sweep: its top-8 on the dataset's responses (resumable).
+$PY -m gkd.teacher_store --config=configs/testbed.py:stage=gkd --out=$R/store_k8 --kind=dataset --topk=8
+for sweep in curves prompts beyond store temperature paper; do
   $PY -m gkd.sweep --config=configs/testbed.py:sweep=$sweep --workdir=$R/$sweep --parallel=${PARALLEL:-1}
 done
