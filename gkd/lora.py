@@ -8,9 +8,9 @@ base layer's output, x @ lora_a @ lora_b, folded into the weight): `merged` buil
 train step, the samplers, eval and export all run the one plain model code, and export writes the
 merged weights (a plain student, loadable without this module).
 
-The base weights stay frozen outside the train state: the optimizer and its state (Adam's two
-moments) and checkpoints hold the adapters only, which is what lets a 1B-class student train on
-one accelerator. A resumed run rebuilds the base from its config (the same source and seed), so
+The base weights stay frozen outside the train state, stored in the compute dtype (`frozen`):
+the optimizer and its state (Adam's two moments) and checkpoints hold the adapters only, which
+is what lets a 1B-class student train on one accelerator. A resumed run rebuilds the base from its config (the same source and seed), so
 the config must still point at the same base.
 """
 
@@ -59,6 +59,15 @@ def merged(base: dict, adapters: dict, scale: float) -> dict:
     else:
       out[k] = merged(base[k], sub, scale)
   return out
+
+
+def frozen(base: dict, config) -> dict:
+  """The base as the run keeps it: in the student's compute dtype (it is only read, like a
+  teacher), unless student.param_dtype names a storage dtype."""
+  if config.student.param_dtype:
+    return base
+  dtype = jnp.dtype(config.student.dtype)
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, base)
 
 
 def student_params(params: dict, base: dict | None, scale: float | None) -> dict:

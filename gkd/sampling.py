@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gkd import sharding
 from gkd.models.llama import batch_full, default_positions
 
 class SampleOutput(NamedTuple):
@@ -209,23 +210,41 @@ def _sample_jit(graphdef, s: SamplerSettings, state, prompt, pmask, rng) -> Samp
   return SampleOutput(tokens, mask, logprobs)
 
 
-def trim_to_bucket(batch: dict, buckets=(16, 32, 64, 128, 256, 512)) -> dict:
+BUCKETS = (16, 32, 64, 128, 256, 512)
+# Batch entries laid out along the response axis (axis 1): what trimming cuts.
+RESPONSE_ALIGNED = ("response_tokens", "response_mask", "teacher_topk_logprobs",
+                    "teacher_topk_indices")
+
+
+def bucket_width(mask, buckets=BUCKETS) -> int:
+  """The longest real response in `mask` [B, R] rounded up to a bucket (R when none fits)."""
+  mask = np.asarray(mask)
+  width = mask.shape[1]
+  real = mask.any(axis=0)
+  longest = int(np.nonzero(real)[0][-1]) + 1 if real.any() else 0
+  return min([b for b in sorted(buckets) if longest <= b <= width], default=width)
+
+
+def trim_to_bucket(batch: dict, buckets=BUCKETS) -> dict:
   """Cuts right-padded responses to the longest real response, rounded up to a bucket width.
 
   Columns after every row's last masked-in token are padding: the teacher pass and the train
   step would spend their time on them (a sampler stops early once every row has emitted EOS,
-  but its output keeps `max_new_tokens` columns). The loss is unchanged: causal attention means
-  no kept position sees a cut one, and cut positions are outside the loss mask. Rounding up to
-  one of a few `buckets` keeps the number of compiled shapes small; a batch wider than every
-  bucket that fits is left as it is. Host-side (it reads the mask to pick a static width): call
-  it between the sampler and the jitted step. Other batch entries pass through unchanged.
+  but its output keeps `max_new_tokens` columns, and dataset responses are padded to
+  data.max_response_len). The loss is unchanged: causal attention means no kept position sees
+  a cut one, and cut positions are outside the loss mask. Rounding up to one of a few
+  `buckets` keeps the number of compiled shapes small; a batch wider than every bucket that
+  fits is left as it is. Host-side (it reads the mask to pick a static width): call it between
+  the sampler and the jitted step. Entries not in RESPONSE_ALIGNED pass through unchanged.
   """
-  mask = np.asarray(batch["response_mask"])
-  width = mask.shape[1]
-  real = mask.any(axis=0)
-  longest = int(np.nonzero(real)[0][-1]) + 1 if real.any() else 0
-  new = min([b for b in sorted(buckets) if longest <= b <= width], default=width)
-  if new == width:
+  mask = batch["response_mask"]
+  new = bucket_width(mask if isinstance(mask, np.ndarray) else sharding.fetch(mask), buckets)
+  if new == mask.shape[1]:
     return batch
-  return {**batch, "response_tokens": batch["response_tokens"][:, :new],
-          "response_mask": batch["response_mask"][:, :new]}
+  return {**batch, **_cut_columns({k: batch[k] for k in RESPONSE_ALIGNED if k in batch}, new)}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _cut_columns(tree, width: int):
+  # Jitted: the batch's global arrays may span hosts, and the cut keeps their batch sharding.
+  return jax.tree.map(lambda x: x[:, :width], tree)

@@ -93,3 +93,24 @@ def test_cli_rejects_a_bad_config_before_running(tmp_path):
   out = subprocess.run(_cli(tmp_path / "bad", "--config.train.log_every=0", "--traceback"),
                        cwd=ROOT, capture_output=True, text=True)
   assert out.returncode != 0 and "Traceback" in out.stderr and "train.log_every=0" in out.stderr
+
+
+def test_trimmed_responses_train_as_the_full_width(tmp_path):
+  # train.trim_responses cuts all-padding columns (sampling.trim_to_bucket): the same run.
+  from flax import nnx
+
+  from gkd import models
+  from tests import helpers
+  probe = loop.Run(helpers.smoke_gkd_config(), str(tmp_path / "probe"))
+  widths = {probe.make_batch(step, "dataset")["response_tokens"].shape[1] for step in range(4)}
+  assert min(widths) < probe.config.data.max_response_len  # most arithmetic answers are short
+  finals = {}
+  for trim in (True, False):
+    c = helpers.smoke_gkd_config()
+    c.mix.update(dataset=0.5, student=0.5)
+    c.train.update(num_steps=4, checkpoint_every=0, trim_responses=trim)
+    loop.train(c, str(tmp_path / str(trim)))
+    model, _ = models.load_pretrained(str(tmp_path / str(trim) / "export"))
+    finals[trim] = jax.tree.leaves(nnx.state(model).to_pure_dict())
+  for a, b in zip(finals[True], finals[False], strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -51,7 +51,7 @@ class Run:
     # train state, which holds (and optimizes, and checkpoints) the adapters only.
     self.student_base, self.lora_scale = None, None
     if config.lora.rank:
-      base = params.pop("student")
+      base = lora.frozen(params.pop("student"), config)
       self.student_base = jax.device_put(base, sharding.param_shardings(self.mesh, base))
       params["lora"] = lora.init(base, rank=config.lora.rank, targets=lora.targets_of(config),
                                  seed=config.seed + 11)
@@ -212,7 +212,7 @@ class Run:
       keys = local["example_id"] if self.store.kind == "dataset" else cache_keys
       stored = self.store.lookup(keys, local["prompt_tokens"], local["prompt_mask"],
                                  local["response_tokens"].shape[1])
-      return dict(batch, **sharding.global_batch(self.mesh, stored))
+      return self._trimmed(dict(batch, **sharding.global_batch(self.mesh, stored)))
     key = jax.random.fold_in(self.rng, step)
     rows = None
     if source == mixing.MIXED:
@@ -233,12 +233,18 @@ class Run:
                                                  lambda index: rows[index])
       tokens, mask = mixing.assemble(global_rows, tuple(responses[name] for name in needed),
                                      names=tuple(needed))
-    batch = dict(batch, response_tokens=tokens, response_mask=mask)
+    batch = self._trimmed(dict(batch, response_tokens=tokens, response_mask=mask))
     if self.rewarder is not None:  # every step carries it (zeros off-policy): one jit signature
       sampled = (rows == mixing.BATCH_SOURCES.index("student")) if rows is not None else \
           np.full(self.config.train.batch_size, source == "student")
-      batch["rl_advantage"] = self._advantages(local["example_id"], tokens, mask, sampled)
+      batch["rl_advantage"] = self._advantages(local["example_id"], batch["response_tokens"],
+                                               batch["response_mask"], sampled)
     return dict(batch, **self.teacher_view(batch)) if self.teacher_view else batch
+
+  def _trimmed(self, batch):
+    """Responses cut to the longest real one, in buckets (train.trim_responses; see
+    sampling.trim_to_bucket): the teacher and the update skip all-padding columns."""
+    return sampling.trim_to_bucket(batch) if self.config.train.trim_responses else batch
 
   def _advantages(self, local_ids, tokens, mask, sampled):
     """The policy-gradient advantages [B] (batch-sharded) of the global batch's sampled rows."""

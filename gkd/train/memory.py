@@ -84,6 +84,7 @@ def analyze(config) -> dict:
   if config.lora.rank:
     params = {"lora": jax.eval_shape(lambda: lora.init(base, rank=config.lora.rank,
                                                        targets=lora.targets_of(config), seed=0))}
+    base = jax.eval_shape(lambda b: lora.frozen(b, config), base)
     base, lora_scale = put(base, sharding.param_shardings(mesh, base)), config.lora.alpha / config.lora.rank
   else:
     params, base = {"student": params}, None
