@@ -1,6 +1,7 @@
 """Each prompts-sweep method minus the SFT student it starts from, paired on the 2,000 test
 examples (the start is one fixed model, so only the methods' seeds vary), and the share of the
-SFT-student-to-teacher gap closed. Reads the committed results only:
+SFT-student-to-teacher gap closed; then the two label-free methods on the 20,000 prompts against
+each other, paired by seed and example. Reads the committed results only:
   PYTHONPATH=. python experiments/results/testbed_v3/paired_vs_start.py > experiments/results/testbed_v3/paired_vs_start.txt
 """
 
@@ -26,7 +27,7 @@ gap = teacher.mean() - start.mean()
 print(f"SFT student (every run's start): {stats.mean_ci(start)}")
 print(f"teacher: {stats.mean_ci(teacher)}; gap {gap:.4f}")
 methods = {}
-for path in glob.glob(f"{HERE}/prompts/points/*/eval_examples.jsonl"):
+for path in sorted(glob.glob(f"{HERE}/prompts/points/*/eval_examples.jsonl")):  # seed order
   name = os.path.basename(os.path.dirname(path))
   methods.setdefault(re.sub(r",seed=\d+$", "", name), []).append(accuracy(path))
 for method, runs in sorted(methods.items()):
@@ -34,3 +35,10 @@ for method, runs in sorted(methods.items()):
   d = stats.paired_difference_ci(a, np.tile(start, (len(runs), 1)))
   print(f"{method}: {len(runs)} seeds, accuracy {stats.mean_ci(a)}; minus the start {d}; "
         f"gap closed {d.mean / gap:.2f}")
+
+on_policy = "divergence=generalized_jsd,beta=0.9,student=1.0,dataset=0.0,num_train_examples=20000"
+seq_kd = "divergence=forward_kl,dataset=0.0,teacher=1.0,student=0.0,num_train_examples=20000"
+if on_policy in methods and seq_kd in methods:
+  n = min(len(methods[on_policy]), len(methods[seq_kd]))
+  d = stats.paired_difference_ci(np.stack(methods[on_policy][:n]), np.stack(methods[seq_kd][:n]))
+  print(f"on-policy JSD(0.9) minus SeqKD, both on 20,000 prompts ({n} seeds): {d}")
