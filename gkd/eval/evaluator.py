@@ -108,6 +108,17 @@ class Evaluator:
         rows.append({"example_id": int(j), **{k: float(v[r]) for k, v in sums.items()}})
     return self._summarize(rows, completions)
 
+  def reference_nll(self, student_params) -> float:
+    """The student's NLL per token of the split's reference responses (no generation)."""
+    total, tokens = 0.0, 0.0
+    for local in self._make_loader():
+      batch = sharding.global_batch(self.mesh, {k: local[k] for k in scoring.BATCH_KEYS})
+      sums = _reference_sums(student_params, None, batch, student_graph=self.student_graph,
+                             teacher_graph=None)
+      total += float(np.sum(sharding.fetch(sums["nll"])))
+      tokens += float(np.sum(sharding.fetch(sums["tokens"])))
+    return total / max(tokens, 1.0)
+
   def _summarize(self, rows, completions) -> EvalResult:
     totals = {k: sum(r[k] for r in rows) for k in (rows[0] if rows else {})}
     tokens = max(totals.get("tokens", 0.0), 1.0)

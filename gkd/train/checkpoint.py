@@ -4,7 +4,8 @@ Each checkpoint step holds three items:
   state          the train state (step, params, optimizer state)
   data           JSON: the data iterator's state, counters (`truncated_total`) and the number
                  of teacher-cache rows
-  teacher_cache  the teacher-generation cache (`TeacherCache.state_dict()`), absent while empty
+  teacher_cache  host-side arrays: the teacher-generation cache (`TeacherCache.state_dict()`)
+                 and the replay buffer (`gkd.replay`, keys "replay_*"); absent while empty
 The teacher itself is never checkpointed (it's an input, not a result).
 
 Orbax writes a step into a temporary directory and renames it when complete, so a kill
@@ -98,7 +99,7 @@ class Checkpointer:
   def save(self, step: int, state, data_state: dict, teacher_cache: dict, *, force: bool = False):
     if not (force or self.due(step)) or step in self._manager.all_steps():
       return
-    rows = len(teacher_cache["ids"]) if teacher_cache else 0
+    rows = max((len(v) for v in teacher_cache.values()), default=0)
     args = {"state": ocp.args.StandardSave(state),
             "data": ocp.args.JsonSave({**data_state, "teacher_cache_rows": {CACHE: rows}})}
     if rows:  # orbax cannot save an empty tree

@@ -75,6 +75,13 @@ def default_config() -> ml_collections.ConfigDict:
   # row instead (the batch mixes sources; a step may then sample with both models).
   c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0,
                                      "per_example": False})
+  # Adaptive off-policy with a replay buffer (DistiLLM; gkd.replay): capacity > 0 (rows) keeps the
+  # student's samples and reuses them. Each step trains on student data (fresh or replayed) with
+  # probability p, starting at mix.student (dataset otherwise); every `every` steps the student's
+  # NLL on the validation split's first `val_examples` references is measured, and when it is
+  # `eps` or more above the last recorded one, p rises by `increment`.
+  c.mix.replay = ml_collections.ConfigDict({"capacity": 0, "every": 50, "eps": 0.1,
+                                            "increment": 0.1, "val_examples": 256})
 
   # On-policy samples must follow the student's true distribution: keep these at
   # T=1, top_k=0, top_p=1 unless you mean to study something else. The *loss* temperature is

@@ -24,8 +24,8 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import (layer_distill, lora, models, multi_teacher, policy_gradient, rundir, sampling,
-                 scoring, sharding, speculative, teacher_store, uld)
+from gkd import (layer_distill, lora, models, multi_teacher, policy_gradient, replay, rundir,
+                 sampling, scoring, sharding, speculative, teacher_store, uld)
 from gkd.data.pipeline import eval_examples_for_config, loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.objectives import Objective
@@ -122,6 +122,16 @@ class Run:
     self.rewarder = None if not self.objective.rl_weight else policy_gradient.Rewarder(
         self.tokenizer, eval_examples_for_config(config, "train", config.data.num_train_examples or None))
     self.reward = None  # the last on-policy batch's mean reward, under rl_weight
+    # mix.replay (gkd.replay): a buffer of student samples, and p adapted from validation NLL.
+    self.replay, self.schedule, self.validation = None, None, None
+    if config.mix.replay.capacity:
+      rc = config.mix.replay
+      self.replay = replay.ReplayBuffer(rc.capacity)
+      self.schedule = replay.AdaptiveSchedule(p=config.mix.student, eps=rc.eps, increment=rc.increment)
+      on_validation = config.copy_and_resolve_references()
+      on_validation.eval.update(split="validation", num_examples=rc.val_examples)
+      self.validation = Evaluator(on_validation, self.tokenizer, self.mesh,
+                                  student_graph=self.student_graph)
     self.truncated = 0  # prompts/responses cut to the configured lengths (see gkd.data.pipeline)
     self.checkpointer = checkpoint.Checkpointer(workdir, every=config.train.checkpoint_every,
                                                 keep=config.train.keep_checkpoints)
@@ -145,17 +155,38 @@ class Run:
     found = self.checkpointer.restore(abstract, self.config)
     if found is None:
       return 0
-    step, self.state, data_state, cache = found
+    step, self.state, data_state, arrays = found
     self.loader.set_state(data_state["loaders"][jax.process_index()])
     self.truncated = int(data_state.get("truncated_total", 0))
-    self.teacher_cache.load_state_dict(cache)
+    self.teacher_cache.load_state_dict(replay.without_replay(arrays))
+    if self.replay is not None:
+      self.replay.load_state_dict(arrays)
+      self.schedule.load(data_state["replay"])
     return step
 
   def save(self, step: int, *, force=False):
     """Checkpoints the state after `step` steps (the caller knows it: no device round trip)."""
-    self.checkpointer.save(step, self.state, {"loaders": _all_processes(self.loader.get_state()),
-                                              "truncated_total": self.truncated},
-                           self.teacher_cache.state_dict(), force=force)
+    data = {"loaders": _all_processes(self.loader.get_state()), "truncated_total": self.truncated}
+    arrays = self.teacher_cache.state_dict()
+    if self.replay is not None:
+      data["replay"] = self.schedule.state()
+      arrays = {**arrays, **self.replay.state_dict()}
+    self.checkpointer.save(step, self.state, data, arrays, force=force)
+
+  def source_for_step(self, step: int) -> str:
+    """The step's batch source: by mix's fractions, or under mix.replay by the adaptive
+    schedule (student, replay or dataset); both from the step's own key."""
+    c = self.config
+    if self.replay is None:
+      return mixing.source_for_step(c.seed, step, c.mix)
+    return self.schedule.source(mixing.step_uniform(c.seed, step), step, c.train.num_steps,
+                                self.replay.full)
+
+  def adapt_replay(self) -> float:
+    """Measures the validation NLL and lets the schedule adapt p to it; returns the NLL."""
+    nll = self.validation.reference_nll(self.student_params())
+    self.schedule.update(nll)
+    return nll
 
   # -- responses from each source ------------------------------------------------------------
   @staticmethod
@@ -214,6 +245,12 @@ class Run:
                                  local["response_tokens"].shape[1])
       return self._trimmed(dict(batch, **sharding.global_batch(self.mesh, stored)))
     key = jax.random.fold_in(self.rng, step)
+    if source == mixing.REPLAY:  # earlier student samples, prompts included (gkd.replay)
+      rows = self.replay.sample(jax.random.fold_in(key, 2), self.config.train.batch_size)
+      batch = self._trimmed({k: jax.make_array_from_callback(
+          v.shape, sharding.batch_sharding(self.mesh), lambda index, v=v: v[index])
+          for k, v in rows.items()})
+      return dict(batch, **self.teacher_view(batch)) if self.teacher_view else batch
     rows = None
     if source == mixing.MIXED:
       rows = mixing.row_sources(self.config.seed, step, self.config.mix, self.config.train.batch_size)
@@ -223,6 +260,9 @@ class Run:
     responses = {"dataset": (batch["response_tokens"], batch["response_mask"])}
     if "student" in needed:  # on-policy: the student's own samples; no gradient flows through them
       responses["student"] = self._on_policy(batch, key)
+      if self.replay is not None:
+        self.replay.add({k: sharding.fetch(v) for k, v in zip(
+            replay.FIELDS, (batch["prompt_tokens"], batch["prompt_mask"], *responses["student"]))})
     if "teacher" in needed:  # sequence-level KD: fixed teacher outputs, generated once per prompt
       # Its own key: in a mixed step the student samples the same prompts with `key`.
       responses["teacher"] = self._teacher_responses(batch, cache_keys, jax.random.fold_in(key, 1))
@@ -341,7 +381,7 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     info["step_s"], step_start = now - step_start, now
     info["train_tokens_per_s"] = float(metrics["response_tokens"]) / max(info["step_s"], 1e-9)
     finite = all(np.isfinite(metrics[k]) for k in guards.GUARDED if k in metrics)
-    if step % tc.log_every == 0 or step == tc.num_steps or not finite:
+    if step % tc.log_every == 0 or step == tc.num_steps or not finite or "replay_validation_nll" in info:
       log.write(step, {**metrics, **info})
     guards.check_finite(step, metrics, workdir=workdir, last_saved=last_saved)
     bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", src=info["source"][0],
@@ -354,11 +394,13 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     last_saved = step
 
   with jax.set_mesh(run.mesh):
+    if run.replay is not None and run.schedule.reference is None:  # the loss p adapts against
+      run.adapt_replay()
     if start == 0 and config.eval.at_start:  # the "before" point of learning curves and the report
       log.write(0, run.evaluate().metrics, prefix="eval/")
     warned = False
     for step in range(start, tc.num_steps):
-      source = mixing.source_for_step(config.seed, step, config.mix)
+      source = run.source_for_step(step)
       batch = run.make_batch(step, source)
       if not warned and run.truncated:
         warned = True
@@ -374,6 +416,10 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
         info["skd_replacement_rate"], run.replacement_rate = run.replacement_rate, None
       if run.reward is not None:
         info["rl_reward"], run.reward = run.reward, None
+      if run.replay is not None:
+        if (step + 1) % config.mix.replay.every == 0:  # before a save at this step: it holds p
+          info["replay_validation_nll"] = run.adapt_replay()
+        info.update(replay_p=run.schedule.p, replay_size=len(run.replay))
       pending = (step + 1, metrics, info)
       bar.update(1)
       stopping = guards.stop_agreed(stop.set, step + 1, tc.log_every)

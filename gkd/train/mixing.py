@@ -22,6 +22,7 @@ import numpy as np
 
 BATCH_SOURCES = ("dataset", "teacher", "student")  # where a step's training sequences come from
 MIXED = "mixed"  # the step-level name of a per-example mixed batch (mix.per_example)
+REPLAY = "replay"  # a step that reuses earlier student samples (mix.replay, gkd.replay)
 
 
 def _step_key(seed: int, step: int) -> jax.Array:
@@ -35,6 +36,11 @@ def _pick(u, mix) -> np.ndarray:
   return np.minimum(np.searchsorted(bounds, np.asarray(u), side="right"), last)
 
 
+def step_uniform(seed: int, step: int) -> float:
+  """The step's uniform draw in [0, 1), from fold_in(key(seed), step): the same everywhere."""
+  return float(jax.random.uniform(_step_key(seed, step)))
+
+
 def source_for_step(seed: int, step: int, mix) -> str:
   """The batch source of `step`, drawn from fold_in(key(seed), step) — deterministic everywhere.
 
@@ -42,12 +48,12 @@ def source_for_step(seed: int, step: int, mix) -> str:
   """
   if mix.get("per_example", False):
     return MIXED
-  return BATCH_SOURCES[int(_pick(float(jax.random.uniform(_step_key(seed, step))), mix))]
+  return BATCH_SOURCES[int(_pick(step_uniform(seed, step), mix))]
 
 
 def source_id(name: str) -> int:
-  """A number per step source for metrics: BATCH_SOURCES' index, len(BATCH_SOURCES) for MIXED."""
-  return (*BATCH_SOURCES, MIXED).index(name)
+  """A number per step source for metrics: BATCH_SOURCES' index, then MIXED, then REPLAY."""
+  return (*BATCH_SOURCES, MIXED, REPLAY).index(name)
 
 
 def row_sources(seed: int, step: int, mix, num_rows: int) -> np.ndarray:
