@@ -127,7 +127,10 @@ def get_sweep(arg=None):
                And intermediate layers: student blocks 0, 1 matched to teacher blocks 1, 3
                (cosine, weight 1, learned 96→192 projections). And RL + GKD: a REINFORCE term
                on the graded samples at rl_weight=0.1 (set a priori, not tuned). And a LoRA
-               student (rank 8, alpha 16, every kernel; the learning rate is the full model's).
+               student (rank 8, alpha 16, every kernel; the learning rate is the full model's). And
+               DistiLLM's adaptive off-policy replay at the baseline's p = λ = 1 (1,000 rows; the
+               fresh share decays to 0 over the run; p is adapted every 50 steps on 256
+               validation references): fewer generations for the same on-policy fraction.
   store        supervised top-8 KD (forward KL on the dataset's responses) with the live teacher
                against the same from an offline teacher store (written by launch.sh to
                runs/testbed_v3/store_k8) × 3 seeds: the store must train as the teacher does.
@@ -162,7 +165,8 @@ def get_sweep(arg=None):
     layers = {"objective.layer_map": "0:1,1:3", "objective.hidden_loss": "cosine",
               "objective.hidden_weight": 1.0}
     points = [best, {**best, "sampling.speculative_topk": 1}, {**best, **layers},
-              {**best, "objective.rl_weight": 0.1}, {**best, "lora.rank": 8}]
+              {**best, "objective.rl_weight": 0.1}, {**best, "lora.rank": 8},
+              {**best, "mix.replay.capacity": 1000}]
   elif arg.sweep == "store":
     top8 = {**METHODS["supervised_kd"], "objective.teacher_topk": 8}
     return [{**p, "seed": seed} for seed in range(3)

@@ -104,7 +104,7 @@ def test_labels():
 
 
 @pytest.mark.parametrize("arg, count, methods", [("sweep=paper", 85, 17), ("sweep=temperature", 20, 4),
-                                                 ("sweep=prompts", 20, 4), ("sweep=beyond", 25, 5), ("sweep=store", 6, 2),
+                                                 ("sweep=prompts", 20, 4), ("sweep=beyond", 30, 6), ("sweep=store", 6, 2),
                                                  ("runlocal=true", 2, 2)])
 def test_testbed_sweeps_are_seed_major_valid_configs(arg, count, methods):
   from configs import testbed

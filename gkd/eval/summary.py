@@ -45,13 +45,15 @@ def flat_overrides(overrides: dict) -> dict:
 def method_label(overrides: dict) -> str:
   """'JSD(0.5)', 'FKL', 'SeqKD', 'SFT', ... from a point's overrides (the default config's
   divergence is generalized_jsd with β=0.5; λ is shown separately), with the methods after
-  GKD appended: 'JSD(0.9) + SKD(K=1)', '+ layers', '+ RL(0.1)', '+ LoRA(r=8)', '+ store'."""
+  GKD appended: 'JSD(0.9) + SKD(K=1)', '+ replay', '+ layers', '+ RL(0.1)', '+ LoRA(r=8)',
+  '+ store'."""
   flat = flat_overrides(overrides)
   return _base_label(overrides, flat) + "".join(
       f" + {fmt(flat[key])}" for key, fmt in _ADDED_METHODS if flat.get(key))
 
 
 _ADDED_METHODS = (("sampling.speculative_topk", lambda k: f"SKD(K={k})"),
+                  ("mix.replay.capacity", lambda n: "replay"),
                   ("objective.layer_map", lambda m: "layers"),
                   ("objective.rl_weight", lambda w: f"RL({w})"),
                   ("lora.rank", lambda r: f"LoRA(r={r})"),
