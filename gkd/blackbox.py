@@ -33,7 +33,7 @@ import json
 
 import numpy as np
 
-from gkd import teacher_store
+from gkd import store_format
 from gkd.data.pipeline import encode_example, eval_examples_for_config
 
 MAX_REPORTED = 20
@@ -148,15 +148,15 @@ def import_jsonl(config, path: str, out: str) -> dict:
                      + "\n  ".join(problems[:MAX_REPORTED]) + more)
 
   k = max((len(t) for *_, targets in rows for t in targets or []), default=0)
-  records = [(key, teacher_store.encode_record(key, prompt, response, *_arrays(targets, len(response), k),
+  records = [(key, store_format.encode_record(key, prompt, response, *_arrays(targets, len(response), k),
                                                student.config.vocab_size))
              for key, prompt, response, targets in rows]
-  meta = {"format": teacher_store.FORMAT, "kind": "import", "topk": k, "samples_per_prompt": n,
+  meta = {"format": store_format.FORMAT, "kind": "import", "topk": k, "samples_per_prompt": n,
           "temperature": 1.0, "vocab_size": student.config.vocab_size, "num_examples": len(examples),
-          "data": teacher_store.data_fingerprint(config), "source": path}
-  teacher_store.write_meta(out, meta)
-  if not teacher_store.done_shards(out):
-    teacher_store.write_shard(out, 0, records)
+          "data": store_format.data_fingerprint(config), "source": path}
+  store_format.write_meta(out, meta)
+  if not store_format.done_shards(out):
+    store_format.write_shard(out, 0, records)
   covered = len({key // n for key, *_ in rows})
   print(f"{out}: imported {len(lines)} prompts × {n} responses, covering {covered} of "
         f"{len(examples)} training examples; top-k size {k}.", flush=True)

@@ -120,10 +120,9 @@ class Objective:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
     if self.hidden_loss not in ("",) + HIDDEN_KINDS:
       raise ValueError(f"hidden_loss must be one of {('',) + HIDDEN_KINDS}, got {self.hidden_loss!r}.")
-    if self.hidden_weight < 0:
-      raise ValueError(f"hidden_weight must be >= 0, got {self.hidden_weight!r}.")
-    if not self.rl_weight >= 0:
-      raise ValueError(f"rl_weight must be >= 0, got {self.rl_weight!r}.")
+    for name in ("hidden_weight", "rl_weight"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
 
   @classmethod
   def from_config(cls, objective) -> "Objective":
@@ -361,15 +360,8 @@ _fused_chunk_totals.defvjp(_fused_forward, _fused_bwd)
 # ---------------------------------------------------------------- hidden states
 
 
-def hidden_state_loss(
-  student_hidden,
-  teacher_hidden,
-  mask,
-  *,
-  kind: str = "cosine",
-  projection=None,
-  reduction: str = "sequence",
-) -> tuple[jax.Array, jax.Array]:
+def hidden_state_loss(student_hidden, teacher_hidden, mask, *, kind: str = "cosine",
+                      projection=None, reduction: str = "sequence") -> tuple[jax.Array, jax.Array]:
   """DistilBERT-style hidden-state alignment; returns (total, weight) like `masked_reduce`.
 
   kind="cosine": 1 − cos(h_s·P, h_t) per position; kind="mse": mean over features of

@@ -42,6 +42,19 @@ def smoke_gkd_config():
   return testbed.get_config("stage=gkd,runlocal=true")
 
 
+def offline_kd_config(source: str, num_examples: int, **overrides):
+  """The smoke config as a 3-step forward-KL run on one batch source ("dataset" or "teacher")
+  over the first `num_examples` training prompts: what teacher stores and imports serve."""
+  c = smoke_gkd_config()
+  c.mix.update(dataset=0.0, teacher=0.0, student=0.0)
+  c.mix[source] = 1.0
+  c.data.num_train_examples = num_examples
+  c.objective.divergence = "forward_kl"
+  c.train.update(num_steps=3, checkpoint_every=0)
+  c.eval.update(num_examples=8, every=0)
+  return apply_overrides(c, overrides)
+
+
 def left_pad(rows, width):
   """Token rows as left-padded (int32 tokens [B, width], bool mask [B, width]), as prompts are."""
   toks = np.zeros((len(rows), width), np.int32)

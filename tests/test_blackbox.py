@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gkd import blackbox, teacher_store
+from gkd import blackbox, store_format
 from gkd.data.pipeline import eval_examples_for_config
 from gkd.train import build_models, loop
 from tests import helpers
@@ -17,13 +17,7 @@ K = 3
 
 
 def _config(**overrides):
-  c = helpers.smoke_gkd_config()
-  c.mix.update(dataset=0.0, teacher=1.0, student=0.0)
-  c.data.num_train_examples = 16
-  c.objective.divergence = "forward_kl"
-  c.train.update(num_steps=3, checkpoint_every=0)
-  c.eval.update(num_examples=8, every=0)
-  return helpers.apply_overrides(c, overrides)
+  return helpers.offline_kd_config("teacher", 16, **overrides)
 
 
 def _api_lines(config):
@@ -31,7 +25,7 @@ def _api_lines(config):
   teacher in OpenAI's logprobs form (token strings, the end token scored last)."""
   tokenizer, teacher, _ = build_models.build_models(config)
   special = {tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, tokenizer.unk_id}
-  loader = loop.loader_for_config(config, tokenizer, split="train", batch_size=16, shuffle=False,
+  loader = pipeline.loader_for_config(config, tokenizer, split="train", batch_size=16, shuffle=False,
                                   num_epochs=1, num_examples=16)
   batch = next(loader)
   logits = teacher(jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"]], 1),
@@ -62,7 +56,7 @@ def test_an_api_import_holds_the_teachers_scored_tokens(tmp_path):
   config = _config()
   lines, batch, logp = _api_lines(config)
   blackbox.import_jsonl(config, _write(tmp_path / "api.jsonl", lines), str(tmp_path / "s"))
-  store = teacher_store.TeacherStore(str(tmp_path / "s"))
+  store = store_format.TeacherStore(str(tmp_path / "s"))
   rows = store.lookup(batch["example_id"], batch["prompt_tokens"], batch["prompt_mask"],
                       batch["response_tokens"].shape[1])
   np.testing.assert_array_equal(rows["response_mask"], batch["response_mask"])
@@ -106,7 +100,7 @@ def test_runs_train_on_imports_with_and_without_logprobs(tmp_path):
   blackbox.import_jsonl(config, _write(tmp_path / "a.jsonl", lines), str(tmp_path / "topk"))
   text_only = [{"prompt": x["prompt"], "response": x["response"]} for x in lines]
   blackbox.import_jsonl(config, _write(tmp_path / "b.jsonl", text_only), str(tmp_path / "text"))
-  assert teacher_store.TeacherStore(str(tmp_path / "text")).topk == 0
+  assert store_format.TeacherStore(str(tmp_path / "text")).topk == 0
   final = loop.train(_config(teacher_store=str(tmp_path / "topk")), str(tmp_path / "run_topk"))
   assert np.isfinite(final["nll"])
   with pytest.raises(ValueError, match="set objective.alpha=0"):

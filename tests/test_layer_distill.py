@@ -1,6 +1,5 @@
 """Intermediate-layer distillation: parsing, the loss against NumPy, the layers it reads, a run."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ grading, config errors and a CI-sized run."""
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

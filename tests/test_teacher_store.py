@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import models, teacher_store
+from gkd import models, store_format, teacher_store
 from gkd.train import build_models, loop, validate
 from tests import helpers
 
@@ -18,14 +18,7 @@ K = 4
 
 
 def _config(source="dataset", **overrides):
-  c = helpers.smoke_gkd_config()
-  c.mix.update(dataset=0.0, teacher=0.0, student=0.0)
-  c.mix[source] = 1.0
-  c.data.num_train_examples = 32
-  c.objective.divergence = "forward_kl"
-  c.train.update(num_steps=3, checkpoint_every=0)
-  c.eval.update(num_examples=8, every=0)
-  return helpers.apply_overrides(c, overrides)
+  return helpers.offline_kd_config(source, 32, **overrides)
 
 
 def _params(workdir):
@@ -37,10 +30,10 @@ def test_the_store_holds_the_teachers_topk_logprobs_of_each_dataset_response(tmp
   config = _config()
   teacher_store.write(config, str(tmp_path / "s"), kind="dataset", topk=K, shard_examples=16,
                       batch_size=8)
-  store = teacher_store.TeacherStore(str(tmp_path / "s"))
+  store = store_format.TeacherStore(str(tmp_path / "s"))
   assert len(store) == 32 and store.kind == "dataset" and store.topk == K
   tokenizer, teacher, _ = build_models.build_models(config)
-  loader = loop.loader_for_config(config, tokenizer, split="train", batch_size=8, shuffle=False,
+  loader = pipeline.loader_for_config(config, tokenizer, split="train", batch_size=8, shuffle=False,
                                   num_epochs=1, num_examples=32)
   batch = next(loader)
   rows = store.lookup(batch["example_id"], batch["prompt_tokens"], batch["prompt_mask"],
@@ -88,7 +81,7 @@ def test_a_killed_writer_resumes_to_the_same_store(tmp_path):
   for name in sorted(os.listdir(whole)):
     with open(os.path.join(whole, name), "rb") as f, open(os.path.join(partial, name), "rb") as g:
       assert f.read() == g.read(), name
-  assert len(teacher_store.TeacherStore(whole)) == 64  # 32 prompts × 2 samples
+  assert len(store_format.TeacherStore(whole)) == 64  # 32 prompts × 2 samples
   with pytest.raises(ValueError, match="different store"):
     teacher_store.write(config, whole, kind="teacher", topk=2 * K, shard_examples=8, batch_size=8)
 
@@ -112,13 +105,13 @@ def test_a_store_refuses_runs_it_cannot_serve(tmp_path):
     validate.validate(_config(**{**on, "mix.dataset": 0.5, "mix.student": 0.5}))
   with pytest.raises(validate.ConfigError, match="hidden_loss"):
     validate.validate(_config(**{**on, "objective.hidden_loss": "cosine"}))
-  store = teacher_store.TeacherStore(str(tmp_path / "s"))
+  store = store_format.TeacherStore(str(tmp_path / "s"))
   prompt, mask = helpers.left_pad([[1, 5, 6]], 8)
   with pytest.raises(ValueError, match="stored prompt of key 0 differs"):
     store.lookup([0], np.asarray(prompt), np.asarray(mask), 56)
   with pytest.raises(ValueError, match="no store.json"):
-    teacher_store.TeacherStore(str(tmp_path))
-  json.dumps(teacher_store.TeacherStore(str(tmp_path / "s")).meta)  # plain JSON
+    store_format.TeacherStore(str(tmp_path))
+  json.dumps(store_format.TeacherStore(str(tmp_path / "s")).meta)  # plain JSON
 
 
 def test_the_command_line_writes_a_store(tmp_path):
@@ -130,4 +123,4 @@ def test_the_command_line_writes_a_store(tmp_path):
                   "--config.data.num_train_examples=16", "--shard_examples=8", "--batch_size=8"],
                  check=True, cwd=helpers.ROOT, env={**os.environ, "PYTHONPATH": helpers.ROOT},
                  capture_output=True)
-  assert len(teacher_store.TeacherStore(str(out))) == 16
+  assert len(store_format.TeacherStore(str(out))) == 16

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import apply_overrides, smoke_gkd_config
-from gkd.train import defaults, loop
+from gkd.train import loop
 from gkd.rundir import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

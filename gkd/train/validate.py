@@ -8,7 +8,7 @@ import math
 
 import jax
 
-from gkd import divergences, layer_distill, multi_teacher, replay, sharding, teacher_store, uld
+from gkd import divergences, layer_distill, multi_teacher, replay, sharding, store_format, uld
 from gkd.objectives import Objective
 from gkd.train import mixing
 
@@ -44,7 +44,7 @@ def validate(config, *, num_devices: int | None = None) -> None:
            "student.source='derive' needs exactly one of derive_every_k, derive_layers.")
 
   problems = (multi_teacher.check(config, sources=MODEL_SOURCES[:-1])  # every source but "derive"
-              + uld.check(config) + teacher_store.check(config) + replay.check(config))
+              + uld.check(config) + store_format.check(config) + replay.check(config))
   _check(not problems, problems[0] if problems else "")
 
   mix = config.mix

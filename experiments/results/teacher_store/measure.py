@@ -26,7 +26,7 @@ from flax import nnx
 
 sys.path.insert(0, ".")
 from configs import demo  # noqa: E402
-from gkd import divergences, scoring, teacher_store  # noqa: E402
+from gkd import divergences, scoring, store_format, teacher_store  # noqa: E402
 from gkd.data.pipeline import loader_for_config  # noqa: E402
 from gkd.train.build_models import build_all  # noqa: E402
 
@@ -48,7 +48,7 @@ with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
     teacher_store.write(config, out, kind="dataset", topk=k, shard_examples=N, batch_size=16)
     seconds = time.perf_counter() - start
-    store = teacher_store.TeacherStore(out)
+    store = store_format.TeacherStore(out)
     tokens = sum(len(store.read(key)["tokens"]) for key in range(N))
     disk = sum(os.path.getsize(p) for p in glob.glob(os.path.join(out, "shard-*")))
     print(f"| {k} | {disk / tokens:.0f} | {k * 8} | {seconds:.1f} |", flush=True)
