@@ -227,6 +227,22 @@ def test_chunked_matches_plain(kw, chunk):
   assert np.all(np.asarray(gc[2]) == 0) and np.all(np.asarray(gc[3]) == 0)  # teacher frozen
 
 
+def test_chunked_gradients_keep_a_bf16_students_dtype():
+  # A bf16-compute student hands bf16 hidden states in; the custom VJP must return bf16
+  # cotangents (float32 ones made JAX refuse the student's backward pass), close to float32's.
+  hs, ws, ht, wt, labels, mask = batch()
+
+  def grads(h):
+    def total(h):
+      hidden = jnp.tanh(h)  # a bf16 op before the loss, as the student's final norm is
+      return chunked_loss(hidden, ws, ht, wt, labels, mask, chunk_size=3)[0]
+    return jax.jit(jax.grad(total))(h)
+
+  g16 = grads(jnp.asarray(hs, jnp.bfloat16))
+  assert g16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(g16, np.float32), grads(hs), rtol=0.05, atol=2e-3)
+
+
 def test_chunked_does_not_hold_full_logits():
   """XLA's buffer assignment for fwd+bwd: the chunked path stays far below one [B,T,V]."""
   b, t, d, v = 2, 256, 16, 4096
