@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gkd import blackbox, store_format
-from gkd.data.pipeline import eval_examples_for_config
+from gkd.data import pipeline
 from gkd.train import build_models, loop
 from tests import helpers
 
@@ -25,8 +25,8 @@ def _api_lines(config):
   teacher in OpenAI's logprobs form (token strings, the end token scored last)."""
   tokenizer, teacher, _ = build_models.build_models(config)
   special = {tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, tokenizer.unk_id}
-  loader = pipeline.loader_for_config(config, tokenizer, split="train", batch_size=16, shuffle=False,
-                                  num_epochs=1, num_examples=16)
+  loader = pipeline.loader_for_config(config, tokenizer, split="train", batch_size=16,
+                                      shuffle=False, num_epochs=1, num_examples=16)
   batch = next(loader)
   logits = teacher(jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"]], 1),
                    attention_mask=jnp.concatenate([batch["prompt_mask"], batch["response_mask"]], 1))
@@ -34,7 +34,7 @@ def _api_lines(config):
   logp = np.log(helpers.softmax64(np.asarray(logits)[:, p - 1:-1]))
   name = lambda i: tokenizer.backend.id_to_token(i) if i in special else tokenizer.decode([i])
   lines = []
-  for ex, row in zip(eval_examples_for_config(config, "train", 16), range(16)):
+  for ex, row in zip(pipeline.eval_examples_for_config(config, "train", 16), range(16)):
     n = int(batch["response_mask"][row].sum())
     content = []
     for t in range(n):

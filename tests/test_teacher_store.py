@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from gkd import models, store_format, teacher_store
+from gkd.data import pipeline
 from gkd.train import build_models, loop, validate
 from tests import helpers
 
@@ -33,8 +34,8 @@ def test_the_store_holds_the_teachers_topk_logprobs_of_each_dataset_response(tmp
   store = store_format.TeacherStore(str(tmp_path / "s"))
   assert len(store) == 32 and store.kind == "dataset" and store.topk == K
   tokenizer, teacher, _ = build_models.build_models(config)
-  loader = pipeline.loader_for_config(config, tokenizer, split="train", batch_size=8, shuffle=False,
-                                  num_epochs=1, num_examples=32)
+  loader = pipeline.loader_for_config(config, tokenizer, split="train", batch_size=8,
+                                      shuffle=False, num_epochs=1, num_examples=32)
   batch = next(loader)
   rows = store.lookup(batch["example_id"], batch["prompt_tokens"], batch["prompt_mask"],
                       batch["response_tokens"].shape[1])
