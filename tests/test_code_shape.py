@@ -2,6 +2,8 @@
 
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -78,3 +80,13 @@ def test_no_import_cycle_between_package_parts():
 def test_modules_stay_small(path):
   with open(path) as f:
     assert sum(1 for _ in f) <= 400, "split this module: one idea per file of at most 400 lines"
+
+
+def test_no_undefined_or_unused_names():
+  # pyflakes' checks (ruff's F rules): a name lost when code moves between modules fails only at
+  # run time, in whichever test reaches it, so it is checked over every Python file up front.
+  root = os.path.dirname(PACKAGE)
+  found = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "F", "--no-cache",
+                          "gkd", "tests", "experiments", "configs", "scripts"],
+                         cwd=root, capture_output=True, text=True)
+  assert found.returncode == 0, found.stdout + found.stderr
