@@ -133,3 +133,19 @@ def test_run_curves_draws_a_binomial_band(tmp_path):
   band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
   half = 1.96 * (0.2 * 0.8 / 500) ** 0.5
   assert min(band) == pytest.approx(0.2 - half) and (tmp_path / "c.png").exists()
+
+
+def test_figures_never_pool_one_method_at_different_settings(tmp_path):
+  # The prompts sweep runs one method at 2,000 / 20,000 prompts: one bar of their mean would be
+  # a setting nobody ran. Each setting is its own bar; a line against the setting joins them.
+  from gkd.eval import plots
+  rows = [{"point": f"n={n},seed={s}", "status": "done", "metrics": {"accuracy": acc + s / 100},
+           "overrides": {"objective.divergence_kw": {"beta": 0.9}, "mix.student": 1.0,
+                         "data.num_train_examples": n, "seed": s}}
+          for n, acc in ((2000, 0.70), (20000, 0.80)) for s in (0, 1)]
+  data = plots.intervals(rows, str(tmp_path), "accuracy")
+  assert {k: round(ci.mean, 3) for k, ci in data.items()} == {
+      ("JSD(0.9)\n2000 prompts", 1.0): 0.705, ("JSD(0.9)\n20000 prompts", 1.0): 0.805}
+  fig = plots.metric_vs(rows, str(tmp_path), "data.num_train_examples")
+  (line,) = fig.axes[0].containers  # one error-bar line
+  assert list(line.lines[0].get_xdata()) == [2000, 20000] and line.get_label() == "JSD(0.9) λ=1"

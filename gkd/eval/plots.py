@@ -37,8 +37,27 @@ def method_label(overrides: dict) -> str:
   return summary.method_label(overrides)
 
 
+# Overrides that set where a method runs rather than which method it is. A figure names them
+# beside the method wherever they vary in the sweep, so points at different settings are never
+# pooled into one bar (metric_vs puts its own setting on the x-axis instead).
+SETTINGS = {"data.num_train_examples": "{:g} prompts", "sampling.temperature": "T={:g}"}
+
+
 def _lam(overrides: dict) -> float:
   return float(overrides.get(LAMBDA_KEY, 0.0))
+
+
+def _labeller(rows, without: tuple[str, ...] = ()):
+  """A function from a point's overrides to its figure label: method_label, then the SETTINGS
+  that take more than one value across `rows` (except those in `without`)."""
+  flats = [summary.flat_overrides(r["overrides"]) for r in rows]
+  varying = [k for k in SETTINGS if k not in without and len({f.get(k) for f in flats}) > 1]
+
+  def label(overrides: dict) -> str:
+    flat = summary.flat_overrides(overrides)
+    return "\n".join([method_label(overrides)] + [SETTINGS[k].format(float(flat[k]))
+                                                   for k in varying if k in flat])
+  return label
 
 
 def _done(members):
@@ -47,12 +66,12 @@ def _done(members):
 
 def intervals(rows, sweep_dir: str, metric: str) -> dict[tuple, stats.Interval]:
   """{(method, λ): mean with its 95% CI} over finished points."""
-  values = summary.Values(sweep_dir, rows)
+  values, label = summary.Values(sweep_dir, rows), _labeller(rows)
   out = {}
   for key, members in summary.group_rows(rows).items():
     ci = summary.method_intervals(values, _done(members), [metric]).get(metric)
     if ci is not None:
-      out[(method_label(dict(key)), _lam(dict(key)))] = ci
+      out[(label(dict(key)), _lam(dict(key)))] = ci
   return out
 
 
@@ -72,7 +91,7 @@ def final_metric_bars(rows, sweep_dir, metric="accuracy", *, reference: dict | N
                       save_to=None):
   """Final metric per method and λ with 95% CIs; dashed lines for reference runs."""
   data = intervals(rows, sweep_dir, metric)
-  methods = sorted({m for m, _ in data})
+  methods = list(dict.fromkeys(m for m, _ in data))  # the sweep's order: its baseline first
   lambdas = sorted({lam for _, lam in data})
   fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2, 3.5))
   width = 0.8 / max(len(lambdas), 1)
@@ -95,12 +114,12 @@ def paired_difference_bars(rows, sweep_dir, metric="accuracy", *, save_to=None):
   groups = list(summary.group_rows(rows).items())
   if len(groups) < 2:
     raise ValueError("A paired comparison needs at least two methods in the sweep.")
-  values = summary.Values(sweep_dir, rows)
+  values, label = summary.Values(sweep_dir, rows), _labeller(rows)
   (base_key, base), *others = groups
   labels, cis = [], []
   for key, members in others:
     ci = summary.paired_intervals(values, _done(members), _done(base), [metric]).get(metric)
-    labels.append(f"{method_label(dict(key))}\nλ={_lam(dict(key)):g}")
+    labels.append(f"{label(dict(key))}\nλ={_lam(dict(key)):g}")
     cis.append(ci)
   fig, ax = plt.subplots(figsize=(0.7 * len(labels) + 2, 3.4))
   colors = ["tab:green" if c and c.excludes_zero and c.mean > 0 else
@@ -109,7 +128,7 @@ def paired_difference_bars(rows, sweep_dir, metric="accuracy", *, save_to=None):
          color=colors)
   ax.axhline(0, color="k", lw=0.8)
   ax.set_xticks(range(len(labels)), labels, fontsize=7)
-  ax.set_ylabel(f"Δ {metric} vs {method_label(dict(base_key))} (95% CI)")
+  ax.set_ylabel(f"Δ {metric} vs {label(dict(base_key))} (95% CI)")
   ax.set_title("Paired differences (coloured: CI excludes 0)")
   return _save(fig, save_to, f"paired_{metric}.png")
 
@@ -117,7 +136,7 @@ def paired_difference_bars(rows, sweep_dir, metric="accuracy", *, save_to=None):
 def heatmap(rows, sweep_dir, metric="accuracy", *, save_to=None):
   """Divergence × λ grid of the mean, each cell annotated with its CI half-width."""
   data = intervals(rows, sweep_dir, metric)
-  methods = sorted({m for m, _ in data})
+  methods = list(dict.fromkeys(m for m, _ in data))  # the sweep's order: its baseline first
   lambdas = sorted({lam for _, lam in data})
   cell = {k: data.get(k) for k in ((m, lam) for m in methods for lam in lambdas)}
   grid = np.array([[cell[m, lam].mean if cell[m, lam] else np.nan for lam in lambdas]
@@ -139,7 +158,7 @@ def heatmap(rows, sweep_dir, metric="accuracy", *, save_to=None):
 def metric_vs(rows, sweep_dir, key: str, metric="accuracy", *, save_to=None):
   """The metric against one override (sampling temperature, student width, ...), one line per
   method and λ, with 95% CIs."""
-  values = summary.Values(sweep_dir, rows)
+  values, label = summary.Values(sweep_dir, rows), _labeller(rows, without=(key,))
   lines = {}
   for gkey, members in summary.group_rows(rows).items():
     o = dict(gkey)
@@ -147,7 +166,7 @@ def metric_vs(rows, sweep_dir, key: str, metric="accuracy", *, save_to=None):
       continue
     ci = summary.method_intervals(values, _done(members), [metric]).get(metric)
     if ci is not None:
-      lines.setdefault(f"{method_label(o)} λ={_lam(o):g}", []).append((float(o[key]), ci))
+      lines.setdefault(f"{label(o)} λ={_lam(o):g}", []).append((float(o[key]), ci))
   fig, ax = plt.subplots(figsize=(5, 3.4))
   for label, points in sorted(lines.items()):
     points.sort(key=lambda p: p[0])
@@ -162,7 +181,8 @@ def metric_vs(rows, sweep_dir, key: str, metric="accuracy", *, save_to=None):
 def learning_curves(rows, sweep_dir, metric="loss", *, save_to=None):
   """Training curves of every finished point, one panel per λ, one colour per method."""
   lambdas = sorted({_lam(r["overrides"]) for r in rows})
-  methods = sorted({method_label(r["overrides"]) for r in rows})
+  label = _labeller(rows)
+  methods = sorted({label(r["overrides"]) for r in rows})
   colors = dict(zip(methods, plt.cm.tab10.colors))
   fig, axes = plt.subplots(1, len(lambdas), figsize=(4 * len(lambdas), 3.2), squeeze=False,
                            sharey=True)
@@ -172,7 +192,7 @@ def learning_curves(rows, sweep_dir, metric="loss", *, save_to=None):
     if not history:
       continue
     ax = axes[0, lambdas.index(_lam(r["overrides"]))]
-    m = method_label(r["overrides"])
+    m = label(r["overrides"])
     ax.plot([h["step"] for h in history], [h[metric] for h in history], color=colors[m], alpha=0.7,
             label=m if r["overrides"].get("seed", 0) == 0 else None)
   for ax, lam in zip(axes[0], lambdas):
@@ -208,7 +228,7 @@ def run_curves(runs: dict[str, str], metric="eval/accuracy", *, save_to=None, na
 def teacher_student_gap(rows, sweep_dir, teacher_metrics: dict, metric="accuracy", *, save_to=None):
   """Teacher − student gap per method and λ (smaller is better), with the student's 95% CI."""
   data = intervals(rows, sweep_dir, metric)
-  keys = sorted(data)
+  keys = list(data)
   cis = [data[k] for k in keys]
   fig, ax = plt.subplots(figsize=(0.6 * len(keys) + 2, 3.2))
   ax.bar(range(len(keys)), [teacher_metrics[metric] - c.mean for c in cis], yerr=_yerr(cis)[::-1],
