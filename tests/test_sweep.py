@@ -77,9 +77,11 @@ def test_analysis_notebook_runs_headless_and_saves_figures(finished_sweep):
   from nbclient import NotebookClient
   workdir, *_ = finished_sweep
   nb = nbformat.read(os.path.join(ROOT, "notebooks", "analysis.ipynb"), as_version=4)
-  os.environ["GKD_SWEEP_DIR"] = str(workdir)
+  # As Jupyter runs it: the kernel starts in notebooks/, and the paths are the repo root's.
+  os.environ["GKD_SWEEP_DIR"] = os.path.relpath(workdir, ROOT)
   try:
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}}).execute()
   finally:
     del os.environ["GKD_SWEEP_DIR"]
   for name in ("final_accuracy.png", "heatmap_accuracy.png", "heatmap_forward_kl.png", "curves_loss.png",
