@@ -10,6 +10,14 @@ mkdir -p $R
 train() {  # workdir, then gkd.main args; skipped when finished
   [ -f "$1/final_metrics.json" ] || $PY -m gkd.main "$2" --workdir="$1" --config.train.progress_bar=false "${@:3}"
 }
+# The stages' exports are committed (stages_b/, ~7 MB): a fresh machine starts from them rather
+# than retraining for ~40 minutes, and every sweep then distils the same teacher. (Retraining on
+# another CPU does not reproduce a teacher bit for bit: float sums differ at 1e-7 from the first
+# step, and 4,000 steps turn that into another model.)
+for stage in teacher student_n2000 teacher_test student_n2000_test; do
+  kept=experiments/results/testbed_v3/stages_b/$stage
+  [ -e $R/$stage ] || [ ! -d $kept ] || cp -r $kept $R/$stage
+done
 train $R/teacher --config=configs/testbed.py:stage=teacher --config.eval.every=500
 train $R/student_n2000 --config=configs/testbed.py:stage=student --config.eval.every=500
 # Test-split metrics of the two exports (one step at a negligible learning rate is an eval).
