@@ -27,6 +27,8 @@ for who in teacher student_n2000; do
 done
 # One teacher pass for the store sweep: its top-8 on the dataset's responses (resumable).
 $PY -m gkd.teacher_store --config=configs/testbed.py:stage=gkd --out=$R/store_k8 --kind=dataset --topk=8
-for sweep in curves prompts store beyond temperature paper; do
+# store and beyond first: curves and prompts were run (and committed) with the first teacher;
+# rerun on this one they test what reproduces.
+for sweep in store beyond curves prompts temperature paper; do
   $PY -m gkd.sweep --config=configs/testbed.py:sweep=$sweep --workdir=$R/$sweep --parallel=${PARALLEL:-1}
 done
