@@ -48,15 +48,16 @@ def _lam(overrides: dict) -> float:
 
 
 def _labeller(rows, without: tuple[str, ...] = ()):
-  """A function from a point's overrides to its figure label: method_label, then the SETTINGS
-  that take more than one value across `rows` (except those in `without`)."""
+  """A function from a point's overrides to its figure label: method_label (each added method on
+  its own line), then the SETTINGS that take more than one value across `rows` (except those in
+  `without`)."""
   flats = [summary.flat_overrides(r["overrides"]) for r in rows]
   varying = [k for k in SETTINGS if k not in without and len({f.get(k) for f in flats}) > 1]
 
   def label(overrides: dict) -> str:
     flat = summary.flat_overrides(overrides)
-    return "\n".join([method_label(overrides)] + [SETTINGS[k].format(float(flat[k]))
-                                                   for k in varying if k in flat])
+    method = method_label(overrides).replace(" + ", "\n+ ")  # one added method a line
+    return "\n".join([method] + [SETTINGS[k].format(float(flat[k])) for k in varying if k in flat])
   return label
 
 

@@ -1,13 +1,17 @@
-"""Each prompts-sweep method minus the SFT student it starts from, paired on the 2,000 test
+"""Each method of a sweep minus the SFT student it starts from, paired on the 2,000 test
 examples (the start is one fixed model, so only the methods' seeds vary), and the share of the
-SFT-student-to-teacher gap closed; then the two label-free methods on the 20,000 prompts against
-each other, paired by seed and example. Reads the committed results only:
+SFT-student-to-teacher gap closed; then, where the sweep has both, the two label-free methods on
+the 20,000 prompts against each other, paired by seed and example. Reads the committed results
+only; the arguments are the sweep and the stages its runs started from (teacher A: stages,
+teacher B: stages_b):
   PYTHONPATH=. python experiments/results/testbed_v3/paired_vs_start.py > experiments/results/testbed_v3/paired_vs_start.txt
+  PYTHONPATH=. python experiments/results/testbed_v3/paired_vs_start.py beyond stages_b > experiments/results/testbed_v3/beyond/paired_vs_start.txt
 """
 
 import glob
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -15,19 +19,20 @@ from gkd.eval import stats
 from gkd.rundir import read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SWEEP, STAGES = (sys.argv[1:] + ["prompts", "stages"][len(sys.argv) - 1:])[:2]
 
 
 def accuracy(path):
   return np.array([r["accuracy"] for r in sorted(read_jsonl(path), key=lambda r: r["example_id"])])
 
 
-start = accuracy(f"{HERE}/stages/student_n2000_test/eval_examples.jsonl")
-teacher = accuracy(f"{HERE}/stages/teacher_test/eval_examples.jsonl")
+start = accuracy(f"{HERE}/{STAGES}/student_n2000_test/eval_examples.jsonl")
+teacher = accuracy(f"{HERE}/{STAGES}/teacher_test/eval_examples.jsonl")
 gap = teacher.mean() - start.mean()
 print(f"SFT student (every run's start): {stats.mean_ci(start)}")
 print(f"teacher: {stats.mean_ci(teacher)}; gap {gap:.4f}")
 methods = {}
-for path in sorted(glob.glob(f"{HERE}/prompts/points/*/eval_examples.jsonl")):  # seed order
+for path in sorted(glob.glob(f"{HERE}/{SWEEP}/points/*/eval_examples.jsonl")):  # seed order
   name = os.path.basename(os.path.dirname(path))
   methods.setdefault(re.sub(r",seed=\d+$", "", name), []).append(accuracy(path))
 for method, runs in sorted(methods.items()):
