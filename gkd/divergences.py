@@ -119,7 +119,7 @@ def _kl(logp: jax.Array, logq: jax.Array) -> jax.Array:
   "double where") so masked entries get zero, not NaN, gradients.
 
   The gradient is written out (`_kl_bwd`) rather than traced through that form: autodiff of
-  the two branches and the where-chains costs 1.35–1.4× the closed form's time and 1.6–1.9×
+  the two branches and the where-chains costs 1.35–1.4× the closed form's time and 1.6–2×
   its memory traffic, over the whole vocabulary (experiments/benchmarks/loss_grad.py).
   """
   p_pos, q_pos = logp > -jnp.inf, logq > -jnp.inf
