@@ -115,7 +115,10 @@ def get_sweep(arg=None):
                every 250 (seed 0): how long distillation runs must be.
   paper        SFT, supervised KD, SeqKD and divergence (FKL, RKL, JSD 0.1/0.5/0.9) ×
                λ ∈ {0, 0.5, 1}: 17 methods × 5 seeds. Baseline: SFT.
-  temperature  on-policy JSD(0.9) with the student sampled at T ∈ {1, 0.25, 0.5, 1.5} × 5 seeds.
+  temperature  on-policy JSD(0.9) with the student sampled at T ∈ {1, 0.25, 0.5, 1.5} × 5 seeds, on
+               the 20,000 prompts (on the 2,000 labelled ones on-policy adds under a point, and
+               every temperature ended within a point of T=1 there:
+               experiments/results/testbed_v3/temperature_2000_prompts).
   prompts      on-policy JSD(0.9) on 2,000 / 20,000 / 5,000 training prompts × 5 seeds: on-policy
                distillation needs prompts, not labels, so it may use prompts the student has no
                labels for (the student's SFT still saw only the first 2,000). SeqKD on the
@@ -160,7 +163,8 @@ def get_sweep(arg=None):
   if arg.sweep == "paper":
     points = _paper_points()
   elif arg.sweep == "temperature":
-    points = [{**best, "sampling.temperature": t} for t in (1.0, 0.25, 0.5, 1.5)]
+    points = [{**best, "sampling.temperature": t, "data.num_train_examples": 20000}
+              for t in (1.0, 0.25, 0.5, 1.5)]
   elif arg.sweep == "prompts":
     points = [{**best, "data.num_train_examples": n} for n in (LABELLED, 20000, 5000)]
     points.append({**METHODS["seq_kd"], "data.num_train_examples": 20000})  # also label-free
