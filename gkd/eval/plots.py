@@ -159,7 +159,7 @@ def heatmap(rows, sweep_dir, metric="accuracy", *, save_to=None):
 def metric_vs(rows, sweep_dir, key: str, metric="accuracy", *, save_to=None):
   """The metric against one override (sampling temperature, student width, ...), one line per
   method and λ, with 95% CIs."""
-  values, label = summary.Values(sweep_dir, rows), _labeller(rows, without=(key,))
+  values, label_of = summary.Values(sweep_dir, rows), _labeller(rows, without=(key,))
   lines = {}
   for gkey, members in summary.group_rows(rows).items():
     o = dict(gkey)
@@ -167,7 +167,7 @@ def metric_vs(rows, sweep_dir, key: str, metric="accuracy", *, save_to=None):
       continue
     ci = summary.method_intervals(values, _done(members), [metric]).get(metric)
     if ci is not None:
-      lines.setdefault(f"{label(o)} λ={_lam(o):g}", []).append((float(o[key]), ci))
+      lines.setdefault(f"{label_of(o)} λ={_lam(o):g}", []).append((float(o[key]), ci))
   fig, ax = plt.subplots(figsize=(5, 3.4))
   for label, points in sorted(lines.items()):
     points.sort(key=lambda p: p[0])

@@ -19,7 +19,8 @@ from gkd.eval import stats
 from gkd.rundir import read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SWEEP, STAGES = (sys.argv[1:] + ["prompts", "stages"][len(sys.argv) - 1:])[:2]
+SWEEP = sys.argv[1] if len(sys.argv) > 1 else "prompts"
+STAGES = sys.argv[2] if len(sys.argv) > 2 else "stages"
 
 
 def accuracy(path):
