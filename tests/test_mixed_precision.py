@@ -101,3 +101,13 @@ def test_derived_student_gets_float32_master_weights_from_a_bf16_teacher():
   t, s = llama.flat_params(teacher), llama.flat_params(student)
   np.testing.assert_array_equal(np.asarray(s["embed.embedding"]),
                                 np.asarray(t["embed.embedding"], np.float32))
+
+
+def test_sft_of_a_derived_student_reads_the_teacher_only_for_its_layers():
+  c = smoke_config(**{"mode": "sft", "student.source": "derive", "student.derive_every_k": 1})
+  _, teacher, student = bm.build_models(c)
+  assert teacher is None  # SFT trains on the references: no teacher forward passes
+  ref = smoke_config(**{"student.source": "derive", "student.derive_every_k": 1})
+  _, gkd_teacher, _ = bm.build_models(ref)
+  np.testing.assert_array_equal(np.asarray(llama.flat_params(student)["embed.embedding"]),
+                                np.asarray(llama.flat_params(gkd_teacher)["embed.embedding"]))

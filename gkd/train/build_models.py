@@ -73,7 +73,9 @@ def build_all(config):
   tokenizer, teacher, teacher_tokenizer = None, None, None
   if config.tokenizer == "testbed":
     tokenizer = testbed_tokenizer()
-  if config.mode == "gkd" and not config.get("teacher_store", ""):  # a store replaces the teacher
+  runs_teacher = config.mode == "gkd" and not config.get("teacher_store", "")  # a store replaces it
+  # A derived student is cut from the teacher's layers, so even SFT of one loads the teacher.
+  if runs_teacher or config.student.source == "derive":
     teacher, teacher_tokenizer = _load(multi_teacher.configs(config)[0], "teacher",
                                        seed=config.seed + 1,
                                        vocab_size=tokenizer.vocab_size if tokenizer else None)
@@ -82,6 +84,8 @@ def build_all(config):
   shared = teacher is not None and not uld  # one vocabulary for teacher and student
   vocab = teacher.config.vocab_size if shared else (tokenizer.vocab_size if tokenizer else None)
   student, own = _load(config.student, "student", seed=config.seed, vocab_size=vocab, teacher=teacher)
+  if not runs_teacher:
+    teacher, teacher_tokenizer, shared = None, None, False
   tokenizer = tokenizer or own
   if tokenizer is None:
     raise ValueError("No tokenizer: set tokenizer='testbed' or load a model that ships one.")
