@@ -44,7 +44,11 @@ def get_config(arg=None):
     c.student.update(source="derive", derive_every_k=10)
     c.train.num_steps = 400
   elif arg.stage == "gkd":
-    c.student.update(source="pretrained", path=arg.student)
+    # student=gguf puts the teacher itself in the student's slot (for its own test metrics).
+    if arg.student == "gguf":
+      c.student.update(source="gguf", path="")
+    else:
+      c.student.update(source="pretrained", path=arg.student)
     c.mix.update(dataset=0.0, teacher=0.0, student=1.0)
     c.objective.update(divergence="generalized_jsd", divergence_kw={"beta": 0.9})
     c.train.num_steps = 200

@@ -19,6 +19,8 @@ def test_sweep_starts_with_sft_and_shares_the_start():
   c = cfg.get_config()
   assert (c.mix.student, c.objective.divergence_kw["beta"]) == (1.0, 0.9)  # the on-policy point
   assert c.student.path == cfg.SFT == cfg.get_config("stage=gkd").student.path
+  own = cfg.get_config("stage=gkd,student=gguf").student  # the teacher's own test metrics
+  assert (own.source, own.path) == ("gguf", "")
 
 
 def test_runlocal_stages_chain(tmp_path):

@@ -14,6 +14,6 @@ train() {  # workdir, then gkd.main args; skipped when finished
 train $R/sft --config=$C:stage=sft
 # The teacher's own test metrics (the student slot holds the teacher; one step at a negligible
 # learning rate is an eval).
-train $R/teacher_test --config=$C:stage=gkd,steps=1 --config.student.source=gguf \
+train $R/teacher_test --config=$C:stage=gkd,steps=1,student=gguf \
   --config.optim.learning_rate=1e-12 --config.mix.student=0.0 --config.mix.dataset=1.0
 $PY -m gkd.sweep --config=$C --workdir=$R/methods --parallel=1

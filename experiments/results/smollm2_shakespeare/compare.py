@@ -1,0 +1,73 @@
+"""The SmolLM2 → 3-layer student comparison on the 256 test passages, from the committed files:
+each run's metrics with 95% CIs over examples, each method minus SFT continued (paired by
+example: all start from one SFT export and share the seed), and a few completions beside the
+teacher's. Run from the repo root after collect.sh:
+  PYTHONPATH=. python experiments/results/smollm2_shakespeare/compare.py > experiments/results/smollm2_shakespeare/compare.txt
+"""
+
+import glob
+import os
+
+import numpy as np
+
+from configs import smollm2_shakespeare
+from gkd.data import pipeline
+from gkd.eval import stats
+from gkd.rundir import read_jsonl
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+METRICS = ("rougeL", "nll", "forward_kl", "reverse_kl", "teacher_logprob_of_samples")
+NAMES = {"mode=sft,dataset=1.0,student=0.0": "SFT continued",
+         "divergence=forward_kl,dataset=1.0,student=0.0": "supervised KD (FKL, λ=0)",
+         "": "on-policy JSD(0.9), λ=1"}
+
+
+def examples(run_dir):
+  return sorted(read_jsonl(os.path.join(run_dir, "eval_examples.jsonl")), key=lambda r: r["example_id"])
+
+
+def column(rows, metric):
+  return np.array([r[metric] for r in rows if metric in r]) if all(metric in r for r in rows) else None
+
+
+def method_name(point_dir):
+  name = os.path.basename(point_dir)
+  key = name.rsplit(",seed=", 1)[0] if ",seed=" in name else ""
+  key = "" if key.startswith("seed=") else key
+  return NAMES.get(key, key)
+
+
+runs = {"SFT student (the start)": os.path.join(HERE, "sft"),
+        "teacher (SmolLM2-135M-Instruct)": os.path.join(HERE, "teacher_test")}
+for point in sorted(glob.glob(os.path.join(HERE, "methods", "points", "*"))):
+  runs[method_name(point)] = point
+rows = {name: examples(d) for name, d in runs.items() if os.path.exists(os.path.join(d, "eval_examples.jsonl"))}
+
+print("Mean per test passage, 95% CI over the 256 examples (bootstrap); the KLs, NLL and the")
+print("teacher's log-likelihood of the student's T=1 samples are per token; ROUGE-L of greedy decoding.")
+for name, r in rows.items():
+  cells = []
+  for m in METRICS:
+    x = column(r, m)
+    cells.append(f"{m} {stats.mean_ci(x)}" if x is not None else f"{m} –")
+  print(f"{name}: " + "; ".join(cells))
+
+base = "SFT continued"
+if base in rows:
+  print(f"\nMinus {base}, paired by example:")
+  for name, r in rows.items():
+    if name in (base, "teacher (SmolLM2-135M-Instruct)"):
+      continue
+    cells = []
+    for m in METRICS:
+      a, b = column(r, m), column(rows[base], m)
+      cells.append(f"{m} {stats.paired_difference_ci(a, b)}" if a is not None and b is not None else f"{m} –")
+    print(f"{name}: " + "; ".join(cells))
+
+print("\nCompletions (greedy, 32 new tokens) of the first three test passages:")
+passages = pipeline.eval_examples_for_config(smollm2_shakespeare.get_config(), "test", 3)
+for i, passage in enumerate(passages):
+  print(f"\n[{i}] prompt: {passage['prompt'][-160:]!r}")
+  print(f"[{i}] reference: {passage['response']!r}")
+  for name, r in rows.items():
+    print(f"[{i}] {name}: {r[i]['completion']!r}")
