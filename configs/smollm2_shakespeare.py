@@ -2,7 +2,7 @@
 continues Shakespeare passages (test plays unseen; gkd.data.shakespeare).
 
 The student is cut from teacher layers 0, 10 and 20 (`derive_every_k=10`: 3 of 30 blocks plus
-the shared embedding, 49M parameters against 135M) and, as in the GKD paper, first warm-started
+the shared embedding, 38.9M parameters against 134.5M) and, as in the GKD paper, first warm-started
 with SFT on the reference continuations. The distillation runs then start from that export and
 differ only in where their sequences come from and the divergence:
   python -m gkd.main --config=configs/smollm2_shakespeare.py:stage=sft --workdir=runs/smollm2_shakespeare/sft
