@@ -22,6 +22,11 @@ NAMES = {"mode=sft,dataset=1.0,student=0.0": "SFT continued",
          "": "on-policy JSD(0.9), λ=1"}
 
 
+def fmt(ci, signed=False):
+  f = "{:+.3f}" if signed else "{:.3f}"
+  return f"{f.format(ci.mean)} [{f.format(ci.low)}, {f.format(ci.high)}]"
+
+
 def examples(run_dir):
   return sorted(read_jsonl(os.path.join(run_dir, "eval_examples.jsonl")), key=lambda r: r["example_id"])
 
@@ -37,10 +42,13 @@ def method_name(point_dir):
   return NAMES.get(key, key)
 
 
-runs = {"SFT student (the start)": os.path.join(HERE, "sft"),
+# The two SFT models trained without the teacher; their *_scored evals (the same model, one step
+# at lr 1e-12) carry the teacher's metrics too.
+runs = {"SFT student (the start)": os.path.join(HERE, "sft_scored"),
         "teacher (SmolLM2-135M-Instruct)": os.path.join(HERE, "teacher_test")}
 for point in sorted(glob.glob(os.path.join(HERE, "methods", "points", "*"))):
   runs[method_name(point)] = point
+runs["SFT continued"] = os.path.join(HERE, "sft_continued_scored")
 rows = {name: examples(d) for name, d in runs.items() if os.path.exists(os.path.join(d, "eval_examples.jsonl"))}
 
 print("Mean per test passage, 95% CI over the 256 examples (bootstrap); the KLs, NLL and the")
@@ -49,19 +57,21 @@ for name, r in rows.items():
   cells = []
   for m in METRICS:
     x = column(r, m)
-    cells.append(f"{m} {stats.mean_ci(x)}" if x is not None else f"{m} –")
+    cells.append(f"{m} {fmt(stats.mean_ci(x))}" if x is not None else f"{m} –")
   print(f"{name}: " + "; ".join(cells))
 
-base = "SFT continued"
-if base in rows:
+for base, others in (("SFT continued", None), ("supervised KD (FKL, λ=0)", ["on-policy JSD(0.9), λ=1"])):
+  if base not in rows:
+    continue
   print(f"\nMinus {base}, paired by example:")
   for name, r in rows.items():
-    if name in (base, "teacher (SmolLM2-135M-Instruct)"):
+    if name in (base, "teacher (SmolLM2-135M-Instruct)") or (others and name not in others):
       continue
     cells = []
     for m in METRICS:
       a, b = column(r, m), column(rows[base], m)
-      cells.append(f"{m} {stats.paired_difference_ci(a, b)}" if a is not None and b is not None else f"{m} –")
+      ok = a is not None and b is not None
+      cells.append(f"{m} {fmt(stats.paired_difference_ci(a, b), signed=True)}" if ok else f"{m} –")
     print(f"{name}: " + "; ".join(cells))
 
 print("\nCompletions (greedy, 32 new tokens) of the first three test passages:")
