@@ -172,7 +172,8 @@ def paired_intervals(values: Values, members, baseline, metrics) -> dict[str, st
   return out
 
 
-def _fmt(ci: stats.Interval | None, signed=False) -> str:
+def format_ci(ci: stats.Interval | None, signed=False) -> str:
+  """"mean [low, high]" to 3 decimals ("+" signs for differences); "–" for no interval."""
   if ci is None:
     return "–"
   f = "{:+.3f}" if signed else "{:.3f}"
@@ -212,7 +213,7 @@ def build(rows: list[dict], sweep_dir: str) -> dict[str, str]:
     cis = method_intervals(values, done, metrics)
     n = max((ci.num_examples for ci in cis.values()), default=0)
     h = head(key, members) + [str(len(done)), str(len(members) - len(done)), str(n)]
-    md.append("| " + " | ".join(h + [_fmt(cis.get(m)) for m in metrics]) + " |")
+    md.append("| " + " | ".join(h + [format_ci(cis.get(m)) for m in metrics]) + " |")
     csv.append(",".join(h + [x for m in metrics for x in _csv(cis.get(m))]))
 
   diff_csv = [",".join(columns + ["seeds"] + [f"{m}_{s}" for m in metrics
@@ -233,7 +234,7 @@ def build(rows: list[dict], sweep_dir: str) -> dict[str, str]:
       cis = paired_intervals(values, done, base_done, metrics)
       seeds = max((ci.num_seeds for ci in cis.values()), default=0)
       h = head(key, members) + [str(seeds)]
-      cells = [_fmt(cis.get(m), signed=True) + (" *" if m in cis and cis[m].excludes_zero else "")
+      cells = [format_ci(cis.get(m), signed=True) + (" *" if m in cis and cis[m].excludes_zero else "")
                for m in metrics]
       md.append("| " + " | ".join(h + cells) + " |")
       diff_csv.append(",".join(h + [x for m in metrics for x in (

@@ -7,12 +7,13 @@ teacher's. Run from the repo root after collect.sh:
 
 import glob
 import os
+import re
 
 import numpy as np
 
 from configs import smollm2_shakespeare
 from gkd.data import pipeline
-from gkd.eval import stats
+from gkd.eval import stats, summary
 from gkd.rundir import read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,23 +23,17 @@ NAMES = {"mode=sft,dataset=1.0,student=0.0": "SFT continued",
          "": "on-policy JSD(0.9), λ=1"}
 
 
-def fmt(ci, signed=False):
-  f = "{:+.3f}" if signed else "{:.3f}"
-  return f"{f.format(ci.mean)} [{f.format(ci.low)}, {f.format(ci.high)}]"
-
-
 def examples(run_dir):
   return sorted(read_jsonl(os.path.join(run_dir, "eval_examples.jsonl")), key=lambda r: r["example_id"])
 
 
 def column(rows, metric):
-  return np.array([r[metric] for r in rows if metric in r]) if all(metric in r for r in rows) else None
+  """The metric per example, or None where the run did not measure it (no teacher)."""
+  return np.array([r[metric] for r in rows]) if all(metric in r for r in rows) else None
 
 
 def method_name(point_dir):
-  name = os.path.basename(point_dir)
-  key = name.rsplit(",seed=", 1)[0] if ",seed=" in name else ""
-  key = "" if key.startswith("seed=") else key
+  key = re.sub(r",?seed=\d+$", "", os.path.basename(point_dir))  # the on-policy point is "seed=0"
   return NAMES.get(key, key)
 
 
@@ -57,7 +52,7 @@ for name, r in rows.items():
   cells = []
   for m in METRICS:
     x = column(r, m)
-    cells.append(f"{m} {fmt(stats.mean_ci(x))}" if x is not None else f"{m} –")
+    cells.append(f"{m} {summary.format_ci(None if x is None else stats.mean_ci(x))}")
   print(f"{name}: " + "; ".join(cells))
 
 for base, others in (("SFT continued", None), ("supervised KD (FKL, λ=0)", ["on-policy JSD(0.9), λ=1"])):
@@ -70,8 +65,8 @@ for base, others in (("SFT continued", None), ("supervised KD (FKL, λ=0)", ["on
     cells = []
     for m in METRICS:
       a, b = column(r, m), column(rows[base], m)
-      ok = a is not None and b is not None
-      cells.append(f"{m} {fmt(stats.paired_difference_ci(a, b), signed=True)}" if ok else f"{m} –")
+      d = None if a is None or b is None else stats.paired_difference_ci(a, b)
+      cells.append(f"{m} {summary.format_ci(d, signed=True)}")
     print(f"{name}: " + "; ".join(cells))
 
 print("\nCompletions (greedy, 32 new tokens) of the first three test passages:")

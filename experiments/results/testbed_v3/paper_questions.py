@@ -50,7 +50,7 @@ def compare(runs, a, b) -> str:
     return f"{a} minus {b}: no common seed yet"
   d = stats.paired_difference_ci(np.stack([runs[a][s] for s in seeds]),
                                  np.stack([runs[b][s] for s in seeds]))
-  mark = " *" if d.low > 0 or d.high < 0 else ""
+  mark = " *" if d.excludes_zero else ""
   return f"{a} minus {b} ({len(seeds)} seeds): {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]{mark}"
 
 
