@@ -318,12 +318,16 @@ def _fused_chunk_totals(cfg: Objective, s_kernel, t_kernel, xs):
 
 def _fused_forward(cfg: Objective, s_kernel, t_kernel, xs):
   c_div, c_ce = _loss_coefficients(cfg)
+  # The scan reads the heads as [V, D], the layout of a tied embedding table: the caller's
+  # `embedding.T` and this transpose cancel, where a [D, V] loop operand made XLA copy the
+  # transposed table (110 MB for SmolLM2) into the loop at every step.
+  s_unembed, t_unembed = s_kernel.T, t_kernel.T
 
   def step(carry, chunk_xs):
     div_acc, ce_acc, grad_kernel = carry
     hs, ht, lab, m, wc = chunk_xs
-    zs = jnp.einsum("bcd,dv->bcv", hs, s_kernel, preferred_element_type=jnp.float32)
-    zt = jnp.einsum("bcd,dv->bcv", ht, t_kernel, preferred_element_type=jnp.float32)
+    zs = jnp.einsum("bcd,vd->bcv", hs, s_unembed, preferred_element_type=jnp.float32)
+    zt = jnp.einsum("bcd,vd->bcv", ht, t_unembed, preferred_element_type=jnp.float32)
 
     def totals(z):
       div, ce = _per_position(z, zt, lab, cfg)
@@ -331,7 +335,7 @@ def _fused_forward(cfg: Objective, s_kernel, t_kernel, xs):
 
     (d, c), vjp = jax.vjp(totals, zs)
     (dz,) = vjp((jnp.float32(c_div), jnp.float32(c_ce)))
-    dh = jnp.einsum("bcv,dv->bcd", dz, s_kernel, preferred_element_type=jnp.float32)
+    dh = jnp.einsum("bcv,vd->bcd", dz, s_unembed, preferred_element_type=jnp.float32)
     grad_kernel = grad_kernel + jnp.einsum(
       "bcd,bcv->dv", hs, dz, preferred_element_type=jnp.float32
     )

