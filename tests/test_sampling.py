@@ -204,7 +204,8 @@ def test_choose_draws_follow_the_softmax_and_greedy_is_argmax():
   n = 20000
   t1 = sampling.SamplerSettings(1, temperature=1.0)
   keys = jax.random.split(jax.random.key(1), n)
-  draws = np.asarray(jax.jit(jax.vmap(lambda k: sampling.choose(jnp.asarray(logits), k, t1)[0]))(keys))
+  draw = jax.jit(jax.vmap(lambda k: sampling.choose(jnp.asarray(logits), k, t1)[0]))
+  draws = np.asarray(draw(keys))
   probs = np.exp(logits - logits.max(axis=1, keepdims=True))
   probs /= probs.sum(axis=1, keepdims=True)
   for row in range(5):
@@ -226,8 +227,8 @@ def test_cdf_search_never_lands_on_an_entry_without_mass():
   cum = jnp.cumsum(mass, axis=-1)
   past_the_end = jnp.nextafter(cum[:, -1:], jnp.inf)
   np.testing.assert_array_equal(sampling._first_above(cum, past_the_end, mass), [1, 3])
-  np.testing.assert_array_equal(sampling._first_above(cum, jnp.asarray([[0.0], [0.0]]), mass), [0, 1])
-  np.testing.assert_array_equal(sampling._first_above(cum, jnp.asarray([[1.0], [2.5]]), mass), [1, 3])
+  for u, want in [([0.0, 0.0], [0, 1]), ([1.0, 2.5], [1, 3])]:
+    np.testing.assert_array_equal(sampling._first_above(cum, jnp.asarray(u)[:, None], mass), want)
 
 
 def _trim_batch():
