@@ -262,6 +262,24 @@ def test_chunked_does_not_hold_full_logits():
   assert chunked < 0.5 * full
 
 
+def test_chunked_reads_tied_tables_without_copying_them():
+  """Tied heads arrive as embedding.T; the scan must read the [V, D] tables in place. A [D, V]
+  loop operand made XLA copy the transposed table (110 MB for SmolLM2) into the loop every step:
+  the teacher's, which gets no gradient, then showed up as an f32[D, V] buffer."""
+  b, t, ds, dt, v = 2, 64, 16, 24, 1000
+  spec = jax.ShapeDtypeStruct
+  args = (spec((b, t, ds), jnp.float32), spec((v, ds), jnp.float32),
+          spec((b, t, dt), jnp.float32), spec((v, dt), jnp.float32),
+          spec((b, t), jnp.int32), spec((b, t), jnp.bool_))
+
+  def loss(hs, emb_s, ht, emb_t, lab, m):
+    return chunked_loss(hs, emb_s.T, ht, emb_t.T, lab, m, chunk_size=16)[0]
+
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile().as_text()
+  assert f"f32[{v},{dt}]" in hlo  # the table itself
+  assert f"f32[{dt},{v}]" not in hlo, "the teacher's table was transposed into a copy"
+
+
 def test_chunked_bad_arguments():
   hs, ws, ht, wt, labels, mask = batch()
   with pytest.raises(ValueError, match="chunk_size"):
