@@ -183,8 +183,7 @@ def eval_logits(teacher_graph, teacher_params, batch):
 def token_scores(teacher_graph, teacher_params, batch):
   """log p(y_t | y_<t, x) [B, R] of the responses under the teacher (or the teachers' mixture)."""
   logits, _ = eval_logits(teacher_graph, teacher_params, batch)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  return jnp.take_along_axis(logp, batch["response_tokens"][..., None], axis=-1)[..., 0]
+  return scoring.label_logprobs(logits, batch["response_tokens"])
 
 
 def per_teacher_forward_kl(student_logits, per_teacher: dict, mask) -> dict:

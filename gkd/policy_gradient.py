@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gkd import objectives
+from gkd import objectives, scoring
 from gkd.data import graders
 
 
@@ -37,8 +37,7 @@ def leave_one_out(rewards, sampled) -> np.ndarray:
 
 def loss(student_logits, batch, weight, reduction: str) -> jax.Array:
   """−Σ A·log p(response) reduced as `objectives.masked_reduce` says, over `weight`."""
-  logp = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
-  token_logp = jnp.take_along_axis(logp, batch["response_tokens"][..., None], axis=-1)[..., 0]
+  token_logp = scoring.label_logprobs(student_logits.astype(jnp.float32), batch["response_tokens"])
   total, _ = objectives.masked_reduce(-batch["rl_advantage"][:, None] * token_logp,
                                       batch["response_mask"], reduction)
   return total / weight

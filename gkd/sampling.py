@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import sharding
+from gkd import scoring, sharding
 from gkd.models.llama import batch_full, default_positions
 
 class SampleOutput(NamedTuple):
@@ -179,8 +179,7 @@ def choose(logits: jax.Array, key: jax.Array, s: SamplerSettings) -> tuple[jax.A
   tok = tok.astype(jnp.int32)
   if not s.return_logprobs:
     return tok, None
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+  return tok, scoring.label_logprobs(logits, tok)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -41,5 +41,14 @@ def response_logits(model, batch):
 
 def token_scores(model, batch):
   """Per-response-token log-probabilities log p(y_t | y_<t, x) under `model`: [B, R] float32."""
-  logp = jax.nn.log_softmax(response_logits(model, batch), axis=-1)
-  return jnp.take_along_axis(logp, batch["response_tokens"][..., None], axis=-1)[..., 0]
+  return label_logprobs(response_logits(model, batch), batch["response_tokens"])
+
+
+def label_logprobs(logits, labels):
+  """log softmax(logits)[label] [...] from logits [..., V], as z[label] − logsumexp(z).
+
+  A full log-softmax would write a [..., V] array only to read one entry per position: at
+  V ≈ 49k that was a quarter of the teacher's scoring time on CPU.
+  """
+  label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  return label_logits - jax.nn.logsumexp(logits, axis=-1)

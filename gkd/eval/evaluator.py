@@ -34,11 +34,9 @@ def _reference_sums(student_params, teacher_params, batch, *, student_graph, tea
   teacher, the two KLs and the teacher's NLL."""
   student = nnx.merge(student_graph, student_params)
   mask = batch["response_mask"].astype(jnp.float32)
-  labels = batch["response_tokens"][..., None]
+  labels = batch["response_tokens"]
   s_logits = scoring.response_logits(student, batch)
-  s_logp = jax.nn.log_softmax(s_logits)
-  sums = {"tokens": mask.sum(-1),
-          "nll": -(jnp.take_along_axis(s_logp, labels, -1)[..., 0] * mask).sum(-1)}
+  sums = {"tokens": mask.sum(-1), "nll": -(scoring.label_logprobs(s_logits, labels) * mask).sum(-1)}
   if teacher_graph is not None:
     # Several teachers: KLs to their mixture, plus each teacher's forward KL (gkd.multi_teacher).
     t_logits, per_teacher = multi_teacher.eval_logits(teacher_graph, teacher_params, batch)
@@ -46,8 +44,7 @@ def _reference_sums(student_params, teacher_params, batch, *, student_graph, tea
     kl_args = dict(student_logits=s_logits, teacher_logits=t_logits)
     sums["forward_kl"] = (divergences.forward_kl(**kl_args) * mask).sum(-1)
     sums["reverse_kl"] = (divergences.reverse_kl(**kl_args) * mask).sum(-1)
-    t_logp = jax.nn.log_softmax(t_logits)
-    sums["teacher_nll"] = -(jnp.take_along_axis(t_logp, labels, -1)[..., 0] * mask).sum(-1)
+    sums["teacher_nll"] = -(scoring.label_logprobs(t_logits, labels) * mask).sum(-1)
   return sums
 
 
