@@ -47,8 +47,8 @@ def token_scores(model, batch):
 def label_logprobs(logits, labels):
   """log softmax(logits)[label] [...] from logits [..., V], as z[label] − logsumexp(z).
 
-  A full log-softmax would write a [..., V] array only to read one entry per position: at
-  V ≈ 49k that was a quarter of the teacher's scoring time on CPU.
+  A full log-softmax would write a [..., V] array (100 MB for 8 × 64 positions at V ≈ 49k)
+  only to read one entry per position; skipping it saves 6% of SmolLM2's scoring time on CPU.
   """
   label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
   return label_logits - jax.nn.logsumexp(logits, axis=-1)
