@@ -90,7 +90,7 @@ PRESETS: dict[str, LlamaConfig] = {
 
 
 class KVCache(NamedTuple):
-  """Per-layer keys/values [B,S,Hkv,hd], which slots hold real tokens, and the next slot.
+  """Per-layer keys/values [B,Hkv,S,hd], which slots hold real tokens, and the next slot.
 
   All rows write at the same slot (`index`): left-padded prompts fill slots [0, P) with
   padding marked False in `mask`, and each decode step appends one slot.
@@ -162,22 +162,25 @@ class Attention(nnx.Module):
     self.o = _linear(cfg, cfg.n_heads * hd, cfg.dim, rngs)
 
   def __call__(self, x, positions, mask, kv=None, index=None):
-    """x [B,T,D]; mask bool[B,T,S]; kv: optional cached (k, v) [B,S,Hkv,hd] written at `index`."""
+    """x [B,T,D]; mask bool[B,T,S]; kv: optional cached (k, v) [B,Hkv,S,hd] written at `index`."""
     cfg = self.cfg
     b, t, _ = x.shape
     hd, hkv = cfg.hd, cfg.n_kv_heads
     q = _rope(self.q(x).reshape(b, t, cfg.n_heads, hd), positions, cfg.rope_theta)
-    k = _rope(self.k(x).reshape(b, t, hkv, hd), positions, cfg.rope_theta)
-    v = self.v(x).reshape(b, t, hkv, hd)
+    # Keys and values are kept head-major, [B,Hkv,S,hd], the layout the attention products
+    # read: with [B,S,Hkv,hd] a decode step copied each layer's whole cache to transpose it.
+    k = _rope(self.k(x).reshape(b, t, hkv, hd), positions, cfg.rope_theta).transpose(0, 2, 1, 3)
+    v = self.v(x).reshape(b, t, hkv, hd).transpose(0, 2, 1, 3)
     if kv is not None:
-      k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, index, 0, 0))
-      v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, index, 0, 0))
+      k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, 0, index, 0))
+      v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, 0, index, 0))
       kv = (k, v)
-    q = q.reshape(b, t, hkv, cfg.n_heads // hkv, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    q = q.reshape(b, t, hkv, cfg.n_heads // hkv, hd).transpose(0, 2, 3, 1, 4)  # [B,Hkv,G,T,hd]
+    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
     scores = jnp.where(mask[:, None, None], scores * hd ** -0.5, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, cfg.n_heads * hd)
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v).transpose(0, 3, 1, 2, 4)
+    out = out.reshape(b, t, cfg.n_heads * hd)
     return self.o(out), kv
 
 
@@ -284,7 +287,7 @@ class Llama(nnx.Module):
     """
     cfg = self.config
     dtype = DTYPES[cfg.dtype] if dtype is None else dtype
-    shape = (batch_size, max_len, cfg.n_kv_heads, cfg.hd)
+    shape = (batch_size, cfg.n_kv_heads, max_len, cfg.hd)
     kv = lambda: tuple(batch_full(like, shape, 0, dtype) for _ in range(cfg.n_layers))  # noqa: E731
     return KVCache(k=kv(), v=kv(), mask=batch_full(like, (batch_size, max_len), False, bool),
                    index=jnp.zeros((), jnp.int32))
