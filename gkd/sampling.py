@@ -199,7 +199,7 @@ def _sample_jit(graphdef, s: SamplerSettings, state, prompt, pmask, rng) -> Samp
     aux = (jnp.concatenate([prompt, batch_full(prompt, (b, n), s.pad_id, jnp.int32)], axis=1),
            jnp.concatenate([pmask, batch_full(prompt, (b, n), False, bool)], axis=1))
   rng, key = jax.random.split(rng)
-  tok, lp = choose(model.logits(h[:, -1]), key, s)
+  tok, lp = choose(model.next_token_logits(h[:, -1]), key, s)
   tokens = jax.lax.dynamic_update_slice(batch_full(prompt, (b, n), s.pad_id, jnp.int32),
                                         tok[:, None], (0, 0))
   logprobs = None
@@ -228,7 +228,7 @@ def _sample_jit(graphdef, s: SamplerSettings, state, prompt, pmask, rng) -> Samp
       h = jax.lax.dynamic_index_in_dim(h_all, slot, axis=1, keepdims=False)
       aux = (buf, bmask)
     rng, key = jax.random.split(rng)
-    tok, lp = choose(model.logits(h), key, s)
+    tok, lp = choose(model.next_token_logits(h), key, s)
     live = ~done
     tok = jnp.where(live, tok, s.pad_id)
     tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, step))

@@ -98,8 +98,9 @@ def _speculative_jit(student_graphdef, teacher_graphdef, s: SpeculativeSettings,
 
   def pick(hs, rng):
     rng, key = jax.random.split(rng)  # the student's key: as in gkd.sampling
-    proposal, _ = choose(models[0].logits(hs[0]), key, s.student)
-    tok, replaced = _verify(proposal, models[1].logits(hs[1]), jax.random.fold_in(key, 1), s)
+    proposal, _ = choose(models[0].next_token_logits(hs[0]), key, s.student)
+    tok, replaced = _verify(proposal, models[1].next_token_logits(hs[1]),
+                            jax.random.fold_in(key, 1), s)
     return tok, replaced, rng
 
   tok, replaced, rng = pick(last, rng)

@@ -77,6 +77,18 @@ def test_kv_cache_matches_full_forward(model):
   assert int(cache.index) == p + n
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_next_token_logits_are_the_heads_logits(tied):
+  """The decoding head forms the product vocabulary-major for several rows; same values."""
+  m = llama.init_model(TINY.replace(tie_embeddings=tied), seed=1)
+  hidden = jax.random.normal(jax.random.key(2), (3, TINY.dim))
+  want = np.asarray(hidden, np.float64) @ np.asarray(m.unembed_kernel(), np.float64)
+  for rows in (hidden, hidden[:1]):
+    got = jax.jit(lambda h: m.next_token_logits(h))(rows)
+    assert got.shape == (rows.shape[0], TINY.vocab_size) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want[:rows.shape[0]], rtol=1e-5, atol=1e-5)
+
+
 def test_split_merge_under_jit(model):
   graphdef, state = nnx.split(model)
 

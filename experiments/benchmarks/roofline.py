@@ -81,7 +81,7 @@ def decode_step_cost(graphdef, params, batch: int, cache_len: int) -> dict:
   def step(params, tok, cache, key):
     model = nnx.merge(graphdef, params)
     h, cache = model.forward_cached(tok[:, None], cache, positions=jnp.zeros((batch, 1), jnp.int32))
-    return sampling.choose(model.logits(h[:, 0]), key, settings)[0], cache
+    return sampling.choose(model.next_token_logits(h[:, 0]), key, settings)[0], cache
 
   cache = nnx.merge(graphdef, params).init_cache(batch, cache_len)
   return program_cost(jax.jit(step), params, jnp.zeros((batch,), jnp.int32), cache, jax.random.key(0))

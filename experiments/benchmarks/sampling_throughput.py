@@ -56,7 +56,7 @@ def prefill(graphdef, state, prompt, total_len):
   cache = model.init_cache(prompt.shape[0], total_len)
   h, cache = model.forward_cached(prompt, cache, positions=default_positions(mask),
                                   attention_mask=mask)
-  return model.logits(h[:, -1]), cache
+  return model.next_token_logits(h[:, -1]), cache
 
 
 def timed(fn, repeats):

@@ -278,6 +278,24 @@ class Llama(nnx.Module):
     return jnp.dot(hidden.astype(dt), self.unembed_kernel().astype(dt),
                    preferred_element_type=jnp.float32)
 
+  def next_token_logits(self, hidden: jax.Array) -> jax.Array:
+    """float32 logits [B,V] from one position per row, hidden [B,D]: the decoding head.
+
+    The values of `logits`. For several rows the product is formed vocabulary-major, as
+    table · hiddenᵀ [V,B], and the barrier stops XLA from folding the transpose back into
+    hidden · tableᵀ: XLA:CPU's fused head (dot, max, exp of the draw) then runs faster, and a
+    batch-8 sampler call of the benchmark's student (V = 49,152, D = 256) takes 0.20 instead of
+    0.23 s. A single row is a matrix-vector product, faster in the plain form.
+    """
+    if hidden.shape[0] == 1:
+      return self.logits(hidden)
+    dt = DTYPES[self.config.dtype]
+    cfg = self.config
+    table = self.embed.embedding[...] if cfg.tie_embeddings else self.lm_head.kernel[...].T
+    by_token = jnp.einsum("vd,bd->vb", table.astype(dt), hidden.astype(dt),
+                          preferred_element_type=jnp.float32)
+    return jax.lax.optimization_barrier(by_token).T
+
   # -- KV-cache decoding ---------------------------------------------------------------------
   def init_cache(self, batch_size: int, max_len: int, dtype=None, *, like=None) -> KVCache:
     """An empty cache of `max_len` slots (prompt plus new tokens), in the compute dtype.
