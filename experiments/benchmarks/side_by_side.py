@@ -69,7 +69,8 @@ def main():
     t0 = time.time()
     row = plan[name](f"{name}#{i}")
     row.update({"run_id": run_id, "order": i, "wall_s": time.time() - t0,
-                **{k: host[k] for k in ("cpu_model", "cpu_count", "commit", "dirty")},
+                **{k: host[k] for k in ("cpu_model", "cpu_count", "commit", "dirty",
+                                        "glibc_tunables")},
                 "load_avg_1m_before": host["load_avg_1m"], "load_avg_1m_after": os.getloadavg()[0]})
     with open(args.out, "a") as f:
       f.write(json.dumps(row) + "\n")
