@@ -181,8 +181,9 @@ def machine() -> dict:
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   def git(*cmd):
     return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True).stdout.strip()
-  # glibc's malloc tunables (e.g. glibc.malloc.hugetlb=1, transparent huge pages) move the
-  # step time by about 5% on this VM: a row says which it ran under.
+  # glibc's malloc tunables (glibc.malloc.hugetlb=1: transparent huge pages) double the measured
+  # bandwidth on the VM these figures come from and move the programs' times: a row says which
+  # setting it ran under.
   return {"cpu_model": model, "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
           "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "gkd")),
