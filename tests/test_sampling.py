@@ -102,7 +102,7 @@ def test_no_retrace(model):
 def test_decode_loop_updates_the_cache_in_place(model):
   """Each decode step writes one slot of every layer's keys and values. When the cache's layout
   differed from the one the attention products read, XLA transposed and copied every layer's
-  whole cache in every step (1.6 ms per step of SmolLM2-sized sampling)."""
+  whole cache in every step (17 ms of a 0.25 s sampler call of the benchmark's student)."""
   b, p, n = 3, 5, 7
   graphdef, params = nnx.split(model)
   settings = sampling.SamplerSettings(n, eos_id=NO_EOS, pad_id=0)
