@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from gkd import divergences as D
+from gkd import scoring
 
 REDUCTIONS = ("sequence", "token")
 HIDDEN_KINDS = ("cosine", "mse")
@@ -156,8 +157,7 @@ def _per_position(student_logits, teacher, labels, cfg: Objective):
   z = jnp.asarray(student_logits, jnp.float32)
   vocab = z.shape[-1]
   safe_labels = jnp.clip(jnp.asarray(labels, jnp.int32), 0, vocab - 1)  # masked slots may hold -100
-  z_label = jnp.take_along_axis(z, safe_labels[..., None], axis=-1)[..., 0]
-  ce = jax.nn.logsumexp(z, axis=-1) - z_label
+  ce = -scoring.label_logprobs(z, safe_labels)
   # A term the loss weights by zero (α = 1 or α = 0) is only a metric: without a gradient
   # path, its vocabulary-wide backward pass is not computed at all.
   if D._is_concrete(cfg.alpha) and float(cfg.alpha) == 1.0:

@@ -84,7 +84,7 @@ def uld_loss(student_logits, teacher_logits, labels, student_mask, teacher_mask,
   uld_total, _ = objectives.masked_reduce(per, valid, objective.reduction)
   z = jnp.asarray(student_logits, jnp.float32)
   safe = jnp.clip(jnp.asarray(labels, jnp.int32), 0, z.shape[-1] - 1)
-  ce = jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, safe[..., None], -1)[..., 0]
+  ce = -scoring.label_logprobs(z, safe)
   ce_total, local_weight = objectives.masked_reduce(ce, student_mask, objective.reduction)
   weight = jnp.maximum(local_weight if weight is None else weight, 1.0)
   loss = (objective.alpha * objective.temperature ** 2 * uld_total
