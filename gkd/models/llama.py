@@ -205,7 +205,8 @@ class Block(nnx.Module):
 
   def __call__(self, x, positions, mask, kv=None, index=None):
     h, kv = self.attn(self.attn_norm(x), positions, mask, kv, index)
-    return x + h + self.mlp(self.mlp_norm(x + h)), kv
+    x = x + h
+    return x + self.mlp(self.mlp_norm(x)), kv
 
 
 class Llama(nnx.Module):
@@ -282,10 +283,9 @@ class Llama(nnx.Module):
     matrix-vector product, 5% faster in the plain form."""
     if hidden.shape[0] == 1:
       return self.logits(hidden)
-    dt, tied = DTYPES[self.config.dtype], self.config.tie_embeddings
-    table = self.embed.embedding[...] if tied else self.lm_head.kernel[...].T
+    table = self.unembed_kernel().T  # [V,D]: a tied embedding's own layout (the transposes cancel)
     return jax.lax.optimization_barrier(jnp.einsum(
-        "vd,bd->vb", table.astype(dt), hidden.astype(dt), preferred_element_type=jnp.float32)).T
+        "vd,bd->vb", table, hidden.astype(table.dtype), preferred_element_type=jnp.float32)).T
 
   # -- KV-cache decoding ---------------------------------------------------------------------
   def init_cache(self, batch_size: int, max_len: int, dtype=None, *, like=None) -> KVCache:
