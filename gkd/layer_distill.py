@@ -58,10 +58,8 @@ def init_projections(pairs: Pairs, ds: int, dt: int, seed: int) -> list[jax.Arra
 def response_layers(model, batch) -> tuple[jax.Array, tuple[jax.Array, ...]]:
   """(final hidden, each block's output), all [B, R, D] at the positions predicting the response."""
   tokens, mask = sequence_inputs(batch)
-  final, per_layer = model.hidden_states(tokens, attention_mask=mask)
-  p, r = batch["prompt_tokens"].shape[1], batch["response_tokens"].shape[1]
-  cut = lambda h: h[:, p - 1:p + r - 1]
-  return cut(final), tuple(cut(h) for h in per_layer)
+  return model.hidden_states(tokens, attention_mask=mask,
+                             keep_from=batch["prompt_tokens"].shape[1] - 1)
 
 
 def layer_loss(student_layers, teacher_layers, mask, pairs: Pairs, *, kind: str,

@@ -14,18 +14,18 @@ BATCH_KEYS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask"
 
 
 def sequence_inputs(batch):
-  """Concatenates prompt and response: (tokens [B, P+R], attention mask [B, P+R])."""
-  tokens = jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"]], axis=1)
-  mask = jnp.concatenate([batch["prompt_mask"], batch["response_mask"]], axis=1)
+  """The inputs that predict the response: prompt and response concatenated, without the
+  response's last token, which predicts nothing (tokens, attention mask: [B, P+R−1])."""
+  tokens = jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"][:, :-1]], axis=1)
+  mask = jnp.concatenate([batch["prompt_mask"], batch["response_mask"][:, :-1]], axis=1)
   return tokens, mask
 
 
 def response_hidden(model, batch):
   """Final hidden states at the positions that predict the response tokens: [B, R, D]."""
   tokens, mask = sequence_inputs(batch)
-  hidden, _ = model.hidden_states(tokens, attention_mask=mask)
-  p, r = batch["prompt_tokens"].shape[1], batch["response_tokens"].shape[1]
-  return hidden[:, p - 1:p + r - 1]
+  return model.hidden_states(tokens, attention_mask=mask,
+                             keep_from=batch["prompt_tokens"].shape[1] - 1)[0]
 
 
 def head(hidden, kernel):

@@ -29,6 +29,24 @@ def test_shapes_dtype_and_head(model):
   np.testing.assert_allclose(logits, final @ model.unembed_kernel(), rtol=1e-5, atol=1e-5)
 
 
+def test_keep_from_gives_the_same_states_and_skips_the_context_in_the_last_block(model):
+  """Positions before keep_from are context only: the kept states equal the full forward's (left
+  padding included), and the last block does less work for them."""
+  tokens = _tokens(2, 9)
+  mask = jnp.ones((2, 9), bool).at[1, :3].set(False)
+  full_final, full_layers = model.hidden_states(tokens, attention_mask=mask)
+  final, layers = model.hidden_states(tokens, attention_mask=mask, keep_from=4)
+  np.testing.assert_allclose(final, full_final[:, 4:], rtol=1e-5, atol=1e-5)
+  assert len(layers) == TINY.n_layers
+  for got, want in zip(layers, full_layers):
+    np.testing.assert_allclose(got, want[:, 4:], rtol=1e-5, atol=1e-5)
+  graph, state = nnx.split(model)
+  flops = lambda k: jax.jit(lambda s: nnx.merge(graph, s).hidden_states(  # noqa: E731
+      tokens, attention_mask=mask, keep_from=k)).lower(state).cost_analysis()["flops"]
+  skipped_mlp = 2 * 4 * 3 * 2 * TINY.dim * TINY.ffn_dim  # 2 rows x 4 positions, 3 products
+  assert flops(0) - flops(4) >= skipped_mlp, (flops(0), flops(4))
+
+
 def test_causal(model):
   tokens = _tokens(1, 8)
   changed = tokens.at[0, 5].set((tokens[0, 5] + 1) % TINY.vocab_size)

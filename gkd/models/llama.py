@@ -159,23 +159,25 @@ class Attention(nnx.Module):
     self.v = _linear(cfg, cfg.dim, cfg.n_kv_heads * hd, rngs, cfg.qkv_bias)
     self.o = _linear(cfg, cfg.n_heads * hd, cfg.dim, rngs)
 
-  def __call__(self, x, positions, mask, kv=None, index=None):
-    """x [B,T,D]; mask bool[B,T,S]; kv: optional cached (k, v) [B,Hkv,S,hd] written at `index`."""
+  def __call__(self, x, positions, mask, kv=None, index=None, start=0):
+    """x [B,T,D], queries from position `start` on (all T are keys); mask bool[B,T,S]; kv: an
+    optional cache (k, v) [B,Hkv,S,hd] written at `index`. Returns [B,T−start,D] and kv."""
     cfg = self.cfg
-    b, t, _ = x.shape
+    b, t = x.shape[0], x.shape[1] - start
     hd, hkv = cfg.hd, cfg.n_kv_heads
-    q = _rope(self.q(x).reshape(b, t, cfg.n_heads, hd), positions, cfg.rope_theta)
+    q = _rope(self.q(x[:, start:]).reshape(b, t, cfg.n_heads, hd), positions[:, start:],
+              cfg.rope_theta)
     # Keys and values are kept head-major, [B,Hkv,S,hd], the layout the attention products
     # read: with [B,S,Hkv,hd] a decode step copied each layer's whole cache to transpose it.
-    k = _rope(self.k(x).reshape(b, t, hkv, hd), positions, cfg.rope_theta).transpose(0, 2, 1, 3)
-    v = self.v(x).reshape(b, t, hkv, hd).transpose(0, 2, 1, 3)
+    k = _rope(self.k(x).reshape(b, -1, hkv, hd), positions, cfg.rope_theta).transpose(0, 2, 1, 3)
+    v = self.v(x).reshape(b, -1, hkv, hd).transpose(0, 2, 1, 3)
     if kv is not None:
       k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, 0, index, 0))
       v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, 0, index, 0))
       kv = (k, v)
     q = q.reshape(b, t, hkv, cfg.n_heads // hkv, hd).transpose(0, 2, 3, 1, 4)  # [B,Hkv,G,T,hd]
     scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = jnp.where(mask[:, None, None], scores * hd ** -0.5, _NEG)
+    scores = jnp.where(mask[:, None, None, start:], scores * hd ** -0.5, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bksd->bkgtd", probs, v).transpose(0, 3, 1, 2, 4)
     return self.o(out.reshape(b, t, cfg.n_heads * hd)), kv
@@ -203,9 +205,9 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps, dtype=dt, param_dtype=pdt)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, positions, mask, kv=None, index=None):
-    h, kv = self.attn(self.attn_norm(x), positions, mask, kv, index)
-    x = x + h
+  def __call__(self, x, positions, mask, kv=None, index=None, start=0):
+    h, kv = self.attn(self.attn_norm(x), positions, mask, kv, index, start)
+    x = x[:, start:] + h
     return x + self.mlp(self.mlp_norm(x)), kv
 
 
@@ -235,8 +237,9 @@ class Llama(nnx.Module):
     return x.astype(DTYPES[self.config.dtype])
 
   # -- full-sequence forward (training, scoring) ---------------------------------------------
-  def hidden_states(self, tokens, *, positions=None, attention_mask=None):
-    """Returns (final hidden [B,T,D] after the final norm, tuple of each block's output [B,T,D]).
+  def hidden_states(self, tokens, *, positions=None, attention_mask=None, keep_from=0):
+    """(final hidden after the final norm, each block's output), all [B,T−keep_from,D]: positions
+    before `keep_from` are context only, and the last block skips them (a scorer's prompt).
 
     attention_mask: bool[B,T], True on real tokens. Attention is causal and never looks at
     padding keys; positions default to `default_positions(attention_mask)`.
@@ -250,9 +253,9 @@ class Llama(nnx.Module):
     mask = jnp.tril(jnp.ones((t, t), bool))[None] & attention_mask[:, None, :]  # causal
     x = self.embed_tokens(tokens)
     per_layer = []
-    for block in self.layers:
-      x, _ = block(x, positions, mask)
-      per_layer.append(x)
+    for i, block in enumerate(self.layers):
+      x, _ = block(x, positions, mask, start=keep_from if i == len(self.layers) - 1 else 0)
+      per_layer.append(x[:, x.shape[1] - (t - keep_from):])
     return self.final_norm(x), tuple(per_layer)
 
   def __call__(self, tokens, *, positions=None, attention_mask=None):
@@ -277,10 +280,9 @@ class Llama(nnx.Module):
   def next_token_logits(self, hidden: jax.Array) -> jax.Array:
     """The decoding head: `logits` of hidden [B,D], one position per row, as float32 [B,V].
 
-    Several rows are a multiply-and-sum over D, vocabulary-major [V,B], behind a barrier that
-    keeps XLA from re-laying it out: XLA:CPU runs that in one pass over the table, where its
-    small-batch dot does not (d=256 student, batch 8: 1.4 against 1.9 ms per decode step, and a
-    sampler call 0.21 -> 0.17 s). One row is a matrix-vector product, fastest as the plain dot."""
+    Several rows are a fused multiply-and-sum over D, vocabulary-major [V,B] behind a barrier:
+    XLA:CPU streams the table once for it, unlike its small-batch dot (d=256, batch 8: 1.4 vs
+    1.9 ms per decode step; sampler call 0.21 -> 0.17 s). One row is fastest as the plain dot."""
     if hidden.shape[0] == 1:
       return self.logits(hidden)
     table = self.unembed_kernel().T  # [V,D]: a tied embedding's own layout (the transposes cancel)
@@ -378,10 +380,8 @@ def flat_params(model: Llama) -> dict[str, jax.Array]:
 
 
 def from_flat_params(config: LlamaConfig, params: dict[str, Any]) -> Llama:
-  """Builds a model from a complete {name: array} dict without random-initializing it first.
-
-  Raises ValueError naming any missing, unexpected or mis-shaped parameter.
-  """
+  """Builds a model from a complete {name: array} dict without random-initializing it first;
+  raises ValueError naming any missing, unexpected or mis-shaped parameter."""
   abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
   flat = dict(nnx.to_flat_state(state))
