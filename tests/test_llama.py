@@ -45,6 +45,9 @@ def test_keep_from_gives_the_same_states_and_skips_the_context_in_the_last_block
       tokens, attention_mask=mask, keep_from=k)).lower(state).cost_analysis()["flops"]
   skipped_mlp = 2 * 4 * 3 * 2 * TINY.dim * TINY.ffn_dim  # 2 rows x 4 positions, 3 products
   assert flops(0) - flops(4) >= skipped_mlp, (flops(0), flops(4))
+  for bad in (-1, 9):
+    with pytest.raises(ValueError, match=f"keep_from={bad} must be in"):
+      model.hidden_states(tokens, keep_from=bad)
 
 
 def test_causal(model):

@@ -108,11 +108,9 @@ def default_positions(attention_mask: jax.Array) -> jax.Array:
 
 
 def batch_full(like, shape, value, dtype) -> jax.Array:
-  """jnp.full(shape, value, dtype), sharded along the batch axis like `like` (if given).
-
-  Under explicit-sharding meshes a replicated buffer cannot receive sharded updates, so
-  buffers are broadcast from a slice of a batch-sharded array instead of built from scratch.
-  """
+  """jnp.full(shape, value, dtype), sharded along the batch axis like `like` (if given): under
+  explicit-sharding meshes a replicated buffer cannot receive sharded updates, so buffers are
+  broadcast from a slice of a batch-sharded array instead of built from scratch."""
   if like is None:
     return jnp.full(shape, value, dtype)
   base = jnp.full_like(like.reshape(like.shape[0], -1)[:, :1], value, dtype=dtype)
@@ -245,6 +243,8 @@ class Llama(nnx.Module):
     padding keys; positions default to `default_positions(attention_mask)`.
     """
     b, t = tokens.shape
+    if not 0 <= keep_from < t:
+      raise ValueError(f"keep_from={keep_from} must be in [0, {t}) for {t} positions.")
     if attention_mask is None:
       attention_mask = batch_full(tokens, (b, t), True, bool)
     attention_mask = attention_mask.astype(bool)
