@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from gkd import objectives
-from gkd.scoring import sequence_inputs
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -53,13 +52,6 @@ def init_projections(pairs: Pairs, ds: int, dt: int, seed: int) -> list[jax.Arra
     return None
   keys = jax.random.split(jax.random.key(seed), len(pairs))
   return [jax.random.normal(k, (ds, dt)) / np.sqrt(ds) for k in keys]
-
-
-def response_layers(model, batch) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-  """(final hidden, each block's output), all [B, R, D] at the positions predicting the response."""
-  tokens, mask = sequence_inputs(batch)
-  return model.hidden_states(tokens, attention_mask=mask,
-                             keep_from=batch["prompt_tokens"].shape[1] - 1)
 
 
 def layer_loss(student_layers, teacher_layers, mask, pairs: Pairs, *, kind: str,

@@ -21,11 +21,16 @@ def sequence_inputs(batch):
   return tokens, mask
 
 
-def response_hidden(model, batch):
-  """Final hidden states at the positions that predict the response tokens: [B, R, D]."""
+def response_layers(model, batch):
+  """(final hidden, each block's output), all [B, R, D] at the positions predicting the response."""
   tokens, mask = sequence_inputs(batch)
   return model.hidden_states(tokens, attention_mask=mask,
-                             keep_from=batch["prompt_tokens"].shape[1] - 1)[0]
+                             keep_from=batch["prompt_tokens"].shape[1] - 1)
+
+
+def response_hidden(model, batch):
+  """Final hidden states at the positions that predict the response tokens: [B, R, D]."""
+  return response_layers(model, batch)[0]
 
 
 def head(hidden, kernel):

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gkd import layer_distill
+from gkd import layer_distill, scoring
 from gkd.models import llama
 from tests import helpers
 
@@ -56,7 +56,7 @@ def test_response_layers_are_each_blocks_output_at_the_response_positions():
            "prompt_mask": jnp.ones((2, 4), bool),
            "response_tokens": jnp.asarray(rng.integers(1, 200, (2, 3)), jnp.int32),
            "response_mask": jnp.ones((2, 3), bool)}
-  final, layers = layer_distill.response_layers(model, batch)
+  final, layers = scoring.response_layers(model, batch)
   assert len(layers) == 3 and final.shape == layers[0].shape == (2, 3, model.config.dim)
   # By hand: run the blocks one at a time over prompt + response, keep positions 3..5.
   tokens = jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"]], axis=1)

@@ -16,7 +16,7 @@ from flax import nnx
 
 from gkd import layer_distill, lora, objectives, policy_gradient
 from gkd.objectives import Objective
-from gkd.scoring import head, response_hidden
+from gkd.scoring import head, response_layers
 
 
 class TrainState(NamedTuple):
@@ -38,10 +38,7 @@ def loss_terms(params, teacher_params, batch, weight, student_base=None, *, stud
   frozen weights come in `student_base` (not differentiated), its adapters in params["lora"].
   """
   student = nnx.merge(student_graph, lora.student_params(params, student_base, lora_scale))
-  if layer_map:
-    h_s, s_layers = layer_distill.response_layers(student, batch)
-  else:
-    h_s = response_hidden(student, batch)
+  h_s, s_layers = response_layers(student, batch)  # unused block outputs are compiled away
   labels, mask = batch["response_tokens"], batch["response_mask"]
   if sft:
     ce = optax.softmax_cross_entropy_with_integer_labels(head(h_s, student.unembed_kernel()), labels)
@@ -68,10 +65,7 @@ def _distillation_terms(params, student, h_s, s_layers, teacher_params, batch, w
     return teacher_graph.loss_terms(head(h_s, student.unembed_kernel()), teacher_params, batch,
                                     weight, objective)
   teacher = nnx.merge(teacher_graph, teacher_params)
-  if layer_map:
-    h_t, t_layers = jax.lax.stop_gradient(layer_distill.response_layers(teacher, batch))
-  else:
-    h_t = jax.lax.stop_gradient(response_hidden(teacher, batch))
+  h_t, t_layers = jax.lax.stop_gradient(response_layers(teacher, batch))
   if objective.chunk_size:
     loss, aux = objectives.chunked_distillation_loss(
         h_s, student.unembed_kernel(), h_t, jax.lax.stop_gradient(teacher.unembed_kernel()),
