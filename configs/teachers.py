@@ -1,10 +1,10 @@
 """The testbed with several teachers, or with a teacher that has another tokenizer.
 
-Several teachers (gkd.multi_teacher): `teachers=` lists Hugging Face dirs joined by "+", and
+Several teachers (gkd.teachers.ensemble): `teachers=` lists Hugging Face dirs joined by "+", and
 `weights=` their relative weights ("2+1"; default equal); `combine=mixture|sum`:
   python -m gkd.main --config=configs/teachers.py:teachers=A/export+B/export,weights=2+1 \
       --workdir=runs/teachers/two
-A teacher with another tokenizer (gkd.uld, Universal Logit Distillation): `uld_teacher=` a
+A teacher with another tokenizer (gkd.teachers.uld, Universal Logit Distillation): `uld_teacher=` a
 Hugging Face dir, or "gguf" for the bundled SmolLM2-135M-Instruct (byte-level BPE, 49,152
 tokens) teaching the char-level testbed student:
   python -m gkd.main --config=configs/teachers.py:uld_teacher=gguf --workdir=runs/teachers/uld

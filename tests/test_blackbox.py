@@ -1,4 +1,4 @@
-"""Black-box teachers (gkd.blackbox): an API-style JSONL import equals the live teacher's top-k,
+"""Black-box teachers (gkd.teachers.blackbox): an API-style JSONL import equals the live teacher's top-k,
 mismatches are reported by line, and a run trains on the import."""
 
 import json
@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gkd import blackbox, store_format
 from gkd.data import pipeline
-from gkd.train import build_models, loop
+from gkd.teachers import blackbox, store
+from gkd.teachers import build as build_models
+from gkd.train import loop
 from tests import helpers
 
 pytestmark = pytest.mark.usefixtures("shared_data_dir")
@@ -56,8 +57,8 @@ def test_an_api_import_holds_the_teachers_scored_tokens(tmp_path):
   config = _config()
   lines, batch, logp = _api_lines(config)
   blackbox.import_jsonl(config, _write(tmp_path / "api.jsonl", lines), str(tmp_path / "s"))
-  store = store_format.TeacherStore(str(tmp_path / "s"))
-  rows = store.lookup(batch["example_id"], batch["prompt_tokens"], batch["prompt_mask"],
+  opened = store.TeacherStore(str(tmp_path / "s"))
+  rows = opened.lookup(batch["example_id"], batch["prompt_tokens"], batch["prompt_mask"],
                       batch["response_tokens"].shape[1])
   np.testing.assert_array_equal(rows["response_mask"], batch["response_mask"])
   for b in range(16):
@@ -69,7 +70,7 @@ def test_an_api_import_holds_the_teachers_scored_tokens(tmp_path):
       np.testing.assert_array_equal(got, want)
       np.testing.assert_allclose(rows["teacher_topk_logprobs"][b, t, :len(want)],
                                  logp[b, t, want], rtol=1e-6)
-  assert store.topk == K + 1  # a chosen token outside the top 3 somewhere makes 4 distinct
+  assert opened.topk == K + 1  # a chosen token outside the top 3 somewhere makes 4 distinct
 
 
 def test_mismatches_are_reported_by_line_and_nothing_is_written(tmp_path):
@@ -100,7 +101,7 @@ def test_runs_train_on_imports_with_and_without_logprobs(tmp_path):
   blackbox.import_jsonl(config, _write(tmp_path / "a.jsonl", lines), str(tmp_path / "topk"))
   text_only = [{"prompt": x["prompt"], "response": x["response"]} for x in lines]
   blackbox.import_jsonl(config, _write(tmp_path / "b.jsonl", text_only), str(tmp_path / "text"))
-  assert store_format.TeacherStore(str(tmp_path / "text")).topk == 0
+  assert store.TeacherStore(str(tmp_path / "text")).topk == 0
   final = loop.train(_config(teacher_store=str(tmp_path / "topk")), str(tmp_path / "run_topk"))
   assert np.isfinite(final["nll"])
   with pytest.raises(ValueError, match="set objective.alpha=0"):

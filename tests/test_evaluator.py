@@ -9,7 +9,7 @@ from flax import nnx
 
 from gkd import sharding
 from gkd.eval.evaluator import Evaluator
-from gkd.train.build_models import build_models
+from gkd.teachers.build import build_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gkd import layer_distill, scoring
+from gkd import scoring
 from gkd.models import llama
+from gkd.objectives import layer_distill
 from tests import helpers
 
 

@@ -1,4 +1,4 @@
-"""LoRA students (gkd.lora): the merge against NumPy, the adapters' gradients by the chain rule,
+"""LoRA students (gkd.models.lora): the merge against NumPy, the adapters' gradients by the chain rule,
 that only adapters are trained and checkpointed, exact resume, export of the merged weights."""
 
 import os
@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import lora, models
+from gkd import models
+from gkd.models import lora
 from gkd.objectives import Objective
-from gkd.train import loop, step as step_lib, validate
+from gkd.train import loop, validate
+from gkd.train import step as step_lib
 from tests import helpers
 from tests.test_resume import final_state
 from tests.test_train_step import batch, tiny  # noqa: F401  (the fixture)

@@ -10,7 +10,8 @@ from flax import nnx
 from gkd import models
 from gkd.data import tasks
 from gkd.models import llama
-from gkd.train import build_models as bm, loop
+from gkd.teachers import build as bm
+from gkd.train import loop
 from tests.helpers import apply_overrides, smoke_gkd_config
 
 BF16 = {"student.dtype": "bfloat16", "teacher.dtype": "bfloat16"}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from gkd.train import loop, mixing, validate
+from gkd.sources import mixing
+from gkd.train import loop, validate
 from tests.helpers import apply_overrides, count_traces, smoke_gkd_config
 
 MIX = ConfigDict({"dataset": 0.5, "teacher": 0.2, "student": 0.3, "per_example": True})

@@ -1,4 +1,4 @@
-"""The RL + GKD term (gkd.policy_gradient): advantages, the loss against NumPy, the step's wiring,
+"""The RL + GKD term (gkd.objectives.policy_gradient): advantages, the loss against NumPy, the step's wiring,
 grading, config errors and a CI-sized run."""
 
 import json
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import divergences, policy_gradient
+from gkd import divergences
 from gkd.data import tasks
-from gkd.objectives import Objective
-from gkd.train import loop, step as step_lib, validate
+from gkd.objectives import Objective, policy_gradient
+from gkd.train import loop, validate
+from gkd.train import step as step_lib
 from tests import helpers
 from tests.test_train_step import batch, tiny  # noqa: F401  (the fixture)
 

@@ -1,4 +1,4 @@
-"""Adaptive off-policy with a replay buffer (gkd.replay): the buffer and the schedule by hand,
+"""Adaptive off-policy with a replay buffer (gkd.sources.replay): the buffer and the schedule by hand,
 config errors, and a run that replays, adapts and resumes exactly."""
 
 import json
@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from gkd import replay
+from gkd.sources import replay
 from gkd.train import loop, validate
 from tests import helpers
 from tests.test_resume import final_state

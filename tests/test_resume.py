@@ -19,7 +19,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gkd import rundir
-from gkd.train import checkpoint, loop, mixing
+from gkd.sources import mixing
+from gkd.train import checkpoint, loop
 from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

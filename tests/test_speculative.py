@@ -8,7 +8,7 @@ from flax import nnx
 
 from gkd import sampling
 from gkd.models import llama
-from gkd.speculative import SpeculativeOutput, SpeculativeSampler
+from gkd.sampling.speculative import SpeculativeOutput, SpeculativeSampler
 from tests import helpers
 
 TINY = llama.PRESETS["tiny"].replace(init_std=0.2)

@@ -1,4 +1,4 @@
-"""The offline teacher store (gkd.teacher_store): what it holds, that training on it equals
+"""The offline teacher store (gkd.teachers.store_writer): what it holds, that training on it equals
 training with the live teacher, that a killed writer resumes, and its errors."""
 
 import json
@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import models, store_format, teacher_store
+from gkd import models
 from gkd.data import pipeline
-from gkd.train import build_models, loop, validate
+from gkd.teachers import build as build_models
+from gkd.teachers import store
+from gkd.teachers import store_writer as teacher_store
+from gkd.train import loop, validate
 from tests import helpers
 
 pytestmark = pytest.mark.usefixtures("shared_data_dir")
@@ -31,13 +34,13 @@ def test_the_store_holds_the_teachers_topk_logprobs_of_each_dataset_response(tmp
   config = _config()
   teacher_store.write(config, str(tmp_path / "s"), kind="dataset", topk=K, shard_examples=16,
                       batch_size=8)
-  store = store_format.TeacherStore(str(tmp_path / "s"))
-  assert len(store) == 32 and store.kind == "dataset" and store.topk == K
+  opened = store.TeacherStore(str(tmp_path / "s"))
+  assert len(opened) == 32 and opened.kind == "dataset" and opened.topk == K
   tokenizer, teacher, _ = build_models.build_models(config)
   loader = pipeline.loader_for_config(config, tokenizer, split="train", batch_size=8,
                                       shuffle=False, num_epochs=1, num_examples=32)
   batch = next(loader)
-  rows = store.lookup(batch["example_id"], batch["prompt_tokens"], batch["prompt_mask"],
+  rows = opened.lookup(batch["example_id"], batch["prompt_tokens"], batch["prompt_mask"],
                       batch["response_tokens"].shape[1])
   np.testing.assert_array_equal(rows["response_mask"], batch["response_mask"])
   np.testing.assert_array_equal(np.where(batch["response_mask"], rows["response_tokens"], 0),
@@ -82,7 +85,7 @@ def test_a_killed_writer_resumes_to_the_same_store(tmp_path):
   for name in sorted(os.listdir(whole)):
     with open(os.path.join(whole, name), "rb") as f, open(os.path.join(partial, name), "rb") as g:
       assert f.read() == g.read(), name
-  assert len(store_format.TeacherStore(whole)) == 64  # 32 prompts × 2 samples
+  assert len(store.TeacherStore(whole)) == 64  # 32 prompts × 2 samples
   with pytest.raises(ValueError, match="different store"):
     teacher_store.write(config, whole, kind="teacher", topk=2 * K, shard_examples=8, batch_size=8)
 
@@ -106,22 +109,22 @@ def test_a_store_refuses_runs_it_cannot_serve(tmp_path):
     validate.validate(_config(**{**on, "mix.dataset": 0.5, "mix.student": 0.5}))
   with pytest.raises(validate.ConfigError, match="hidden_loss"):
     validate.validate(_config(**{**on, "objective.hidden_loss": "cosine"}))
-  store = store_format.TeacherStore(str(tmp_path / "s"))
+  opened = store.TeacherStore(str(tmp_path / "s"))
   prompt, mask = helpers.left_pad([[1, 5, 6]], 8)
   with pytest.raises(ValueError, match="stored prompt of key 0 differs"):
-    store.lookup([0], np.asarray(prompt), np.asarray(mask), 56)
+    opened.lookup([0], np.asarray(prompt), np.asarray(mask), 56)
   with pytest.raises(ValueError, match="no store.json"):
-    store_format.TeacherStore(str(tmp_path))
-  json.dumps(store_format.TeacherStore(str(tmp_path / "s")).meta)  # plain JSON
+    store.TeacherStore(str(tmp_path))
+  json.dumps(store.TeacherStore(str(tmp_path / "s")).meta)  # plain JSON
 
 
 def test_the_command_line_writes_a_store(tmp_path):
   import subprocess
   import sys
   out = tmp_path / "s"
-  subprocess.run([sys.executable, "-m", "gkd.teacher_store", f"--config={helpers.ROOT}/configs/"
+  subprocess.run([sys.executable, "-m", "gkd.teachers.store_writer", f"--config={helpers.ROOT}/configs/"
                   "testbed.py:runlocal=true", f"--out={out}", "--kind=dataset", "--topk=3",
                   "--config.data.num_train_examples=16", "--shard_examples=8", "--batch_size=8"],
                  check=True, cwd=helpers.ROOT, env={**os.environ, "PYTHONPATH": helpers.ROOT},
                  capture_output=True)
-  assert len(store_format.TeacherStore(str(out))) == 16
+  assert len(store.TeacherStore(str(out))) == 16

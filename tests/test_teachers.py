@@ -1,4 +1,4 @@
-"""Several teachers (gkd.multi_teacher): both losses against NumPy, one-teacher equivalence, a run."""
+"""Several teachers (gkd.teachers.ensemble): both losses against NumPy, one-teacher equivalence, a run."""
 
 import jax
 import jax.numpy as jnp
@@ -8,10 +8,10 @@ from flax import nnx
 
 from gkd import divergences, sharding
 from gkd.objectives import Objective
-from gkd import multi_teacher
-from gkd.train import build_models, defaults, loop, validate
+from gkd.teachers import build as build_models
+from gkd.teachers import ensemble
+from gkd.train import defaults, loop, validate
 from tests import helpers
-
 
 pytestmark = pytest.mark.usefixtures("shared_data_dir")
 
@@ -42,14 +42,14 @@ def _reference(per_position, alpha, temperature):
 
 def _loss(combine, name, alpha=0.7, temperature=2.0):
   objective = Objective(divergence=divergences.get(name), alpha=alpha, temperature=temperature)
-  loss, metrics = multi_teacher.combined_loss(
+  loss, metrics = ensemble.combined_loss(
       jnp.asarray(STUDENT, jnp.float32), [jnp.asarray(t, jnp.float32) for t in TEACHERS],
       jnp.asarray(LABELS), jnp.asarray(MASK), objective, weights=WEIGHTS, combine=combine)
   return float(loss), metrics
 
 
 def test_mixture_logits_average_the_probabilities():
-  m = multi_teacher.mixture_logits([jnp.asarray(t, jnp.float32) for t in TEACHERS], WEIGHTS, 2.0)
+  m = ensemble.mixture_logits([jnp.asarray(t, jnp.float32) for t in TEACHERS], WEIGHTS, 2.0)
   expected = sum(w * helpers.softmax64(t / 2.0) for w, t in zip(WEIGHTS, TEACHERS))
   np.testing.assert_allclose(helpers.softmax64(np.asarray(m) / 2.0), expected, rtol=1e-5)
 
@@ -80,7 +80,7 @@ def test_forward_kl_sum_and_mixture_have_the_same_gradient():
   # Σ_k w_k KL(p_k‖q) = KL(p̄‖q) + a constant in q: the two losses differ, their gradients do not.
   def grad(combine):
     objective = Objective(divergence=divergences.get("forward_kl"), alpha=1.0)
-    return jax.grad(lambda s: multi_teacher.combined_loss(
+    return jax.grad(lambda s: ensemble.combined_loss(
         s, [jnp.asarray(t, jnp.float32) for t in TEACHERS], jnp.asarray(LABELS),
         jnp.asarray(MASK), objective, weights=WEIGHTS, combine=combine)[0])(
             jnp.asarray(STUDENT, jnp.float32))
@@ -112,7 +112,7 @@ def test_a_list_of_one_teacher_builds_the_single_teacher_run():
                   "list": _smoke(teachers=[defaults.model_config(**_smoke().teacher, weight=3.0)])
                   }.items():
     _, _, teacher, _ = build_models.build_all(c)
-    built[name] = multi_teacher.split([teacher], c, sharding.make_mesh(c))
+    built[name] = ensemble.split([teacher], c, sharding.make_mesh(c))
   (g1, p1), (g2, p2) = built["single"], built["list"]
   assert isinstance(g2, nnx.GraphDef) and g1 == g2
   jax.tree.map(np.testing.assert_array_equal, p1, p2)
@@ -138,7 +138,7 @@ def test_a_list_of_one_teacher_trains_exactly_as_the_single_teacher(tmp_path):
 
 def test_two_teachers_score_on_policy_samples_and_eval_reports_each(tmp_path):
   run = loop.Run(_two_teachers(), str(tmp_path))
-  assert isinstance(run.teacher_graph, multi_teacher.Ensemble) and len(run.teacher_params) == 2
+  assert isinstance(run.teacher_graph, ensemble.Ensemble) and len(run.teacher_params) == 2
   run.state, metrics = run.train_step(run.state, run.make_batch(0, "student"), run.teacher_params)
   assert np.isfinite(float(metrics["loss"])) and float(metrics["divergence"]) > 0
   final = run.evaluate().metrics

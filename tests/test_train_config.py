@@ -5,9 +5,11 @@ import collections
 import numpy as np
 import pytest
 
-from tests.helpers import apply_overrides
 from gkd import sharding
-from gkd.train import defaults, mixing, validate
+from gkd.sources import mixing
+from gkd.teachers import build
+from gkd.train import defaults, validate
+from tests.helpers import apply_overrides
 
 
 def config(**overrides):
@@ -58,9 +60,9 @@ def test_sequence_lengths_must_fit_the_models():
 
 def test_vocab_mismatch_fails_clearly():
   with pytest.raises(validate.ConfigError, match="student vocab_size=100 differs from the teacher's 120"):
-    validate.check_vocab(120, 100, 90)
+    build.check_vocab(120, 100, 90)
   with pytest.raises(validate.ConfigError, match="tokenizer has 130 tokens but the models only 120"):
-    validate.check_vocab(120, 120, 130)
+    build.check_vocab(120, 120, 130)
 
 
 def test_source_coin_is_deterministic_and_matches_the_mix():

@@ -1,4 +1,4 @@
-"""Universal Logit Distillation (gkd.uld): NumPy references, invariants, errors, a training run."""
+"""Universal Logit Distillation (gkd.teachers.uld): NumPy references, invariants, errors, a training run."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -6,14 +6,16 @@ import pytest
 import tokenizers
 from flax import nnx
 
-from gkd import models, uld
+from gkd import models
 from gkd.data import tasks
 from gkd.data.tasks import TESTBED_ALPHABET
-from gkd.models import llama, tokenizer as tok
+from gkd.models import llama
+from gkd.models import tokenizer as tok
 from gkd.objectives import Objective
-from gkd.train import build_models, loop, validate
+from gkd.teachers import build as build_models
+from gkd.teachers import uld
+from gkd.train import loop, validate
 from tests import helpers
-
 
 pytestmark = pytest.mark.usefixtures("shared_data_dir")
 
@@ -132,8 +134,8 @@ def test_a_teacher_with_another_tokenizer_needs_uld(other_teacher):
   swapped_tok = tok.Tokenizer(tokenizers.Tokenizer(tokenizers.models.BPE(
       vocab=swapped, merges=[], unk_token=tok.UNK)), bos_id=1, eos_id=2, pad_id=0, unk_id=3)
   with pytest.raises(validate.ConfigError, match="objective.cross_tokenizer='uld'"):
-    validate.check_same_tokenizer(same_size, {"teacher": swapped_tok})
-  validate.check_same_tokenizer(same_size, {"teacher": tasks.testbed_tokenizer(), "student": None})
+    build_models.check_same_tokenizer(same_size, {"teacher": swapped_tok})
+  build_models.check_same_tokenizer(same_size, {"teacher": tasks.testbed_tokenizer(), "student": None})
 
 
 @pytest.mark.parametrize("change, message", [

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import divergences, multi_teacher, sampling, scoring, sharding
+from gkd import divergences, sampling, scoring, sharding
 from gkd.data import pipeline, tasks
 from gkd.eval import metrics as text_metrics
+from gkd.teachers import ensemble
 
 
 @functools.partial(jax.jit, static_argnames=("student_graph", "teacher_graph"))
@@ -38,9 +39,9 @@ def _reference_sums(student_params, teacher_params, batch, *, student_graph, tea
   s_logits = scoring.response_logits(student, batch)
   sums = {"tokens": mask.sum(-1), "nll": -(scoring.label_logprobs(s_logits, labels) * mask).sum(-1)}
   if teacher_graph is not None:
-    # Several teachers: KLs to their mixture, plus each teacher's forward KL (gkd.multi_teacher).
-    t_logits, per_teacher = multi_teacher.eval_logits(teacher_graph, teacher_params, batch)
-    sums.update(multi_teacher.per_teacher_forward_kl(s_logits, per_teacher, batch["response_mask"]))
+    # Several teachers: KLs to their mixture, plus each teacher's forward KL (gkd.teachers.ensemble).
+    t_logits, per_teacher = ensemble.eval_logits(teacher_graph, teacher_params, batch)
+    sums.update(ensemble.per_teacher_forward_kl(s_logits, per_teacher, batch["response_mask"]))
     kl_args = dict(student_logits=s_logits, teacher_logits=t_logits)
     sums["forward_kl"] = (divergences.forward_kl(**kl_args) * mask).sum(-1)
     sums["reverse_kl"] = (divergences.reverse_kl(**kl_args) * mask).sum(-1)
@@ -51,7 +52,7 @@ def _reference_sums(student_params, teacher_params, batch, *, student_graph, tea
 @functools.partial(jax.jit, static_argnames=("teacher_graph",))
 def _teacher_logprob_sums(teacher_params, batch, *, teacher_graph):
   """Per-row sums [B] of the teacher's log-probabilities of the batch's responses."""
-  scores = multi_teacher.token_scores(teacher_graph, teacher_params, batch)
+  scores = ensemble.token_scores(teacher_graph, teacher_params, batch)
   mask = batch["response_mask"].astype(jnp.float32)
   return {"sample_logprob": (scores * mask).sum(-1), "sample_tokens": mask.sum(-1)}
 

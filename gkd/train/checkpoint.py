@@ -5,7 +5,7 @@ Each checkpoint step holds three items:
   data           JSON: the data iterator's state, counters (`truncated_total`) and the number
                  of teacher-cache rows
   teacher_cache  host-side arrays: the teacher-generation cache (`TeacherCache.state_dict()`)
-                 and the replay buffer (`gkd.replay`, keys "replay_*"); absent while empty
+                 and the replay buffer (`gkd.sources.replay`, keys "replay_*"); absent while empty
 The teacher itself is never checkpointed (it's an input, not a result).
 
 Orbax writes a step into a temporary directory and renames it when complete, so a kill

@@ -44,12 +44,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.mode = "gkd"  # "gkd": distil the teacher into the student; "sft": fine-tune `student` on the data
 
   c.teacher = model_config()
-  # Several teachers (gkd.multi_teacher): a list of model_config(weight=w, ...) entries; weights
+  # Several teachers (gkd.teachers.ensemble): a list of model_config(weight=w, ...) entries; weights
   # are relative (normalized to sum 1). Empty: the single `teacher` above, a list of one.
   # Sequence-level KD (mix.teacher) samples from the first. See objective.multi_teacher.
   c.teachers = []
-  # An offline teacher store (gkd.teacher_store: `python -m gkd.teacher_store --out=DIR`, or a
-  # black-box import, gkd.blackbox): the run reads the teacher's responses and top-k log-probs
+  # An offline teacher store (gkd.teachers.store_writer: `python -m gkd.teachers.store_writer --out=DIR`, or a
+  # black-box import, gkd.teachers.blackbox): the run reads the teacher's responses and top-k log-probs
   # from DIR and builds no teacher model. "" = run the teacher.
   c.teacher_store = ""
   c.student = model_config()
@@ -75,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
   # row instead (the batch mixes sources; a step may then sample with both models).
   c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0,
                                      "per_example": False})
-  # Adaptive off-policy with a replay buffer (DistiLLM; gkd.replay): capacity > 0 (rows) keeps the
+  # Adaptive off-policy with a replay buffer (DistiLLM; gkd.sources.replay): capacity > 0 (rows) keeps the
   # student's samples and reuses them. Each step trains on student data (fresh or replayed) with
   # probability p, starting at mix.student (dataset otherwise); every `every` steps the student's
   # NLL on the validation split's first `val_examples` references is measured, and when it is
@@ -113,7 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
       "chunk_size": 0,  # >0: compute head + loss in sequence chunks (memory), 0: plain
       "hidden_loss": "",  # "", "cosine" or "mse" (DistilBERT-style, last hidden state)
       "hidden_weight": 0.0,  # weight of the hidden-state term
-      # Intermediate layers (gkd.layer_distill): "0:1,1:3" matches student block 0 to teacher
+      # Intermediate layers (gkd.objectives.layer_distill): "0:1,1:3" matches student block 0 to teacher
       # block 1 and 1 to 3 with hidden_loss (required), replacing the last-hidden-state term;
       # learned projections where the widths differ. "" = off.
       "layer_map": "",
@@ -122,19 +122,19 @@ def default_config() -> ml_collections.ConfigDict:
       # and runs once); "sum" = the weighted sum of per-teacher divergences.
       "multi_teacher": "mixture",
       # A teacher with another tokenizer: "" refuses a vocabulary mismatch; "uld" = Universal Logit
-      # Distillation (gkd.uld): loss = α·(sorted-probability Wasserstein-1 at aligned positions)
+      # Distillation (gkd.teachers.uld): loss = α·(sorted-probability Wasserstein-1 at aligned positions)
       # + (1−α)·the student's CE on its own tokens (needs α < 1). The teacher (gguf/pretrained)
       # keeps its tokenizer and scores its own tokenization of the same text; the data and the
       # student use tokenizer='testbed' or the student's own. Not with mix.teacher, several
       # teachers, teacher_topk, chunk_size or hidden_loss; eval then has no teacher KLs.
       "cross_tokenizer": "",
       # > 0: add rl_weight × a REINFORCE term on the student's own (on-policy) samples, graded by
-      # the task's grader, with a leave-one-out baseline (gkd.policy_gradient). Needs
+      # the task's grader, with a leave-one-out baseline (gkd.objectives.policy_gradient). Needs
       # mix.student > 0 and a graded task; not with chunk_size.
       "rl_weight": 0.0,
   })
 
-  # A LoRA student (gkd.lora): rank > 0 trains only low-rank adapters (nnx.LoRA) on the student
+  # A LoRA student (gkd.models.lora): rank > 0 trains only low-rank adapters (nnx.LoRA) on the student
   # kernels named in `targets`, scaled by alpha / rank; the base is frozen, the optimizer state
   # and checkpoints hold the adapters only, and export merges them into the weights.
   c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 16.0, "targets": "q,k,v,o,gate,up,down"})

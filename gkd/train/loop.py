@@ -20,8 +20,10 @@ import jax
 import numpy as np
 import tqdm
 
-from gkd import models, multi_teacher, rundir
-from gkd.train import guards, mixing, report, validate, writer
+from gkd import models, rundir
+from gkd.sources import mixing
+from gkd.teachers import ensemble
+from gkd.train import guards, report, validate, writer
 from gkd.train.run import Run, host_copy
 
 _log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ def _max_seq_lens(run) -> dict:
   lens = {"student": run.student().config.max_seq_len}
   if run.teacher_params is not None:  # a teacher model (not a store)
     lens["teacher"] = min(t.config.max_seq_len
-                          for t in multi_teacher.members(run.teacher_graph, run.teacher_params))
+                          for t in ensemble.members(run.teacher_graph, run.teacher_params))
   return lens
 
 

@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import lora, sampling, sharding
+from gkd import sampling, sharding
 from gkd.data.tasks import testbed_tokenizer
-from gkd.models import gguf, llama, safetensors
+from gkd.models import gguf, llama, lora, safetensors
 from gkd.objectives import Objective
+from gkd.teachers.build import dtypes, llama_config
 from gkd.train import step as step_lib
-from gkd.train.build_models import dtypes, llama_config
 from gkd.train.optimizer import make_optimizer
 
 GiB = 2**30

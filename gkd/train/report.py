@@ -10,9 +10,10 @@ import os
 import jax
 import jax.numpy as jnp
 
-from gkd import multi_teacher, rundir, sampling
+from gkd import rundir, sampling
 from gkd.data.pipeline import encode_example
 from gkd.models import llama
+from gkd.teachers import ensemble
 
 ROWS = (  # (metric, label): the rows shown when both runs measured them
     ("forward_kl", "held-out KL(teacher‖student)"),
@@ -37,7 +38,7 @@ def _describe(model_cfg) -> str:
 def _describe_teachers(config) -> str:
   if config.get("teacher_store", ""):
     return f"the teacher store {config.teacher_store}"
-  listed = multi_teacher.configs(config)
+  listed = ensemble.configs(config)
   more = f" and {len(listed) - 1} more teacher(s)" if len(listed) > 1 else ""
   return _describe(listed[0]) + more
 
@@ -96,11 +97,11 @@ def print_summary(run, workdir: str, result) -> None:
   raw = run.evaluator.examples[first["example_id"]]
   example = {"prompt": raw["prompt"], "response": raw["response"], "student": first["completion"]}
   if run.teacher_sampler is not None:
-    graph, params = multi_teacher.primary(run.teacher_graph, run.teacher_params)
+    graph, params = ensemble.primary(run.teacher_graph, run.teacher_params)
     example["teacher"] = teacher_completion(run.config, run.tokenizer, graph, params, raw["prompt"])
   sizes = {"student": llama.count_params(run.student())}
   if run.teacher_params is not None:
     sizes["teacher"] = sum(llama.count_params(t)
-                           for t in multi_teacher.members(run.teacher_graph, run.teacher_params))
+                           for t in ensemble.members(run.teacher_graph, run.teacher_params))
   print(summary(run.config, workdir, rundir.read_jsonl(os.path.join(workdir, rundir.METRICS)),
                 example, sizes), flush=True)

@@ -17,13 +17,17 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gkd import (layer_distill, lora, multi_teacher, policy_gradient, replay, sampling,
-                 scoring, sharding, speculative, store_format, uld)
+from gkd import sampling, scoring, sharding
 from gkd.data.pipeline import eval_examples_for_config, loader_for_config
 from gkd.eval.evaluator import Evaluator
-from gkd.objectives import Objective
-from gkd.train import checkpoint, mixing, step as step_lib, validate
-from gkd.train.build_models import build_all, build_other_teachers
+from gkd.models import lora
+from gkd.objectives import Objective, layer_distill, policy_gradient
+from gkd.sampling import speculative
+from gkd.sources import mixing, replay
+from gkd.teachers import ensemble, store, uld
+from gkd.teachers.build import build_all, build_other_teachers
+from gkd.train import checkpoint, validate
+from gkd.train import step as step_lib
 from gkd.train.optimizer import make_optimizer
 
 
@@ -38,7 +42,7 @@ class Run:
     self.objective = Objective.from_config(config.objective)
     self.student_graph, student_state = nnx.split(student)
     params = {"student": student_state.to_pure_dict()}
-    # A LoRA student (config.lora.rank > 0, gkd.lora): the base weights are frozen outside the
+    # A LoRA student (config.lora.rank > 0, gkd.models.lora): the base weights are frozen outside the
     # train state, which holds (and optimizes, and checkpoints) the adapters only.
     self.student_base, self.lora_scale = None, None
     if config.lora.rank:
@@ -53,11 +57,11 @@ class Run:
     # targets join each batch (make_batch), and there is no teacher model to run.
     self.store = None
     if config.get("teacher_store", ""):
-      self.store = store_format.TeacherStore(config.teacher_store)
+      self.store = store.TeacherStore(config.teacher_store)
       self.store.check(config, vocab_size=student.config.vocab_size)
-      self.teacher_graph = store_format.StoredTeacher(self.store.topk)
+      self.teacher_graph = store.StoredTeacher(self.store.topk)
     if teacher is not None:
-      self.teacher_graph, self.teacher_params = multi_teacher.split(
+      self.teacher_graph, self.teacher_params = ensemble.split(
           [teacher, *build_other_teachers(config, teacher)], config, self.mesh)
       ds, dt = student.config.dim, teacher.config.dim
       self.layer_map = layer_distill.parse(config.objective.layer_map)
@@ -91,14 +95,14 @@ class Run:
     self.student_sampler = sampling.Sampler(self.student_graph, temperature=s.temperature,
                                             top_k=s.top_k, top_p=s.top_p, **tokens)
     # Sequence-level KD samples from the first teacher, and speculative KD asks it to vet the
-    # student's tokens (see gkd.multi_teacher).
+    # student's tokens (see gkd.teachers.ensemble).
     self.speculative = None if not s.speculative_topk else speculative.SpeculativeSampler(
-        self.student_graph, multi_teacher.primary(self.teacher_graph, self.teacher_params)[0],
+        self.student_graph, ensemble.primary(self.teacher_graph, self.teacher_params)[0],
         topk=s.speculative_topk, temperature=s.temperature,
         teacher_temperature=s.teacher_temperature, **tokens)
     self.replacement_rate = None  # the last on-policy batch's, under speculative KD
     self.teacher_sampler = None if teacher is None or cross else sampling.Sampler(
-        multi_teacher.primary(self.teacher_graph, self.teacher_params)[0],
+        ensemble.primary(self.teacher_graph, self.teacher_params)[0],
         temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p, **tokens)
     self.evaluator = Evaluator(config, self.tokenizer, self.mesh, student_graph=self.student_graph,
                                teacher_graph=None if cross or self.store else self.teacher_graph)
@@ -113,7 +117,7 @@ class Run:
     self.rewarder = None if not self.objective.rl_weight else policy_gradient.Rewarder(
         self.tokenizer, eval_examples_for_config(config, "train", config.data.num_train_examples or None))
     self.reward = None  # the last on-policy batch's mean reward, under rl_weight
-    # mix.replay (gkd.replay): a buffer of student samples, and p adapted from validation NLL.
+    # mix.replay (gkd.sources.replay): a buffer of student samples, and p adapted from validation NLL.
     self.replay, self.schedule, self.validation = None, None, None
     if config.mix.replay.capacity:
       rc = config.mix.replay
@@ -191,7 +195,7 @@ class Run:
     student = self.student_params()
     if self.speculative is None:
       return self._sample(self.student_sampler, student, batch, key)
-    teacher = multi_teacher.primary(self.teacher_graph, self.teacher_params)[1]
+    teacher = ensemble.primary(self.teacher_graph, self.teacher_params)[1]
     out = self.speculative(student, teacher, batch["prompt_tokens"],
                            batch["prompt_mask"], rng=key,
                            max_new_tokens=batch["response_tokens"].shape[1])
@@ -208,7 +212,7 @@ class Run:
     """
     global_keys = sharding.fetch(sharding.global_batch(self.mesh, {"k": cache_keys})["k"])
     if self.teacher_cache.missing(global_keys):
-      params = multi_teacher.primary(self.teacher_graph, self.teacher_params)[1]
+      params = ensemble.primary(self.teacher_graph, self.teacher_params)[1]
       tokens, mask = self._sample(self.teacher_sampler, params, batch, key)
       self.teacher_cache.add(global_keys, sharding.fetch(tokens), sharding.fetch(mask))
     tokens, mask = self.teacher_cache.lookup(cache_keys)
@@ -236,7 +240,7 @@ class Run:
                                  local["response_tokens"].shape[1])
       return self._trimmed(dict(batch, **sharding.global_batch(self.mesh, stored)))
     key = jax.random.fold_in(self.rng, step)
-    if source == mixing.REPLAY:  # earlier student samples, prompts included (gkd.replay)
+    if source == mixing.REPLAY:  # earlier student samples, prompts included (gkd.sources.replay)
       rows = self.replay.sample(jax.random.fold_in(key, 2), self.config.train.batch_size)
       batch = self._trimmed({k: jax.make_array_from_callback(
           v.shape, sharding.batch_sharding(self.mesh), lambda index, v=v: v[index])

@@ -14,15 +14,16 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gkd import layer_distill, lora, objectives, policy_gradient
-from gkd.objectives import Objective
+from gkd import objectives
+from gkd.models import lora
+from gkd.objectives import Objective, layer_distill, policy_gradient
 from gkd.scoring import head, response_layers
 
 
 class TrainState(NamedTuple):
   step: jax.Array
   # {"student": the student's nnx state as a pure dict, or with LoRA "lora": its adapters (see
-  # gkd.lora); optionally "projection" [Ds, Dt] or "layer_projections" (one per layer_map pair)}
+  # gkd.models.lora); optionally "projection" [Ds, Dt] or "layer_projections" (one per layer_map pair)}
   params: Any
   opt_state: Any
 
@@ -34,7 +35,7 @@ def loss_terms(params, teacher_params, batch, weight, student_base=None, *, stud
 
   With `sft` the loss is the hard-label cross-entropy alone (no teacher), reduced as
   `objective.reduction` says. `layer_map` pairs (student block, teacher block) for the
-  hidden-state term (see gkd.layer_distill); empty: the last hidden state. A LoRA student's
+  hidden-state term (see gkd.objectives.layer_distill); empty: the last hidden state. A LoRA student's
   frozen weights come in `student_base` (not differentiated), its adapters in params["lora"].
   """
   student = nnx.merge(student_graph, lora.student_params(params, student_base, lora_scale))
@@ -49,7 +50,7 @@ def loss_terms(params, teacher_params, batch, weight, student_base=None, *, stud
   loss, metrics = _distillation_terms(params, student, h_s, s_layers if layer_map else None,
                                       teacher_params, batch, weight, teacher_graph=teacher_graph,
                                       objective=objective, layer_map=layer_map)
-  if objective.rl_weight:  # REINFORCE on the graded on-policy samples (gkd.policy_gradient)
+  if objective.rl_weight:  # REINFORCE on the graded on-policy samples (gkd.objectives.policy_gradient)
     metrics["pg_loss"] = policy_gradient.loss(head(h_s, student.unembed_kernel()), batch, weight,
                                               objective.reduction)
     loss = metrics["loss"] = loss + objective.rl_weight * metrics["pg_loss"]
@@ -61,7 +62,7 @@ def _distillation_terms(params, student, h_s, s_layers, teacher_params, batch, w
   """(loss, metrics) of the distillation objective against the teacher(s)."""
   labels, mask = batch["response_tokens"], batch["response_mask"]
   if not isinstance(teacher_graph, nnx.GraphDef):
-    # Several teachers (gkd.multi_teacher.Ensemble) or another tokenizer (gkd.uld.CrossTokenizer).
+    # Several teachers (gkd.teachers.ensemble.Ensemble) or another tokenizer (gkd.teachers.uld.CrossTokenizer).
     return teacher_graph.loss_terms(head(h_s, student.unembed_kernel()), teacher_params, batch,
                                     weight, objective)
   teacher = nnx.merge(teacher_graph, teacher_params)

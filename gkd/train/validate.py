@@ -8,16 +8,14 @@ import math
 
 import jax
 
-from gkd import divergences, layer_distill, multi_teacher, replay, sharding, store_format, uld
-from gkd.objectives import Objective
-from gkd.train import mixing
+from gkd import divergences, sharding
+from gkd.errors import ConfigError
+from gkd.objectives import Objective, layer_distill
+from gkd.sources import mixing, replay
+from gkd.teachers import ensemble, store, uld
 
 MODES = ("gkd", "sft")
 MODEL_SOURCES = ("init", "gguf", "pretrained", "derive")  # where a model's weights come from
-
-
-class ConfigError(ValueError):
-  """A config field holds a value gkd cannot run with."""
 
 
 def _check(ok: bool, message: str):
@@ -43,8 +41,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _check(bool(config.student.derive_every_k) != bool(list(config.student.derive_layers)),
            "student.source='derive' needs exactly one of derive_every_k, derive_layers.")
 
-  problems = (multi_teacher.check(config, sources=MODEL_SOURCES[:-1])  # every source but "derive"
-              + uld.check(config) + store_format.check(config) + replay.check(config))
+  problems = (ensemble.check(config, sources=MODEL_SOURCES[:-1])  # every source but "derive"
+              + uld.check(config) + store.check(config) + replay.check(config))
   _check(not problems, problems[0] if problems else "")
 
   mix = config.mix
@@ -142,24 +140,3 @@ def check_lengths(config, max_seq_lens: dict) -> None:
       _check(data.max_prompt_len + n <= limit,
              f"data.max_prompt_len + {what} = {data.max_prompt_len} + {n} exceeds the {role}'s "
              f"max_seq_len={limit}.")
-
-
-def check_vocab(teacher_vocab: int, student_vocab: int, tokenizer_vocab: int) -> None:
-  """Teacher and student must share a vocabulary; the tokenizer must fit inside it."""
-  _check(teacher_vocab == student_vocab,
-         f"student vocab_size={student_vocab} differs from the teacher's {teacher_vocab}; the "
-         "token-level divergence needs one shared vocabulary (for a teacher with another "
-         "tokenizer, set objective.cross_tokenizer='uld').")
-  _check(tokenizer_vocab <= student_vocab,
-         f"the tokenizer has {tokenizer_vocab} tokens but the models only {student_vocab}.")
-
-
-def check_same_tokenizer(tokenizer, shipped: dict) -> None:
-  """Each model's own tokenizer ({role: Tokenizer or None}) must be the run's, token for token:
-  two vocabularies of one size can still number their tokens differently."""
-  vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
-  for role, own in shipped.items():
-    _check(own is None or own.backend.get_vocab(with_added_tokens=True) == vocab,
-           f"the {role}'s own tokenizer differs from the run's; the token-level divergence needs "
-           "one shared vocabulary (for a teacher with another tokenizer, set "
-           "objective.cross_tokenizer='uld').")

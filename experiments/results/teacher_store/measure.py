@@ -26,9 +26,11 @@ from flax import nnx
 
 sys.path.insert(0, ".")
 from configs import demo  # noqa: E402
-from gkd import divergences, scoring, store_format, teacher_store  # noqa: E402
+from gkd import divergences, scoring  # noqa: E402
 from gkd.data.pipeline import loader_for_config  # noqa: E402
-from gkd.train.build_models import build_all  # noqa: E402
+from gkd.teachers import store
+from gkd.teachers import store_writer as teacher_store
+from gkd.teachers.build import build_all  # noqa: E402
 
 N, N_GAP = 512, 64
 config = demo.get_config()
@@ -42,14 +44,15 @@ tokenizer, _, teacher, student = build_all(config)
 print(f"\n{N} prompts\n| k | disk bytes / response token | batch memory bytes / response token | write s |")
 print("|---|---|---|---|")
 import time
+
 with tempfile.TemporaryDirectory() as tmp:
   for k in (8, 64, 256):
     out = os.path.join(tmp, f"k{k}")
     start = time.perf_counter()
     teacher_store.write(config, out, kind="dataset", topk=k, shard_examples=N, batch_size=16)
     seconds = time.perf_counter() - start
-    store = store_format.TeacherStore(out)
-    tokens = sum(len(store.read(key)["tokens"]) for key in range(N))
+    opened = store.TeacherStore(out)
+    tokens = sum(len(opened.read(key)["tokens"]) for key in range(N))
     disk = sum(os.path.getsize(p) for p in glob.glob(os.path.join(out, "shard-*")))
     print(f"| {k} | {disk / tokens:.0f} | {k * 8} | {seconds:.1f} |", flush=True)
 

@@ -26,6 +26,7 @@ from flax import nnx
 from gkd import scoring, sharding
 from gkd.models.llama import batch_full, default_positions
 
+
 class SampleOutput(NamedTuple):
   """tokens int32[B,N]; mask bool[B,N] (True up to and including the first EOS);
   logprobs float32[B,N] (0 where mask is False), or None unless asked for: computing them

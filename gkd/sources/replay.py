@@ -3,7 +3,7 @@
 Sampling the student every step is what makes on-policy distillation expensive. DistiLLM's
 adaptive off-policy approach keeps the student's generations in a replay buffer and reuses them:
 
-  * Each step draws u from the step's key (as gkd.train.mixing does, so every host and a resumed
+  * Each step draws u from the step's key (as gkd.sources.mixing does, so every host and a resumed
     run draw the same). With p the current probability of student-generated data, the step
     samples the student afresh when u < p·(1 − t/T) (a share that decays over the run) or when
     u < p and the buffer is not yet full; it replays rows drawn from the buffer when u < p

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import divergences, objectives, scoring, sharding, uld
+from gkd import divergences, objectives, scoring, sharding
+from gkd.teachers import uld
 
 COMBINE = ("mixture", "sum")
 
@@ -102,7 +103,7 @@ class Ensemble:
 def split(teachers: list[nnx.Module], config, mesh):
   """(teacher graph, teacher params) for the run, the params placed on `mesh` (replicated or
   FSDP): a plain (graphdef, dict) for one teacher, an (Ensemble, tuple of dicts) for several, a
-  (gkd.uld.CrossTokenizer, dict) for one teacher with another tokenizer."""
+  (gkd.teachers.uld.CrossTokenizer, dict) for one teacher with another tokenizer."""
   graphs, params = [], []
   for teacher in teachers:
     graph, state = nnx.split(teacher)
@@ -121,7 +122,7 @@ def primary(teacher_graph, teacher_params):
   """The first teacher's (graphdef, params): it generates for sequence-level KD."""
   if isinstance(teacher_graph, Ensemble):
     return teacher_graph.graphs[0], teacher_params[0]
-  return getattr(teacher_graph, "graph", teacher_graph), teacher_params  # gkd.uld.CrossTokenizer
+  return getattr(teacher_graph, "graph", teacher_graph), teacher_params  # gkd.teachers.uld.CrossTokenizer
 
 
 def members(teacher_graph, teacher_params) -> list[nnx.Module]:

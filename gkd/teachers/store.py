@@ -1,6 +1,6 @@
 """The offline teacher store's format, its reader, and the train step's stand-in for a teacher.
 
-A store (written by `python -m gkd.teacher_store`, or imported by gkd.blackbox) holds, per sample
+A store (written by `python -m gkd.teachers.store_writer`, or imported by gkd.teachers.blackbox) holds, per sample
 key (example_id × n + sample index, as the in-memory teacher cache keys them), one response and,
 at each response position, the teacher's top-k log-probs and token ids. A run reads it with
 `config.teacher_store=DIR` instead of building a teacher: make_batch looks its rows up
@@ -33,14 +33,13 @@ from flax import serialization
 from gkd import objectives, rundir
 from gkd.data.pipeline import task_kwargs
 
-
 FORMAT = 1
 KINDS = ("dataset", "teacher", "import")
 META = "store.json"
 
 
 def source_of(kind: str) -> str:
-  """The batch source (gkd.train.mixing.BATCH_SOURCES) a store of `kind` serves."""
+  """The batch source (gkd.sources.mixing.BATCH_SOURCES) a store of `kind` serves."""
   return "dataset" if kind == "dataset" else "teacher"
 
 
@@ -107,7 +106,7 @@ class TeacherStore:
     meta_path = os.path.join(path, META)
     if not os.path.exists(meta_path):
       raise ValueError(f"teacher_store={path!r} has no {META}: write one with "
-                       "`python -m gkd.teacher_store --config=... --out=DIR`.")
+                       "`python -m gkd.teachers.store_writer --config=... --out=DIR`.")
     with open(meta_path) as f:
       self.meta = json.load(f)
     self.path, self.kind, self.topk = path, self.meta["kind"], int(self.meta["topk"])

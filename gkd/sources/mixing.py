@@ -22,7 +22,7 @@ import numpy as np
 
 BATCH_SOURCES = ("dataset", "teacher", "student")  # where a step's training sequences come from
 MIXED = "mixed"  # the step-level name of a per-example mixed batch (mix.per_example)
-REPLAY = "replay"  # a step that reuses earlier student samples (mix.replay, gkd.replay)
+REPLAY = "replay"  # a step that reuses earlier student samples (mix.replay, gkd.sources.replay)
 
 
 def _step_key(seed: int, step: int) -> jax.Array:

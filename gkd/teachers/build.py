@@ -13,10 +13,16 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from gkd import models, multi_teacher
+from gkd import models
 from gkd.data.tasks import testbed_tokenizer
+from gkd.errors import ConfigError
 from gkd.models import llama
-from gkd.train.validate import check_same_tokenizer, check_vocab
+from gkd.teachers import ensemble
+
+
+def _check(ok: bool, message: str):
+  if not ok:
+    raise ConfigError(message)
 
 
 def dtypes(cfg, role: str) -> dict:
@@ -76,7 +82,7 @@ def build_all(config):
   runs_teacher = config.mode == "gkd" and not config.get("teacher_store", "")  # a store replaces it
   # A derived student is cut from the teacher's layers, so even SFT of one loads the teacher.
   if runs_teacher or config.student.source == "derive":
-    teacher, teacher_tokenizer = _load(multi_teacher.configs(config)[0], "teacher",
+    teacher, teacher_tokenizer = _load(ensemble.configs(config)[0], "teacher",
                                        seed=config.seed + 1,
                                        vocab_size=tokenizer.vocab_size if tokenizer else None)
     if not uld:
@@ -99,10 +105,31 @@ def build_other_teachers(config, first) -> list:
   """The teachers after the first in `config.teachers` (none for a single teacher), built on
   the first one's vocabulary; teacher k takes seed `config.seed + 1 + k`."""
   others = []
-  for k, cfg in enumerate(multi_teacher.configs(config)[1:], start=1):
+  for k, cfg in enumerate(ensemble.configs(config)[1:], start=1):
     model, _ = _load(cfg, "teacher", seed=config.seed + 1 + k, vocab_size=first.config.vocab_size)
     if model.config.vocab_size != first.config.vocab_size:
       raise ValueError(f"teachers[{k}] has vocab_size={model.config.vocab_size}, teachers[0] "
                        f"{first.config.vocab_size}: several teachers need one shared vocabulary.")
     others.append(model)
   return others
+
+
+def check_vocab(teacher_vocab: int, student_vocab: int, tokenizer_vocab: int) -> None:
+  """Teacher and student must share a vocabulary; the tokenizer must fit inside it."""
+  _check(teacher_vocab == student_vocab,
+         f"student vocab_size={student_vocab} differs from the teacher's {teacher_vocab}; the "
+         "token-level divergence needs one shared vocabulary (for a teacher with another "
+         "tokenizer, set objective.cross_tokenizer='uld').")
+  _check(tokenizer_vocab <= student_vocab,
+         f"the tokenizer has {tokenizer_vocab} tokens but the models only {student_vocab}.")
+
+
+def check_same_tokenizer(tokenizer, shipped: dict) -> None:
+  """Each model's own tokenizer ({role: Tokenizer or None}) must be the run's, token for token:
+  two vocabularies of one size can still number their tokens differently."""
+  vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+  for role, own in shipped.items():
+    _check(own is None or own.backend.get_vocab(with_added_tokens=True) == vocab,
+           f"the {role}'s own tokenizer differs from the run's; the token-level divergence needs "
+           "one shared vocabulary (for a teacher with another tokenizer, set "
+           "objective.cross_tokenizer='uld').")

@@ -95,7 +95,7 @@ class Objective:
   hidden_loss   "", "cosine" or "mse": a DistilBERT-style last-hidden-state term,
                 added with weight `hidden_weight`
   rl_weight     > 0: add a policy-gradient term on graded on-policy samples
-                (gkd.policy_gradient) with this weight
+                (gkd.objectives.policy_gradient) with this weight
   Bad values raise ValueError on construction.
   """
 
