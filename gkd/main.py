@@ -4,22 +4,22 @@ Trains or distils as the config says; resumes from DIR if it holds a checkpoint,
 reports a finished DIR. `--verify_workdir=DIR [--config=...]` says whether DIR can be resumed
 (which checkpoint steps are intact, whether its config matches, whether it is finished).
 
-A run that cannot go on (a bad config, an unusable checkpoint, a busy workdir, a non-finite
-loss) prints one `error:` line and exits 1 (`--traceback` shows the traceback too); SIGTERM
-saves the current step and exits 143.
+A run that cannot go on (a bad config, flag or file, an unusable checkpoint or store, a busy
+workdir, a non-finite loss) prints one `error:` line and exits 1 (`--traceback` shows the
+traceback too; see gkd.cli); SIGTERM saves the current step and exits 143.
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from gkd import cli
+from gkd.errors import MissingFile, UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, exports).")
 _VERIFY = flags.DEFINE_string("verify_workdir", None,
                               "Only report whether this workdir can be resumed (with --config: "
                               "whether its config matches).")
-_TRACEBACK = flags.DEFINE_bool("traceback", False, "Print the traceback of an error, not just its message.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for multi-host runs (jax.distributed).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of hosts (multi-host).")
@@ -27,7 +27,11 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This host's index (multi
 
 
 def verify(workdir: str, config) -> int:
+  import os
+
   from gkd.train import checkpoint
+  if not os.path.isdir(workdir):
+    raise MissingFile(f"--verify_workdir={workdir}: no such directory; nothing to resume.")
   report = checkpoint.verify(workdir, config)
   print(f"{workdir}: {'finished' if report['finished'] else 'not finished'}")
   print(f"  intact checkpoint steps: {report['intact'] or 'none'}")
@@ -43,29 +47,20 @@ def verify(workdir: str, config) -> int:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; flags are written --name=value.")
   logging.set_verbosity(logging.WARNING)  # absl defaults to INFO: backend-probing noise
   if _VERIFY.value:
     return verify(_VERIFY.value, _CONFIG.value)
   if _CONFIG.value is None or not _WORKDIR.value:
-    raise app.UsageError("--config and --workdir are required (or --verify_workdir).")
+    raise UserError("--config and --workdir are required (or --verify_workdir=DIR).")
   import jax
   if _COORDINATOR.value or _NUM_PROCESSES.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from gkd.rundir import WorkdirBusy
-  from gkd.train import guards
-  from gkd.train.checkpoint import CheckpointError
   from gkd.train.loop import train
-  from gkd.train.validate import ConfigError
-  try:
-    train(_CONFIG.value, _WORKDIR.value)
-  except (ConfigError, CheckpointError, WorkdirBusy, guards.NonFiniteError, guards.Preempted) as e:
-    if _TRACEBACK.value:
-      raise
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return guards.SIGTERM_EXIT if isinstance(e, guards.Preempted) else 1
+  train(_CONFIG.value, _WORKDIR.value)
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

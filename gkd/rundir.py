@@ -21,6 +21,8 @@ import os
 import re
 import shutil
 
+from gkd.errors import UserError
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tb"
@@ -32,7 +34,11 @@ LOCK = ".lock"
 _TMP = re.compile(r".+\.tmp\.\d+$")
 
 
-class WorkdirBusy(RuntimeError):
+class WorkdirError(UserError, RuntimeError):
+  """The workdir cannot be used (not a directory, not writable, written for another config)."""
+
+
+class WorkdirBusy(WorkdirError):
   """Another live process holds the workdir's lock."""
 
 
@@ -43,8 +49,15 @@ def lock(workdir: str):
   The kernel drops the lock when its process dies (even by SIGKILL), so a stale lock file
   never blocks a resume.
   """
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, LOCK), "a+") as f:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    if not os.access(workdir, os.W_OK):
+      raise PermissionError(13, "permission denied")
+    f = open(os.path.join(workdir, LOCK), "a+")
+  except OSError as e:
+    raise WorkdirError(f"--workdir={workdir}: cannot write there ({e.strerror or e}); pass a "
+                       "writable directory.") from None
+  with f:
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

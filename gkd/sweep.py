@@ -22,9 +22,10 @@ import signal
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from gkd import rundir
+from gkd import cli, rundir
+from gkd.errors import ConfigError, MissingFile, UserError
 from gkd.eval import summary
 from gkd.rundir import atomic_write
 
@@ -37,11 +38,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def load_sweep(config_arg: str) -> list[dict]:
   """The config file's get_sweep(arg) points (the arg after ':' is passed on, as to get_config)."""
   path, _, arg = config_arg.partition(":")
+  if not os.path.isfile(path):
+    raise MissingFile(f"--config={config_arg}: no such config file {path!r}.")
   spec = importlib.util.spec_from_file_location("gkd_sweep_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
-    raise ValueError(f"{path} has no get_sweep(); nothing to sweep.")
+    raise ConfigError(f"{path} has no get_sweep(); nothing to sweep.")
   return list(module.get_sweep(arg or None))
 
 
@@ -97,7 +100,7 @@ def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, extra: dict |
   points = [{**p, **(extra or {})} for p in load_sweep(config_arg)]
   names = [point_name(p) for p in points]
   if len(set(names)) != len(names):
-    raise ValueError("get_sweep() returned duplicate points.")
+    raise ConfigError(f"{config_arg}: get_sweep() returned duplicate points.")
   os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
   rows = {}
   with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -115,6 +118,9 @@ def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, extra: dict |
 
 def main(argv):
   del argv
+  bad = [item for item in _SET.value if "=" not in item]
+  if bad:
+    raise UserError(f"--set={bad[0]}: write --set=key=value.")
   extra = dict(item.split("=", 1) for item in _SET.value)
   rows = run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value, extra=extra)
   failed = sum(r["status"] == "failed" for r in rows)
@@ -122,4 +128,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

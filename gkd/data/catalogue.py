@@ -23,6 +23,8 @@ import re
 
 import numpy as np
 
+from gkd.errors import DataError, MissingFile
+
 # "" (no path) looks in the default places; a size of 0 takes the whole split.
 GSM8K_DEFAULTS = (("seed", 0), ("path", ""), ("num_validation", 500))
 XSUM_DEFAULTS = (("path", ""), ("num_train", 0), ("num_validation", 0), ("num_test", 0))
@@ -43,7 +45,7 @@ def find_files(task: str, candidates: list[str | None], names: list[str], how: s
   for folder in tried:
     if all(os.path.isfile(os.path.join(folder, n)) for n in names):
       return folder
-  raise FileNotFoundError(
+  raise MissingFile(
       f"Task {task!r} needs local files {names}, found in none of: {tried}. {how} "
       "(gkd never downloads: catalogue downloaders hang without network.)")
 
@@ -56,13 +58,13 @@ def _read_jsonl(path: str) -> list[dict]:
         try:
           rows.append(json.loads(line))
         except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{line_no} is not valid JSON: {e}") from e
+          raise DataError(f"{path}:{line_no} is not valid JSON: {e}") from e
   return rows
 
 
 def _cap(rows: list, n: int) -> list:
   if n < 0:
-    raise ValueError(f"A split size of {n}: use a count >= 1, or 0 for the whole split.")
+    raise DataError(f"A split size of {n}: use a count >= 1, or 0 for the whole split.")
   return rows[:n] if n else rows
 
 
@@ -70,7 +72,7 @@ def _cap(rows: list, n: int) -> list:
 def _gsm8k_example(row: dict, where: str) -> dict:
   solution = re.sub(r"<<[^>]*>>", "", row["answer"]).strip()  # drop calculator annotations
   if "####" not in solution:
-    raise ValueError(f"{where}: a GSM8K answer without '####': {row['answer'][:80]!r}")
+    raise DataError(f"{where}: a GSM8K answer without '####': {row['answer'][:80]!r}")
   answer = solution.rsplit("####", 1)[1].strip().replace(",", "")
   return {"prompt": row["question"].strip(), "response": solution, "answer": answer,
           "grader": "numeric"}
@@ -90,7 +92,7 @@ def generate_gsm8k(split: str, *, seed: int, path: str, num_validation: int) -> 
   train = [_gsm8k_example(r, "train.jsonl")
            for r in _read_jsonl(os.path.join(folder, "train.jsonl"))]
   if not 0 <= num_validation < len(train):
-    raise ValueError(f"num_validation={num_validation} must be in [0, {len(train)}).")
+    raise DataError(f"num_validation={num_validation} must be in [0, {len(train)}).")
   order = np.random.default_rng(seed).permutation(len(train))
   held_out = set(order[:num_validation].tolist())
   if split == "validation":
@@ -124,7 +126,7 @@ def generate_wmt(split: str, *, path: str, source: str, target: str, num_train: 
   for r in _cap(_read_jsonl(os.path.join(folder, f"{split}.jsonl")), cap):
     r = r.get("translation", r)
     if source not in r or target not in r:
-      raise ValueError(f"wmt {split}.jsonl: a line without both {source!r} and {target!r}: "
+      raise DataError(f"wmt {split}.jsonl: a line without both {source!r} and {target!r}: "
                        f"{sorted(r)}")
     prompt = (f"Translate from {LANGUAGES.get(source, source)} to "
               f"{LANGUAGES.get(target, target)}:\n\n{r[source].strip()}")

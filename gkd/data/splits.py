@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gkd.errors import ConfigError, DataError
+
 SPLITS = ("train", "validation", "test")
 _OFFSET = {"train": 0, "validation": 1, "test": 2}
 
@@ -30,10 +32,10 @@ def size_of(size: float, n: int, name: str) -> int:
   A positive fraction gives at least one row, so a small file still has every split.
   """
   if size < 0:
-    raise ValueError(f"{name}={size} must be >= 0 (a fraction below 1 or a count).")
+    raise ConfigError(f"data.task_kwargs.{name}={size} must be >= 0 (a fraction below 1 or a count).")
   if size >= 1:
     if size != int(size):
-      raise ValueError(f"{name}={size}: a count must be a whole number (or a fraction < 1).")
+      raise ConfigError(f"data.task_kwargs.{name}={size}: a count must be a whole number (or a fraction < 1).")
     return int(size)
   return max(1, round(size * n)) if size > 0 else 0
 
@@ -48,7 +50,7 @@ def carve(n: int, seed: int, validation_size: float, test_size: float,
   sizes = {"validation": size_of(validation_size, n, "validation_size") if "validation" in splits
            else 0, "test": size_of(test_size, n, "test_size") if "test" in splits else 0}
   if sizes["validation"] + sizes["test"] >= n:
-    raise ValueError(f"Cannot carve {sizes['validation']} validation and {sizes['test']} test "
+    raise DataError(f"Cannot carve {sizes['validation']} validation and {sizes['test']} test "
                      f"rows out of {n} and leave any for training.")
   order = np.random.default_rng(seed).permutation(n).tolist()
   test = order[:sizes["test"]]

@@ -27,6 +27,7 @@ import string
 from typing import Any, Callable
 
 from gkd.data import catalogue, files, graders, instructions, reasoning, shakespeare, splits
+from gkd.errors import ConfigError, DataError
 from gkd.models.tokenizer import Tokenizer, char_tokenizer
 
 SPLITS = splits.SPLITS
@@ -59,7 +60,7 @@ class Task:
     params = dict(self.defaults)
     unknown = sorted(set(overrides) - set(params))
     if unknown:
-      raise ValueError(f"Task {self.name!r} has no parameters {unknown}; "
+      raise ConfigError(f"data.task_kwargs: task {self.name!r} has no parameters {unknown}; "
                        f"it takes {sorted(params)}.")
     params.update(overrides)
     return params
@@ -81,11 +82,11 @@ class Task:
 def _check_example(task: str, split: str, index: int, example: dict) -> None:
   for key in ("prompt", "response", "answer", "grader"):
     if not isinstance(example.get(key), str):
-      raise ValueError(f"{task}/{split} example {index} lacks a string {key!r}: {example!r:.200}")
+      raise DataError(f"{task}/{split} example {index} lacks a string {key!r}: {example!r:.200}")
   if not example["prompt"].strip():
-    raise ValueError(f"{task}/{split} example {index} has an empty prompt.")
+    raise DataError(f"{task}/{split} example {index} has an empty prompt.")
   if example["grader"] not in graders.GRADERS:
-    raise ValueError(f"{task}/{split} example {index} has unknown grader {example['grader']!r}.")
+    raise DataError(f"{task}/{split} example {index} has unknown grader {example['grader']!r}.")
 
 
 def _sizes(train: int, validation: int, test: int) -> tuple:
@@ -138,11 +139,11 @@ TASK_NAMES = tuple(_TASKS)
 
 
 def get_task(name: str) -> Task:
-  """The task called `name`; an unknown name raises ValueError listing the valid ones."""
+  """The task called `name`; an unknown name raises ConfigError listing the valid ones."""
   try:
     return _TASKS[name]
   except (KeyError, TypeError):
-    raise ValueError(f"Unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}.") from None
+    raise ConfigError(f"Unknown task {name!r} (data.task); valid tasks: {', '.join(TASK_NAMES)}.") from None
 
 
 def default_kwargs(name: str) -> dict:

@@ -17,6 +17,7 @@ and paired comparisons across runs.
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +76,10 @@ class Evaluator:
     self.teacher = teacher if teacher is not None and teacher.in_eval else None
     self.task = tasks.get_task(config.data.task)
     self.examples = pipeline.eval_examples_for_config(config, ec.split, ec.num_examples)
-    self.batch_size = min(ec.batch_size, len(self.examples))
+    # A split smaller than eval.batch_size is one batch, still a multiple of what the mesh
+    # splits it into (padding rows fill it).
+    unit = math.lcm(mesh.size, jax.process_count())
+    self.batch_size = min(ec.batch_size, -(-len(self.examples) // unit) * unit)
     self.max_new_tokens = ec.max_new_tokens or config.data.max_response_len
     self.sampler = sampling.Sampler(student_graph, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
     self._make_loader = functools.partial(

@@ -70,6 +70,9 @@ def _weight_files(hf_dir: str) -> list[str]:
   index = os.path.join(hf_dir, "model.safetensors.index.json")
   if os.path.exists(index):
     shards = sorted(set(_read_json(index)["weight_map"].values()))
+    outside = [s for s in shards if os.path.isabs(s) or os.path.normpath(s).startswith(os.pardir)]
+    if outside:  # the index may name only files of its own directory
+      raise ValueError(f"{index} names shard {outside[0]!r}, outside {hf_dir}.")
     return [os.path.join(hf_dir, s) for s in shards]
   single = os.path.join(hf_dir, "model.safetensors")
   if os.path.exists(single):

@@ -22,18 +22,20 @@ The import writes a `gkd.teachers.store_writer` store of kind "import" that a ru
     token is the tokenizer's EOS); otherwise only the hard CE applies there.
 
 Any mismatch (unknown prompt, a token that is not one of ours, a misspelt response, a line
-without "prompt" or "response", an uneven number of samples) is reported by line and nothing
-is written.
+without "prompt" or "response", a log-prob that is not a finite number <= 0, an uneven number
+of samples) is reported by line, in line order, in one message, and nothing is written.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import math
 
 import numpy as np
 
 from gkd.data.pipeline import encode_example, eval_examples_for_config
+from gkd.errors import DataError, MissingFile
 from gkd.teachers import store
 
 MAX_REPORTED = 20
@@ -77,14 +79,37 @@ def _targets(tokenizer, logprobs, ours: list[int], specials):
     except (KeyError, TypeError, ValueError, AttributeError):
       return None, (f"logprobs[{position}] is malformed: expected {{'token', 'logprob', "
                     "'top_logprobs': [{'token', 'logprob'}, ...]}.")
-    if max(seen.values()) > 0:
-      return None, f"logprobs[{position}] holds a log-prob above 0."
+    bad = [lp for lp in seen.values() if not (math.isfinite(lp) and lp <= 0)]
+    if bad:
+      return None, (f"logprobs[{position}] holds the log-prob {bad[0]}; a log-prob is a finite "
+                    "number <= 0.")
     targets.append(seen)
   return targets, None
 
 
-def import_jsonl(config, path: str, out: str) -> dict:
-  """Imports FILE into the store DIR (see the module docstring); returns its store.json contents."""
+def _lines(path: str):
+  """(line number, text) of FILE's non-blank lines; a DataError names the file or the line
+  that cannot be read."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise MissingFile(f"--jsonl={path}: no such file.") from None
+  except OSError as e:
+    raise DataError(f"--jsonl={path}: cannot read it ({e.strerror or e}).") from None
+  for number, raw in enumerate(data.splitlines(), start=1):
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise DataError(f"{path}:{number}: not valid UTF-8 ({e.reason}); save the file as "
+                      "UTF-8.") from None
+    if text.strip():
+      yield number, text
+
+
+def import_jsonl(config, path: str, out: str, *, repair: bool = False) -> dict:
+  """Imports FILE into the store DIR (see the module docstring); returns its store.json
+  contents. `repair` rewrites a damaged shard of an earlier import of the same file."""
   from gkd.teachers.build import build_all  # the model stack, only when importing
 
   importing = config.copy_and_resolve_references()
@@ -98,30 +123,27 @@ def import_jsonl(config, path: str, out: str) -> dict:
   specials = {tokenizer.backend.id_to_token(i): i for i in
               (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, tokenizer.unk_id) if i is not None}
 
-  problems, lines = [], collections.defaultdict(list)  # prompt -> [(line, record)]
-  with open(path) as f:
-    for number, text in enumerate(f, start=1):
-      if not text.strip():
-        continue
-      try:
-        record = json.loads(text)
-      except json.JSONDecodeError as e:
-        problems.append(f"line {number}: not JSON ({e}).")
-        continue
-      if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) \
-          or not isinstance(record.get("response"), str):
-        problems.append(f"line {number}: needs string fields 'prompt' and 'response'.")
-      elif record["prompt"] not in by_prompt:
-        problems.append(f"line {number}: prompt {record['prompt'][:60]!r} is not in "
-                        f"{d.task}/train (first {len(examples)} examples).")
-      else:
-        lines[record["prompt"]].append((number, record))
+  problems, lines = [], collections.defaultdict(list)  # [(line, text)], prompt -> [(line, record)]
+  for number, text in _lines(path):
+    try:
+      record = json.loads(text)
+    except json.JSONDecodeError as e:
+      problems.append((number, f"not JSON ({e.msg})."))
+      continue
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) \
+        or not isinstance(record.get("response"), str):
+      problems.append((number, "needs string fields 'prompt' and 'response'."))
+    elif record["prompt"] not in by_prompt:
+      problems.append((number, f"prompt {record['prompt'][:60]!r} is not in {d.task}/train "
+                               f"(first {len(examples)} examples)."))
+    else:
+      lines[record["prompt"]].append((number, record))
   counts = collections.Counter(len(v) for v in lines.values())
   n = counts.most_common(1)[0][0] if counts else 1
   for prompt, entries in lines.items():
     if len(entries) != n:
-      problems.append(f"line {entries[0][0]}: its prompt has {len(entries)} responses; most "
-                      f"prompts have {n} (every prompt needs the same number).")
+      problems.append((entries[0][0], f"its prompt has {len(entries)} responses; most prompts "
+                                      f"have {n} (every prompt needs the same number)."))
 
   rows = []  # (key, prompt ids, response ids as the run cuts them, targets per position or None)
   with_logprobs = any("logprobs" in r for entries in lines.values() for _, r in entries)
@@ -132,7 +154,7 @@ def import_jsonl(config, path: str, out: str) -> dict:
         targets, problem = _targets(tokenizer, record.get("logprobs"),
                                     tokenizer.encode(record["response"]), specials)
         if problem:
-          problems.append(f"line {number}: {problem}")
+          problems.append((number, problem))
           continue
       for example in by_prompt[prompt]:
         messages = examples[example].get("messages")
@@ -143,9 +165,10 @@ def import_jsonl(config, path: str, out: str) -> dict:
         rows.append((example * n + sample, row["prompt_tokens"][row["prompt_mask"]],
                      row["response_tokens"][row["response_mask"]], targets))
   if problems:
-    more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-    raise ValueError(f"{path}: {len(problems)} problem(s), nothing imported:\n  "
-                     + "\n  ".join(problems[:MAX_REPORTED]) + more)
+    problems.sort(key=lambda p: p[0])
+    more = f"; ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    raise DataError(f"{path}: {len(problems)} problem(s), nothing imported: "
+                    + "; ".join(f"line {n}: {what}" for n, what in problems[:MAX_REPORTED]) + more)
 
   k = max((len(t) for *_, targets in rows for t in targets or []), default=0)
   records = [(key, store.encode_record(key, prompt, response, *_arrays(targets, len(response), k),
@@ -155,6 +178,7 @@ def import_jsonl(config, path: str, out: str) -> dict:
           "temperature": 1.0, "vocab_size": student.config.vocab_size, "num_examples": len(examples),
           "data": store.data_fingerprint(config), "source": path}
   store.write_meta(out, meta)
+  store.check_shards(out, "import", repair=repair)
   if not store.done_shards(out):
     store.write_shard(out, 0, records)
   covered = len({key // n for key, *_ in rows})
@@ -176,19 +200,22 @@ def _arrays(targets, length: int, k: int):
 def main(argv):
   del argv
   from absl import flags
-  import_jsonl(flags.FLAGS.config, flags.FLAGS.jsonl, flags.FLAGS.out)
+  import_jsonl(flags.FLAGS.config, flags.FLAGS.jsonl, flags.FLAGS.out, repair=flags.FLAGS.repair)
 
 
 def cli():
   """The command line (`python -m gkd.blackbox`; flags are defined here, not at import)."""
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
+
+  from gkd import cli
 
   config_flags.DEFINE_config_file("config", None, "The run's config (data, tokenizer, student).")
   flags.DEFINE_string("jsonl", None, "The teacher's responses: one JSON line per response.")
   flags.DEFINE_string("out", None, "The store's directory.")
+  flags.DEFINE_bool("repair", False, "Rewrite a damaged shard of an earlier import.")
   flags.mark_flags_as_required(["config", "jsonl", "out"])
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

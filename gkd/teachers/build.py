@@ -8,6 +8,7 @@ teacher is only read, so by default it is stored in its compute dtype (a bf16 te
 half the memory). Logits, the loss and the divergences are float32 in every case.
 """
 
+import contextlib
 import dataclasses
 from typing import NamedTuple
 
@@ -16,7 +17,7 @@ from flax import nnx
 
 from gkd import models
 from gkd.data.tasks import testbed_tokenizer
-from gkd.errors import ConfigError
+from gkd.errors import ConfigError, MissingFile, ModelFileError
 from gkd.models import llama
 
 
@@ -76,16 +77,30 @@ def _with_dtypes(model: llama.Llama, dtype: str, param_dtype: str) -> llama.Llam
 def _load(cfg, role: str, *, seed: int, vocab_size: int | None, teacher=None):
   """(model, tokenizer or None) for one model config."""
   kinds = dtypes(cfg, role)
-  if cfg.source == "gguf":
-    return models.load_gguf(cfg.path or None, **kinds)
-  if cfg.source == "pretrained":
-    return models.load_pretrained(cfg.path, **kinds)
+  if cfg.source in ("gguf", "pretrained"):
+    with model_files(f"{role}.path", cfg.path or "(the bundled SmolLM2 GGUF)"):
+      if cfg.source == "gguf":
+        return models.load_gguf(cfg.path or None, **kinds)
+      return models.load_pretrained(cfg.path, **kinds)
   if cfg.source == "derive":  # the copy starts in the teacher's dtypes; the student has its own
     layers = list(cfg.derive_layers) or None
     student = llama.derive_student(teacher, layers=layers, every_k=cfg.derive_every_k or None,
                                    rngs=nnx.Rngs(seed))
     return _with_dtypes(student, **kinds), None
   return llama.Llama(llama_config(cfg, vocab_size, role), rngs=nnx.Rngs(seed)), None
+
+
+@contextlib.contextmanager
+def model_files(field: str, path: str):
+  """Turns a loader's failure to read a model's files into one line naming the config field:
+  MissingFile for an absent file, ModelFileError for one it cannot read (truncated, corrupt,
+  an unsupported architecture)."""
+  try:
+    yield
+  except FileNotFoundError as e:
+    raise MissingFile(f"{field}={path!r}: {e}") from e
+  except (OSError, ValueError, EOFError) as e:
+    raise ModelFileError(f"{field}={path!r}: {e}") from e
 
 
 def build_models(config):
@@ -120,7 +135,7 @@ def build_all(config):
     teacher, teacher_tokenizer, shared = None, None, False
   tokenizer = tokenizer or own
   if tokenizer is None:
-    raise ValueError("No tokenizer: set tokenizer='testbed' or load a model that ships one.")
+    raise ConfigError("No tokenizer: set tokenizer='testbed' or load a model that ships one.")
   check_vocab(teacher.config.vocab_size if shared else student.config.vocab_size,
               student.config.vocab_size, tokenizer.vocab_size)
   check_same_tokenizer(tokenizer, {"student": own, "teacher": teacher_tokenizer if shared else None})
@@ -134,7 +149,7 @@ def build_other_teachers(config, first) -> list:
   for k, cfg in enumerate(teacher_configs(config)[1:], start=1):
     model, _ = _load(cfg, "teacher", seed=config.seed + 1 + k, vocab_size=first.config.vocab_size)
     if model.config.vocab_size != first.config.vocab_size:
-      raise ValueError(f"teachers[{k}] has vocab_size={model.config.vocab_size}, teachers[0] "
+      raise ConfigError(f"teachers[{k}] has vocab_size={model.config.vocab_size}, teachers[0] "
                        f"{first.config.vocab_size}: several teachers need one shared vocabulary.")
     others.append(model)
   return others

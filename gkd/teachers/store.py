@@ -9,9 +9,12 @@ divergence of gkd.divergences; with k = 0, a response-only import, the hard CE a
 objective.alpha=0).
 
 Layout: DIR/store.json (what was stored and for which data: checked against the run's config)
-and DIR/shard-NNNNN.array_record with its keys in DIR/shard-NNNNN.keys.json. A shard is written
-under a temporary name and renamed, and its keys file is renamed last and marks it complete, so
-a killed writer resumes at the first missing shard and an existing shard is never rewritten.
+and DIR/shard-NNNNN.array_record with its keys (and its size in bytes) in
+DIR/shard-NNNNN.keys.json. A shard is written under a temporary name and renamed, and its keys
+file is renamed last and marks it complete, so a killed writer resumes at the first missing
+shard and an existing shard is never rewritten. Opening a store checks every shard (keys file,
+size, record count); a damaged one fails naming the shard, and the writers' `--repair`
+rewrites the damaged shards only.
 Records keep only a response's masked prefix (the mask is a prefix: tokens up to and including
 EOS), as msgpack: a hash of the prompt's real tokens (checked at lookup, so a store cannot
 silently serve another tokenization), the response tokens, log-probs f32[L, k] and ids [L, k]
@@ -32,6 +35,7 @@ from flax import serialization
 
 from gkd import objectives, rundir, sharding
 from gkd.data.pipeline import task_kwargs
+from gkd.errors import StoreError
 from gkd.teachers.base import StudentView, Teacher
 from gkd.teachers.labels import hard_ce_terms
 
@@ -71,8 +75,8 @@ def encode_record(key: int, prompt, tokens, logprobs, indices, vocab_size: int) 
 
 
 def write_shard(out: str, index: int, records: list[tuple[int, bytes]]) -> None:
-  """Writes one shard (records sorted by key) and its key index, atomically: the keys file is
-  renamed last and marks the shard complete."""
+  """Writes one shard (records sorted by key) and its key index, atomically: the keys file,
+  which also records the shard's size, is renamed last and marks the shard complete."""
   records = sorted(records)
   path = os.path.join(out, shard_name(index))
   writer = array_record_module.ArrayRecordWriter(path + ".array_record.tmp", "group_size:1")
@@ -80,11 +84,100 @@ def write_shard(out: str, index: int, records: list[tuple[int, bytes]]) -> None:
     writer.write(blob)
   writer.close()
   os.replace(path + ".array_record.tmp", path + ".array_record")
-  rundir.atomic_write(path + ".keys.json", json.dumps([k for k, _ in records]))
+  rundir.atomic_write(path + ".keys.json", json.dumps(
+      {"keys": [k for k, _ in records], "bytes": os.path.getsize(path + ".array_record")}))
 
 
 def done_shards(out: str) -> set[int]:
   return {int(os.path.basename(p)[6:11]) for p in glob.glob(os.path.join(out, "shard-*.keys.json"))}
+
+
+def _shards(out: str) -> set[int]:
+  """Every shard index that has a file in `out` (complete or not)."""
+  names = glob.glob(os.path.join(out, "shard-*.keys.json")) + \
+      glob.glob(os.path.join(out, "shard-*.array_record"))
+  return {int(os.path.basename(p)[6:11]) for p in names}
+
+
+def read_keys(out: str, index: int) -> tuple[list[int], int | None]:
+  """(keys, the shard's size in bytes as written, or None for a store written before sizes
+  were recorded) from a shard's keys file; StoreError when it cannot be read."""
+  path = os.path.join(out, shard_name(index) + ".keys.json")
+  try:
+    with open(path) as f:
+      index_ = json.load(f)
+  except (OSError, ValueError) as e:
+    raise StoreError(f"{path} is unreadable ({e})") from None
+  keys, size = (index_, None) if isinstance(index_, list) else (index_.get("keys"), index_.get("bytes"))
+  if not isinstance(keys, list) or not all(isinstance(k, int) for k in keys):
+    raise StoreError(f"{path} does not hold a list of integer keys")
+  return keys, size
+
+
+def shard_problems(out: str, *, full: bool = False) -> dict[int, tuple[str, bool]]:
+  """{shard index: (what is wrong, whether its keys file says it is complete)} for the store
+  in `out`. Cheap checks (the keys file, the size, the array_record footer's record count);
+  `full` also reads every record back (their chunk hashes)."""
+  problems = {}
+  for i in sorted(_shards(out)):
+    base = os.path.join(out, shard_name(i))
+    if not os.path.exists(base + ".keys.json"):
+      problems[i] = ("has no keys file (its writing was cut short, or the file was removed)", False)
+      continue
+    try:
+      keys, size = read_keys(out, i)
+      if not os.path.exists(base + ".array_record"):
+        raise StoreError("its .array_record file is missing")
+      actual = os.path.getsize(base + ".array_record")
+      if size is not None and actual != size:
+        raise StoreError(f"its .array_record file has {actual} bytes, written as {size}")
+      reader = array_record_module.ArrayRecordReader(base + ".array_record",
+                                                     "readahead_buffer_size:0")
+      try:
+        if reader.num_records() != len(keys):
+          raise StoreError(f"it holds {reader.num_records()} records; its keys file lists "
+                           f"{len(keys)}")
+        for start in range(0, len(keys) if full else 0, 256):
+          reader.read(list(range(start, min(start + 256, len(keys)))))
+      finally:
+        reader.close()
+    except StoreError as e:
+      problems[i] = (str(e), True)
+    except Exception as e:  # noqa: BLE001 — array_record's own errors: a damaged file
+      problems[i] = (f"its .array_record file is damaged ({type(e).__name__}: "
+                     f"{(str(e).strip().splitlines() or [''])[0][:160]})", True)
+  return problems
+
+
+def remove_shard(out: str, index: int) -> None:
+  """Deletes a shard's files (its keys file first: a shard without one is not complete)."""
+  for suffix in (".keys.json", ".array_record"):
+    path = os.path.join(out, shard_name(index) + suffix)
+    if os.path.exists(path):
+      os.remove(path)
+
+
+def rewrite_command(out: str, kind: str) -> str:
+  """The command that rewrites a store's damaged shards."""
+  if kind == "import":
+    return f"python -m gkd.blackbox --config=... --jsonl=... --out={out} --repair"
+  return f"python -m gkd.teacher_store --config=... --out={out} --kind={kind} --repair"
+
+
+def check_shards(out: str, kind: str, *, repair: bool) -> None:
+  """Before a writer goes on: with `repair`, removes every shard that does not read back in
+  full (the writer then rewrites it); without, a damaged complete shard is a StoreError."""
+  problems = shard_problems(out, full=repair)
+  if repair:
+    for i, (what, _) in problems.items():
+      remove_shard(out, i)
+      print(f"{out}: {shard_name(i)} {what}; removed, to be written again", flush=True)
+    return
+  damaged = {i: what for i, (what, complete) in problems.items() if complete}
+  if damaged:
+    i, what = next(iter(damaged.items()))
+    raise StoreError(f"{out}: {shard_name(i)} {what}; rerun with --repair to rewrite the "
+                     f"damaged shard(s) ({len(damaged)}): `{rewrite_command(out, kind)}`.")
 
 
 def write_meta(out: str, meta: dict) -> None:
@@ -95,7 +188,7 @@ def write_meta(out: str, meta: dict) -> None:
     with open(path) as f:
       old = json.load(f)
     if old != meta:
-      raise ValueError(f"{out} holds a different store ({path}: {old}); this one would be "
+      raise StoreError(f"{out} holds a different store ({path}: {old}); this one would be "
                        f"{meta}. Use another --out.")
     return
   rundir.atomic_write(path, json.dumps(meta, indent=2, sort_keys=True))
@@ -105,67 +198,84 @@ class TeacherStore:
   """Reads a store: `lookup(keys, prompts)` gives the rows a batch needs."""
 
   def __init__(self, path: str):
+    """Opens the store in `path` after checking every shard (see `shard_problems`): a damaged
+    or incomplete one is a StoreError naming it and the command that rewrites it."""
     meta_path = os.path.join(path, META)
     if not os.path.exists(meta_path):
-      raise ValueError(f"teacher_store={path!r} has no {META}: write one with "
-                       "`python -m gkd.teachers.store_writer --config=... --out=DIR`.")
-    with open(meta_path) as f:
-      self.meta = json.load(f)
-    self.path, self.kind, self.topk = path, self.meta["kind"], int(self.meta["topk"])
+      raise StoreError(f"teacher_store={path!r} has no {META}: write one with "
+                       "`python -m gkd.teacher_store --config=... --out=DIR`.")
+    try:
+      with open(meta_path) as f:
+        self.meta = json.load(f)
+      self.path, self.kind, self.topk = path, self.meta["kind"], int(self.meta["topk"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise StoreError(f"teacher_store={path!r}: {META} is unreadable ({e}); write the store "
+                       "again into a new directory.") from None
+    problems = shard_problems(path)
+    if problems:
+      i, (what, _) = next(iter(problems.items()))
+      more = f" (and {len(problems) - 1} more shard(s))" if len(problems) > 1 else ""
+      raise StoreError(f"teacher_store={path!r}: {shard_name(i)} {what}{more}; rewrite the bad "
+                       f"shards with `{rewrite_command(path, self.kind)}`.")
     self._readers, self._where = [], {}
     for i in sorted(done_shards(path)):
-      with open(os.path.join(path, shard_name(i) + ".keys.json")) as f:
-        keys = json.load(f)
+      keys, _ = read_keys(path, i)
       reader = array_record_module.ArrayRecordReader(
           os.path.join(path, shard_name(i) + ".array_record"), "readahead_buffer_size:0")
       self._where.update({k: (len(self._readers), j) for j, k in enumerate(keys)})
-      self._readers.append(reader)
+      self._readers.append((i, reader))
 
   def __len__(self):
     return len(self._where)
 
   def check(self, config, *, vocab_size: int) -> None:
-    """Raises ValueError when the store cannot serve this run config (naming what differs)."""
+    """Raises StoreError when the store cannot serve this run config (naming what differs)."""
     meta, obj = self.meta, config.objective
     want = data_fingerprint(config)
     where = f"teacher_store={self.path!r}"
     if meta["vocab_size"] != vocab_size:
-      raise ValueError(f"{where} was written with a vocabulary of {meta['vocab_size']}; the "
+      raise StoreError(f"{where} was written with a vocabulary of {meta['vocab_size']}; the "
                        f"student has {vocab_size}.")
     if meta["data"] != want:
       diff = {k: (meta["data"].get(k), v) for k, v in want.items() if meta["data"].get(k) != v}
-      raise ValueError(f"{where} was written for other data; (store, run) differ in {diff}.")
+      raise StoreError(f"{where} was written for other data; (store, run) differ in {diff}.")
     source = source_of(self.kind)
     if config.mix[source] != 1.0:
-      raise ValueError(f"{where} holds {self.kind} responses, so it serves mix.{source}=1 only "
+      raise StoreError(f"{where} holds {self.kind} responses, so it serves mix.{source}=1 only "
                        f"(the run has mix={dict(config.mix)}).")
     n = int(config.sampling.num_samples)
     if source == "teacher" and meta["samples_per_prompt"] != n:
-      raise ValueError(f"{where} has {meta['samples_per_prompt']} responses per prompt; set "
+      raise StoreError(f"{where} has {meta['samples_per_prompt']} responses per prompt; set "
                        f"sampling.num_samples={meta['samples_per_prompt']} (it is {n}).")
     if self.topk and not np.isclose(meta["temperature"], obj.temperature):
-      raise ValueError(f"{where} holds top-k log-probs at temperature {meta['temperature']}; "
+      raise StoreError(f"{where} holds top-k log-probs at temperature {meta['temperature']}; "
                        f"objective.temperature={obj.temperature} needs a store written at it.")
     if obj.teacher_topk not in (0, self.topk):
-      raise ValueError(f"{where} holds the top {self.topk}; objective.teacher_topk="
+      raise StoreError(f"{where} holds the top {self.topk}; objective.teacher_topk="
                        f"{obj.teacher_topk} must be 0 or {self.topk}.")
     if not self.topk and obj.alpha != 0:
-      raise ValueError(f"{where} holds responses without log-probs: only the hard CE can train "
+      raise StoreError(f"{where} holds responses without log-probs: only the hard CE can train "
                        f"on them; set objective.alpha=0 (it is {obj.alpha}).")
     examples = config.data.num_train_examples or meta["num_examples"]
     per = n if source == "teacher" else 1
     missing = [e for e in range(examples) if e * per not in self._where]
     if missing:
-      raise ValueError(f"{where} lacks {len(missing)} of the run's {examples} training examples "
+      raise StoreError(f"{where} lacks {len(missing)} of the run's {examples} training examples "
                        f"(the first: example {missing[0]}); finish writing it, or lower "
                        "data.num_train_examples to the examples it covers.")
 
   def read(self, key: int) -> dict:
     """One record: {"key", "prompt" (its hash), "tokens", "logprobs", "indices"}."""
     if key not in self._where:
-      raise KeyError(f"teacher_store={self.path!r} has no record for key {key}.")
+      raise StoreError(f"teacher_store={self.path!r} has no record for key {key}.")
     shard, index = self._where[key]
-    return serialization.msgpack_restore(self._readers[shard].read([index])[0])
+    number, reader = self._readers[shard]
+    try:
+      return serialization.msgpack_restore(reader.read([index])[0])
+    except Exception as e:  # noqa: BLE001 — damage past what opening checks (a chunk's hash)
+      raise StoreError(f"teacher_store={self.path!r}: {shard_name(number)} is damaged (record "
+                       f"{index}: {(str(e).strip().splitlines() or [''])[0][:160]}); rewrite "
+                       f"the bad shards with `{rewrite_command(self.path, self.kind)}`.") from None
 
   def lookup(self, keys, prompt_tokens, prompt_mask, response_len: int) -> dict:
     """Host arrays for the rows of `keys` (their prompts given to check them against): response_tokens/mask [B, R] and, with top-k, teacher_topk_logprobs
@@ -179,7 +289,7 @@ class TeacherStore:
     for row, key in enumerate(keys):
       rec = self.read(int(key))
       if rec["prompt"] != prompt_hash(np.asarray(prompt_tokens)[row][np.asarray(prompt_mask)[row]]):
-        raise ValueError(f"teacher_store={self.path!r}: the stored prompt of key {key} differs from "
+        raise StoreError(f"teacher_store={self.path!r}: the stored prompt of key {key} differs from "
                          "this run's tokenization of it (another tokenizer or chat template?).")
       n = len(rec["tokens"])
       out["response_tokens"][row, :n] = rec["tokens"]

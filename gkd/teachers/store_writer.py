@@ -1,6 +1,6 @@
 """An offline teacher store: one teacher pass, written to disk, serves a whole sweep.
 
-    python -m gkd.teachers.store_writer --config=configs/X.py[:ARG] --out=DIR [--kind=teacher] [--topk=64]
+    python -m gkd.teacher_store --config=configs/X.py[:ARG] --out=DIR [--kind=teacher] [--topk=64]
 
 writes, for every prompt of the config's training split (its first data.num_train_examples),
 one response per sample key and, at each response position, the teacher's top-k log-probs
@@ -14,7 +14,8 @@ one response per sample key and, at each response position, the teacher's top-k 
 
 A run reads it with `config.teacher_store=DIR` instead of building a teacher; eval then has no
 teacher KLs. The format, the reader and the loss are in gkd.teachers.store. A shard holds the keys
-of `shard_examples` consecutive examples; a killed writer resumes at the first missing shard.
+of `shard_examples` consecutive examples; a killed writer resumes at the first missing shard,
+and `--repair` rewrites the shards that no longer read back (and only those).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from flax import nnx
 
 from gkd import divergences, sampling, scoring
 from gkd.data.pipeline import loader_for_config
+from gkd.errors import ConfigError, UserError
 from gkd.teachers.store import (
   FORMAT,
+  check_shards,
   data_fingerprint,
   done_shards,
   encode_record,
@@ -45,23 +48,25 @@ def _teacher_topk(params, batch, *, graph, k: int, temperature: float):
 
 
 def write(config, out: str, *, kind: str, topk: int, shard_examples: int = 1024,
-          batch_size: int = 32) -> dict:
+          batch_size: int = 32, repair: bool = False) -> dict:
   """Writes (or continues) the store of `config`'s teacher; returns its store.json contents.
 
   Batch b covers examples [b·batch_size, (b+1)·batch_size) in split order; its sampling key
-  is folded from (seed, b), so a resumed writer draws what an uninterrupted one would.
+  is folded from (seed, b), so a resumed writer draws what an uninterrupted one would, and
+  `repair` (which first reads every record back and removes the shards that fail) rewrites
+  exactly the shards it removed. Without it a damaged complete shard is a StoreError.
   """
   from gkd.teachers.build import build_all  # the training stack, only when writing
 
   if kind not in ("dataset", "teacher"):
-    raise ValueError(f"kind={kind!r}; a teacher writes 'dataset' or 'teacher' stores "
-                     "(imports: gkd.teachers.blackbox).")
-  if topk < 1 or shard_examples % batch_size:
-    raise ValueError(f"need topk >= 1 (got {topk}) and shard_examples ({shard_examples}) a "
-                     f"multiple of batch_size ({batch_size}).")
+    raise UserError(f"--kind={kind!r}; a teacher writes 'dataset' or 'teacher' stores "
+                    "(imports: python -m gkd.blackbox).")
+  if topk < 1 or batch_size < 1 or shard_examples % batch_size:
+    raise UserError(f"need --topk >= 1 (got {topk}) and --shard_examples ({shard_examples}) a "
+                    f"multiple of --batch_size ({batch_size}).")
   tokenizer, _, teacher, _ = build_all(config)
   if teacher is None:
-    raise ValueError("the config has no teacher (mode must be 'gkd').")
+    raise ConfigError("the config has no teacher to write a store of (mode must be 'gkd').")
   graph, params = nnx.split(teacher)
   params = params.to_pure_dict()
   n = int(config.sampling.num_samples) if kind == "teacher" else 1
@@ -75,6 +80,7 @@ def write(config, out: str, *, kind: str, topk: int, shard_examples: int = 1024,
           "data": data_fingerprint(config), "seed": int(config.seed),
           "teacher": config.teacher.to_dict()}
   write_meta(out, meta)
+  check_shards(out, kind, repair=repair)
   s = config.sampling
   sampler = sampling.Sampler(graph, temperature=s.teacher_temperature, top_k=s.top_k, top_p=s.top_p,
                              eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
@@ -116,13 +122,15 @@ def main(argv):
   from absl import flags
   f = flags.FLAGS
   write(f.config, f.out, kind=f.kind, topk=f.topk, shard_examples=f.shard_examples,
-        batch_size=f.batch_size)
+        batch_size=f.batch_size, repair=f.repair)
 
 
 def cli():
   """The command line (`python -m gkd.teacher_store`; flags are defined here, not at import)."""
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
+
+  from gkd import cli
 
   config_flags.DEFINE_config_file("config", None, "The teacher's run config (configs/NAME.py[:ARG]).")
   flags.DEFINE_string("out", None, "The store's directory (created; a partial one is continued).")
@@ -131,8 +139,9 @@ def cli():
   flags.DEFINE_integer("topk", 64, "How many of the teacher's most likely tokens to keep.")
   flags.DEFINE_integer("shard_examples", 1024, "Examples per shard (a multiple of batch_size).")
   flags.DEFINE_integer("batch_size", 32, "Prompts per teacher batch.")
+  flags.DEFINE_bool("repair", False, "Read every shard back first; rewrite those that fail.")
   flags.mark_flags_as_required(["config", "out"])
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

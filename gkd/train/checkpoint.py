@@ -28,13 +28,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gkd import rundir
+from gkd import hosts, rundir
+from gkd.errors import UserError
 
 CACHE = "teacher_cache"
 _log = logging.getLogger(__name__)  # not absl's: gkd.data silences that one
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
   """A workdir's checkpoints cannot be resumed with this config (the message says why)."""
 
 
@@ -63,29 +64,54 @@ def _shape_mismatch(saved_tree, abstract) -> str | None:
   return None
 
 
+# Fields that change how a run goes, not what it computes: a workdir resumes (or reports its
+# finished result) under other values of these. A "mesh." field names the hardware.
+RUN_ONLY_FIELDS = ("train.progress_bar", "train.log_every", "train.checkpoint_every",
+                   "train.keep_checkpoints", "eval.every", "data.data_dir", "mesh.")
+
+
 def config_diff(workdir: str, config) -> list[str]:
   """`field: saved -> new` for each config field that differs from WORKDIR/config.json."""
   path = os.path.join(workdir, rundir.CONFIG)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    old = _flat(json.load(f))
+  try:
+    with open(path) as f:
+      old = _flat(json.load(f))
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path} is unreadable ({e}); move the workdir aside and start "
+                          "over, or restore the file.") from None
   new = _flat(json.loads(config.to_json_best_effort()))
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
           for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+
+def check_same_config(workdir: str, config) -> None:
+  """Raises CheckpointError when WORKDIR/config.json (a run begun there, finished or not) was
+  written by a config that computes something else than `config`."""
+  diff = [d for d in config_diff(workdir, config) if not d.startswith(RUN_ONLY_FIELDS)]
+  if diff:
+    raise CheckpointError(
+        f"{workdir} holds a run of another config ({'; '.join(diff)}); its checkpoints and "
+        f"results belong to that one. Use a new workdir, or rerun with the saved config "
+        f"({rundir.CONFIG} there).")
 
 
 class Checkpointer:
   def __init__(self, workdir: str, *, every: int, keep: int):
     self.every = every
     self.workdir = workdir
+    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+                CACHE: ocp.StandardCheckpointHandler()}
     self._manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, rundir.CHECKPOINTS)),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         # Handlers named up front: without them a fresh process cannot read an item's metadata.
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
-                       CACHE: ocp.StandardCheckpointHandler()},
+        item_handlers=handlers,
     )
+    # Restores go to the handlers themselves: the manager's restore ends in a barrier, where
+    # the other processes would wait forever for one whose read failed (see `restore`).
+    self._reader = ocp.CompositeCheckpointHandler(**handlers)
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -106,54 +132,72 @@ class Checkpointer:
       args[CACHE] = ocp.args.StandardSave(teacher_cache)
     self._manager.save(step, args=ocp.args.Composite(**args), force=True)
 
+  def _read(self, step: int, **args):
+    return self._reader.restore(self._manager.directory / str(step), ocp.args.Composite(**args))
+
   def _restore_step(self, step: int, abstract_state):
-    data = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+    data = self._read(step, data=ocp.args.JsonRestore())["data"]
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     rows = data.get("teacher_cache_rows", {}).get(CACHE)
     if rows is None:  # written before the count was recorded: is the item on disk?
       rows = os.path.isdir(os.path.join(str(self._manager.directory), str(step), CACHE))
     if rows:
       args[CACHE] = ocp.args.StandardRestore()
-    restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+    restored = self._read(step, **args)
     cache = jax.tree.map(np.asarray, dict(restored[CACHE])) if CACHE in args else {}
     return restored["state"], data, cache
+
+  def _check_step(self, step: int, abstract_state, config) -> str | None:
+    """None when step's saved state fits `abstract_state`; why it is unreadable otherwise.
+    Raises CheckpointError when it does not fit this config."""
+    try:
+      saved = self._manager.item_metadata(step)["state"]
+      if saved is None:
+        raise ValueError("no state item")
+    except Exception as e:  # noqa: BLE001 — any read failure means this step is unusable
+      return _first_line(e)
+    mismatch = _shape_mismatch(saved.tree if hasattr(saved, "tree") else saved, abstract_state)
+    if mismatch:
+      diff = config_diff(self.workdir, config) if config is not None else []
+      raise CheckpointError(
+          f"{self.workdir}: checkpoint step {step} does not fit this config "
+          f"({'; '.join(diff) or 'config.json does not say why'}): {mismatch}. "
+          "Use a new workdir, or rerun with the saved config.")
+    return None
 
   def restore(self, abstract_state, config=None):
     """(step, state, data_state, teacher_cache) of the newest intact step, or None if none.
 
     Raises CheckpointError when a step does not fit `abstract_state` (naming the config fields
     that differ from the saved config.json, when `config` is given) or when every step is bad.
+
+    With several processes every choice is made once: the primary lists the steps and checks
+    each one's metadata; every process then reads its part of the chosen step, and the step is
+    used only if every process could read it. Otherwise all of them drop it (the primary
+    deletes it) and go on to the previous one together.
     """
     bad = []
-    for step in reversed(self.all_steps()):
-      try:
-        saved = self._manager.item_metadata(step)["state"]
-        if saved is None:
-          raise ValueError("no state item")
-      except Exception as e:  # noqa: BLE001 — any read failure means this step is unusable
-        self._drop(step, e, bad)
-        continue
-      mismatch = _shape_mismatch(saved.tree if hasattr(saved, "tree") else saved, abstract_state)
-      if mismatch:
-        diff = config_diff(self.workdir, config) if config is not None else []
-        raise CheckpointError(
-            f"{self.workdir}: checkpoint step {step} does not fit this config "
-            f"({'; '.join(diff) or 'config.json does not say why'}): {mismatch}. "
-            "Use a new workdir, or rerun with the saved config.")
-      try:
-        return (step, *self._restore_step(step, abstract_state))
-      except Exception as e:  # noqa: BLE001
-        self._drop(step, e, bad)
+    for step in reversed(hosts.decided_by_primary(self.all_steps)):
+      why = hosts.decided_by_primary(lambda: self._check_step(step, abstract_state, config))
+      if why is None:
+        try:
+          restored = self._restore_step(step, abstract_state)
+        except Exception as e:  # noqa: BLE001
+          restored, why = None, _first_line(e)
+        if hosts.all_agree(restored is not None):
+          return (step, *restored)
+        why = why or "unreadable on another process"
+      self._drop(step, why, bad)
     if bad:
       raise CheckpointError(f"{self.workdir}: no intact checkpoint (steps {bad} are unreadable); "
                             f"move {rundir.CHECKPOINTS}/ aside to start over.")
     return None
 
-  def _drop(self, step: int, error: Exception, bad: list):
-    """Reports an unreadable step in one line and deletes it, so a later save can replace it."""
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    _log.warning("checkpoint step %d in %s is unreadable (%s: %s); removed it, trying the "
-                    "previous step.", step, self.workdir, type(error).__name__, first)
+  def _drop(self, step: int, why: str, bad: list):
+    """Reports an unreadable step in one line and deletes it, so a later save can replace it
+    (every process calls this; orbax lets the primary delete)."""
+    _log.warning("checkpoint step %d in %s is unreadable (%s); removed it, trying the "
+                 "previous step.", step, self.workdir, why)
     bad.append(step)
     self._manager.delete(step)
 
@@ -185,6 +229,10 @@ def verify(workdir: str, config=None) -> dict:
       ckpt._restore_step(step, abstract)
       report["intact"].append(step)
     except Exception as e:  # noqa: BLE001
-      report["bad"][step] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+      report["bad"][step] = _first_line(e)
   ckpt.close()
   return report
+
+
+def _first_line(error: Exception) -> str:
+  return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"

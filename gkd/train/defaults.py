@@ -8,6 +8,7 @@ optim, train, mesh, eval.
 import ml_collections
 
 from gkd import sources
+from gkd.errors import ConfigError
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
@@ -188,7 +189,7 @@ def parse_arg(arg: str, **defaults):
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
     if not sep or key not in defaults:
-      raise ValueError(f"Config argument {item!r}: expected key=value with key in {sorted(defaults)}")
+      raise ConfigError(f"Config argument {item!r}: expected key=value with key in {sorted(defaults)}")
     kind = type(defaults[key])
     out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
   return ml_collections.ConfigDict(out)

@@ -24,16 +24,20 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from gkd.errors import UserError
+
 GUARDED = ("loss", "grad_norm")  # train metrics that must stay finite
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
   """The loss or the gradient norm became NaN or infinite."""
 
 
-class Preempted(RuntimeError):
+class Preempted(UserError, RuntimeError):
   """SIGTERM arrived; the current step was saved."""
+
+  exit_code = SIGTERM_EXIT
 
 
 def check_finite(step: int, metrics: dict, *, workdir: str, last_saved: int | None) -> None:

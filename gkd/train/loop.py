@@ -10,7 +10,6 @@ export/, eval_examples.jsonl and last final_metrics.json, whose presence marks i
 rerunning it then only reports it.
 """
 
-import contextlib
 import json
 import logging
 import os
@@ -20,9 +19,9 @@ import jax
 import numpy as np
 import tqdm
 
-from gkd import models, rundir, sources
-from gkd.train import guards, report, validate, writer
-from gkd.train.run import Run, host_copy
+from gkd import hosts, models, rundir, sources
+from gkd.train import checkpoint, guards, report, validate, writer
+from gkd.train.run import Run
 
 _log = logging.getLogger(__name__)
 
@@ -30,19 +29,20 @@ _log = logging.getLogger(__name__)
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) the config's training in `workdir`; returns the final eval metrics.
 
-  A finished workdir (it has final_metrics.json) is only reported. Process 0 holds the
-  workdir's lock throughout, so a second process on the same workdir fails at once.
+  A finished workdir (it has final_metrics.json) is only reported. A workdir that holds a run
+  of another config, finished or not, is refused (CheckpointError). Process 0 holds the
+  workdir's lock throughout, so a second run on the same workdir fails at once, on all of its
+  processes.
   """
-  busy = rundir.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-  with busy, guards.StopFlag().installed() as stop:
-    final_path = os.path.join(workdir, rundir.FINAL_METRICS)
-    if os.path.exists(final_path):
-      with open(final_path) as f:
-        final = json.load(f)
-      print(f"{workdir} is finished (step {final.get('step')}); nothing to do. "
-            f"Its metrics: {final_path}", flush=True)
+  validate.validate(config)  # a bad config fails before the workdir is touched
+  with hosts.held_by_primary(rundir.lock(workdir)), guards.StopFlag().installed() as stop:
+    final = hosts.decided_by_primary(lambda: _finished(workdir, config))
+    if final is not None:
+      if hosts.is_primary():
+        print(f"{workdir} is finished (step {final.get('step')}); nothing to do. "
+              f"Its metrics: {os.path.join(workdir, rundir.FINAL_METRICS)}", flush=True)
       return {k: v for k, v in final.items() if k != "step"}
-    if jax.process_index() == 0:
+    if hosts.is_primary():
       rundir.remove_stale_tmp(workdir)
     run = Run(config, workdir)
     try:
@@ -52,16 +52,18 @@ def train(config, workdir: str) -> dict:
       run.checkpointer.close()
 
 
-def _max_seq_lens(run) -> dict:
-  lens = {"student": run.student().config.max_seq_len}
-  models = run.teacher.modules(run.teacher_params)
-  if models:  # a teacher model (not a store)
-    lens["teacher"] = min(t.config.max_seq_len for t in models)
-  return lens
+def _finished(workdir: str, config) -> dict | None:
+  """The final metrics of a finished run in `workdir` (None: not finished); raises
+  CheckpointError when the workdir holds a run of another config."""
+  checkpoint.check_same_config(workdir, config)
+  path = os.path.join(workdir, rundir.FINAL_METRICS)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
-  validate.check_lengths(config, _max_seq_lens(run))
   start = run.restore()
   primary = jax.process_index() == 0  # process 0 alone writes the run's files
   if primary:
@@ -141,18 +143,18 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     log.write(tc.num_steps, final, prefix="eval/")
   bar.close()
   log.close()
-  if jax.process_count() > 1:  # process 0 exports and reports alone: it needs host copies
-    run.state = run.state._replace(params=host_copy(run.state.params))
-    run.teacher_params = host_copy(run.teacher_params)
-    run.student_base = host_copy(run.student_base)
-  if jax.process_index() == 0:
+  with jax.set_mesh(run.mesh):
+    example = report.summary_example(run, result)
+  # Process 0 writes the export, one tensor at a time gathered from all processes into host
+  # memory: no device ever holds a whole model, however it is sharded.
+  student = run.host_student()
+  if hosts.is_primary():
     # final_metrics.json goes last: its presence says everything before it is complete.
     rundir.atomic_dir(os.path.join(workdir, rundir.EXPORT),
-                      lambda path: models.save_pretrained(run.student(), run.tokenizer, path))
+                      lambda path: models.save_pretrained(student, run.tokenizer, path))
     rundir.atomic_write(os.path.join(workdir, rundir.EVAL_EXAMPLES),
                         "".join(json.dumps(row) + "\n" for row in result.examples))
     rundir.atomic_write(os.path.join(workdir, rundir.FINAL_METRICS),
                         json.dumps({"step": tc.num_steps, **final}, indent=2))
-    with jax.set_mesh(run.mesh):
-      report.print_summary(run, workdir, result)
+    report.print_summary(run, workdir, example)
   return final

@@ -27,7 +27,7 @@ from gkd import sampling, sharding, teachers
 from gkd.data.tasks import testbed_tokenizer
 from gkd.models import gguf, llama, lora, safetensors
 from gkd.objectives import Objective
-from gkd.teachers.build import dtypes, llama_config
+from gkd.teachers.build import dtypes, llama_config, model_files
 from gkd.train import step as step_lib
 from gkd.train.optimizer import make_optimizer
 
@@ -38,11 +38,13 @@ def model_config(config, role: str, *, vocab_size=None, teacher=None) -> llama.L
   """The LlamaConfig a run would build for `role`, without reading any weights."""
   cfg = config[role]
   kinds = dtypes(cfg, role)
-  if cfg.source == "gguf":
-    return gguf.config_from_gguf(gguf.gguf.GGUFReader(cfg.path or gguf.smollm2_gguf_path()), **kinds)
-  if cfg.source == "pretrained":
-    with open(os.path.join(cfg.path, "config.json")) as f:
-      return safetensors.config_from_hf(json.load(f), **kinds)
+  with model_files(f"{role}.path", cfg.path):
+    if cfg.source == "gguf":
+      return gguf.config_from_gguf(gguf.gguf.GGUFReader(cfg.path or gguf.smollm2_gguf_path()),
+                                   **kinds)
+    if cfg.source == "pretrained":
+      with open(os.path.join(cfg.path, "config.json")) as f:
+        return safetensors.config_from_hf(json.load(f), **kinds)
   if cfg.source == "derive":
     n = len(list(cfg.derive_layers)) or len(range(0, teacher.n_layers, cfg.derive_every_k))
     return teacher.replace(n_layers=n, **kinds)
@@ -132,7 +134,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app
+  from absl import flags
   from ml_collections import config_flags
+
+  from gkd import cli
   config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-  app.run(main)
+  flags.mark_flags_as_required(["config"])
+  cli.run(main)

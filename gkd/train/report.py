@@ -10,7 +10,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from gkd import rundir, sampling, sources
+from gkd import rundir, sampling, sharding, sources
 from gkd.data.pipeline import encode_example
 from gkd.models import llama
 from gkd.teachers.build import teacher_configs
@@ -58,7 +58,8 @@ def teacher_completion(config, tokenizer, teacher_graph, teacher_params, prompt:
                 jnp.asarray(row["prompt_mask"][None]), rng=jax.random.key(0),
                 max_new_tokens=config.eval.max_new_tokens or config.data.max_response_len,
                 temperature=0.0)
-  return tokenizer.decode(out.tokens[0][out.mask[0]])
+  tokens, mask = sharding.fetch(out.tokens), sharding.fetch(out.mask)  # global arrays: gathered
+  return tokenizer.decode(tokens[0][mask[0]])
 
 
 def summary(config, workdir: str, history: list[dict], example: dict, sizes: dict) -> str:
@@ -89,16 +90,24 @@ def summary(config, workdir: str, history: list[dict], example: dict, sizes: dic
   return "\n".join(lines)
 
 
-def print_summary(run, workdir: str, result) -> None:
-  """Prints `summary` for a finished run (process 0 only)."""
+def summary_example(run, result) -> dict | None:
+  """The first held-out example's prompt, reference, student and (with a teacher model) teacher
+  completions. Every process calls it: the teacher's generation is a program over all of them."""
   first = result.examples[0] if result.examples else None
   if first is None:
-    return
+    return None
   raw = run.evaluator.examples[first["example_id"]]
   example = {"prompt": raw["prompt"], "response": raw["response"], "student": first["completion"]}
   generator = run.teacher.generator(run.teacher_params)
   if generator is not None:
     example["teacher"] = teacher_completion(run.config, run.tokenizer, *generator, raw["prompt"])
+  return example
+
+
+def print_summary(run, workdir: str, example: dict | None) -> None:
+  """Prints `summary` for a finished run (process 0 only) with `summary_example`'s example."""
+  if example is None:
+    return
   sizes = {"student": llama.count_params(run.student())}
   if run.teacher.modules(run.teacher_params):
     sizes["teacher"] = sum(llama.count_params(t) for t in run.teacher.modules(run.teacher_params))

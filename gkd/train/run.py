@@ -19,7 +19,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from gkd import scoring, sharding, sources, teachers
-from gkd.data.pipeline import eval_examples_for_config, loader_for_config
+from gkd.data.pipeline import check_data, eval_examples_for_config, loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.models import lora
 from gkd.objectives import Objective, layer_distill, policy_gradient
@@ -52,6 +52,9 @@ class Run:
       self.lora_scale = config.lora.alpha / config.lora.rank
     self._student_params = jax.jit(functools.partial(lora.student_params, scale=self.lora_scale))
     self.teacher, self.teacher_params = teachers.from_config(config, built, self.mesh)
+    validate.check_models(config, student.config.vocab_size, _max_seq_lens(student, self.teacher,
+                                                                             self.teacher_params))
+    check_data(config, self.tokenizer)
     params.update(_hidden_projections(config, built))
     self.optimizer = make_optimizer(config.optim, config.train.num_steps)
     state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
@@ -92,6 +95,17 @@ class Run:
     """The current student as a module."""
     return nnx.merge(self.student_graph, self.student_params())
 
+  def host_student(self) -> nnx.Module | None:
+    """The current student as a module of host (NumPy) arrays on process 0, None elsewhere.
+
+    Gathered one tensor at a time (every process takes part in each gather), so no device
+    holds more than one whole tensor beyond its own shards.
+    """
+    leaves, treedef = jax.tree.flatten(self.student_params())
+    primary = jax.process_index() == 0
+    host = [sharding.fetch(x) if primary else (sharding.fetch(x), None)[1] for x in leaves]
+    return nnx.merge(self.student_graph, jax.tree.unflatten(treedef, host)) if primary else None
+
   def evaluate(self):
     return self.evaluator(self.student_params(), self.teacher_params)
 
@@ -103,7 +117,11 @@ class Run:
     if found is None:
       return 0
     step, self.state, data_state, arrays = found
-    self.loader.set_state(data_state["loaders"][jax.process_index()])
+    saved = data_state["loaders"]  # one per process of the run that saved it
+    # Resumed on another number of processes, each takes up the global position (every saved
+    # host was at the same global batch) with its own share of the batches.
+    self.loader.set_state(saved[jax.process_index()] if len(saved) == jax.process_count()
+                          else saved[0])
     self.truncated = int(data_state.get("truncated_total", 0))
     for name, source in self.sources.items():
       source.load(arrays, data_state.get(name))
@@ -194,6 +212,14 @@ class Run:
     return sharding.place_rows(self.mesh, {"a": advantages})["a"]
 
 
+def _max_seq_lens(student, teacher, teacher_params) -> dict:
+  lens = {"student": student.config.max_seq_len}
+  models = teacher.modules(teacher_params)
+  if models:  # a teacher model (not a store)
+    lens["teacher"] = min(t.config.max_seq_len for t in models)
+  return lens
+
+
 def _hidden_projections(config, built) -> dict:
   """Learned projections of a hidden-state term where the student is narrower than the teacher:
   one per layer_map pair, or one for the last hidden state (DistilBERT's). Trained and
@@ -209,11 +235,6 @@ def _hidden_projections(config, built) -> dict:
   if ds == dt:
     return {}
   return {"projection": jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)}
-
-
-def host_copy(tree):
-  """Replicated global arrays as local ones (an all-gather; every process must call it)."""
-  return jax.tree.map(lambda x: jnp.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
 
 
 def _all_processes(obj) -> list:

@@ -4,9 +4,13 @@ Each check names the field. The objective's own checks live with it (`gkd.object
 and `gkd.divergences.get`); their errors are reported here under `objective.`.
 """
 
+import math
+
 import jax
 
 from gkd import divergences, sharding, sources, teachers
+from gkd.data.pipeline import TRUNCATION_POLICIES
+from gkd.data.tasks import TASK_NAMES
 from gkd.errors import ConfigError
 from gkd.objectives import Objective, layer_distill
 from gkd.teachers.build import MODEL_SOURCES
@@ -98,6 +102,13 @@ def validate(config, *, num_devices: int | None = None) -> None:
          "(it is how many checkpoints survive).")
   _check(config.eval.every >= 0 and config.eval.max_new_tokens >= 0,
          "eval.every and eval.max_new_tokens must be >= 0.")
+  _check(config.eval.num_examples >= 1, f"eval.num_examples={config.eval.num_examples} must be "
+         ">= 1 (the final evaluation needs examples).")
+  _check(config.data.task in TASK_NAMES,
+         f"Unknown task {config.data.task!r} (data.task); expected one of {TASK_NAMES}.")
+  _check(config.data.get("truncation", "truncate") in TRUNCATION_POLICIES,
+         f"data.truncation={config.data.get('truncation')!r}; expected one of "
+         f"{TRUNCATION_POLICIES}.")
   _check(config.data.max_prompt_len >= 1 and config.data.max_response_len >= 1,
          "data.max_prompt_len and data.max_response_len must be >= 1.")
 
@@ -112,6 +123,25 @@ def validate(config, *, num_devices: int | None = None) -> None:
   _check(train.batch_size % per_step == 0,
          f"train.batch_size={train.batch_size} must be divisible by devices × grad_accum_steps "
          f"= {data * fsdp} × {opt.grad_accum_steps}.")
+  unit = eval_batch_unit(data * fsdp)
+  _check(config.eval.batch_size >= 1 and config.eval.batch_size % unit == 0,
+         f"eval.batch_size={config.eval.batch_size} must be a positive multiple of {unit}: every "
+         f"one of the {data * fsdp} devices (over {hosts} process(es)) takes a share of each "
+         "eval batch.")
+
+
+def eval_batch_unit(num_devices: int) -> int:
+  """What an eval batch must be a multiple of: the mesh's devices and the processes."""
+  return math.lcm(num_devices, jax.process_count())
+
+
+def check_models(config, vocab_size: int, max_seq_lens: dict) -> None:
+  """What needs the built models, checked before anything is compiled: objective.teacher_topk
+  against the vocabulary, and the lengths (see check_lengths)."""
+  topk = config.objective.teacher_topk
+  _check(topk <= vocab_size, f"objective.teacher_topk={topk} exceeds the vocabulary of "
+         f"{vocab_size} tokens; use 0 (the full distribution) or at most {vocab_size}.")
+  check_lengths(config, max_seq_lens)
 
 
 def check_lengths(config, max_seq_lens: dict) -> None:
