@@ -150,6 +150,28 @@ def test_iterator_resumes_at_the_exact_next_example(data_dir, tok):
     other.set_state(state)
 
 
+def test_a_state_resumes_on_another_number_of_hosts(data_dir, tok):
+  """Hosts take slices of one global stream, so the position saved by 2 hosts (or by any of
+  them) resumes on 1 or 4 hosts at the same global batch."""
+  one = _loader(data_dir, tok, batch_size=8)
+  reference = [next(one)["example_id"] for _ in range(30)]  # crosses epochs
+  two = [_loader(data_dir, tok, batch_size=4, shard_index=i, shard_count=2) for i in range(2)]
+  for _ in range(11):
+    for it in two:
+      next(it)
+  states = [json.loads(json.dumps(it.get_state())) for it in two]
+  for count in (1, 4):
+    hosts = [_loader(data_dir, tok, batch_size=8 // count, shard_index=i, shard_count=count)
+             for i in range(count)]
+    for i, it in enumerate(hosts):
+      it.set_state(states[i % 2])
+    for expected in reference[11:]:
+      np.testing.assert_array_equal(np.concatenate([next(it)["example_id"] for it in hosts]),
+                                    expected)
+  with pytest.raises(ValueError, match="different loader"):  # another global batch
+    _loader(data_dir, tok, batch_size=4).set_state(states[0])
+
+
 def test_epochs_are_permutations_that_differ(data_dir, tok):
   it = _loader(data_dir, tok, batch_size=5, num_epochs=2)
   ids = np.concatenate([b["example_id"] for b in it])

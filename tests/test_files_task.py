@@ -51,6 +51,24 @@ def test_one_file_is_split_by_seed_into_disjoint_covering_splits(jsonl):
                "grader": "numeric", "messages": "", "source": f"{jsonl}:{i + 1}"}
 
 
+def test_repeated_prompts_are_reported_and_stay_in_train(tmp_path, caplog):
+  repeated = ROWS + [dict(ROWS[3], a="another answer: 6"), ROWS[7]]  # lines 21 and 22
+  path = _jsonl(tmp_path / "dup.jsonl", repeated)
+  with caplog.at_level("WARNING"):
+    got = {s: [e["source"] for e in _gen(s, path=path, validation_size=4, test_size=4)]
+           for s in tasks.SPLITS}
+  lines = {s: sorted(int(w.rsplit(":", 1)[1]) for w in got[s]) for s in tasks.SPLITS}
+  assert {4, 8, 21, 22} <= set(lines["train"])  # every copy of a repeated prompt
+  assert len(lines["validation"]) == len(lines["test"]) == 4
+  assert sorted(sum(lines.values(), [])) == list(range(1, 23))
+  warned = [r.getMessage() for r in caplog.records if "repeat the prompt" in r.getMessage()]
+  assert len(warned) == 1 and f"{path}:21 repeats {path}:4" in warned[0] and "2 rows" in warned[0]
+  # Without repeats the carve is the plain seeded one (the same rows as before repeats existed).
+  plain = _jsonl(tmp_path / "plain.jsonl", ROWS)
+  assert [e["prompt"] for e in _gen("test", path=plain, validation_size=4, test_size=4)] == \
+      [ROWS[i]["q"] for i in files.splits.carve(20, 0, 4, 4)["test"]]
+
+
 def test_separate_split_files(tmp_path):
   kw = dict(train_path=_jsonl(tmp_path / "t.jsonl", ROWS[:10]),
             validation_path=_jsonl(tmp_path / "v.jsonl", ROWS[10:13]),

@@ -11,6 +11,7 @@ from flax import nnx
 
 from gkd import models
 from gkd.data import pipeline
+from gkd.errors import StoreError
 from gkd.teachers import build as build_models
 from gkd.teachers import store
 from gkd.teachers import store_writer as teacher_store
@@ -119,6 +120,37 @@ def test_a_store_refuses_runs_it_cannot_serve(tmp_path):
   with pytest.raises(ValueError, match="no store.json"):
     store.TeacherStore(str(tmp_path))
   json.dumps(store.TeacherStore(str(tmp_path / "s")).meta)  # plain JSON
+
+
+def test_a_damaged_shard_is_named_and_repair_rewrites_only_the_bad_shards(tmp_path):
+  config, out = _config(), str(tmp_path / "s")
+  write = lambda **kw: teacher_store.write(config, out, kind="dataset", topk=K,  # noqa: E731
+                                           shard_examples=8, batch_size=8, **kw)
+  write()  # 4 shards of 8 examples
+  path = lambda i, ext=".array_record": os.path.join(out, store.shard_name(i) + ext)  # noqa: E731
+  snapshot = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+  with open(path(2), "r+b") as f:  # bit rot inside shard 2: same size, a record fails its hash
+    f.seek(200)
+    f.write(bytes(b ^ 0xFF for b in f.read(16)))
+  opened = store.TeacherStore(out)  # opening checks sizes and counts, not every record ...
+  with pytest.raises(StoreError) as e:  # ... a lookup then names the shard and the cure
+    opened.read(16)
+  assert "shard-00002 is damaged" in str(e.value) and "--repair" in str(e.value)
+  assert "\n" not in str(e.value)
+  os.truncate(path(1), os.path.getsize(path(1)) // 2)  # a shard cut short
+  with pytest.raises(StoreError, match=r"shard-00001 .*bytes, written as .*python -m "
+                                       r"gkd.teacher_store .*--kind=dataset --repair"):
+    store.TeacherStore(out)
+  with pytest.raises(StoreError, match="rerun with --repair"):
+    write()
+  untouched = {i: os.stat(path(i)).st_mtime_ns for i in (0, 3)}
+  write(repair=True)  # reads every record back: finds shard 2 too
+  assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == snapshot
+  assert {i: os.stat(path(i)).st_mtime_ns for i in (0, 3)} == untouched
+  assert len(store.TeacherStore(out)) == 32
+  os.remove(path(3, ".keys.json"))  # a keys file lost: the shard is incomplete
+  with pytest.raises(StoreError, match="shard-00003 has no keys file"):
+    store.TeacherStore(out)
 
 
 @pytest.mark.e2e

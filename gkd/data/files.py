@@ -153,17 +153,26 @@ def _split_tables(params: dict) -> dict[str, readers.Rows]:
     # Rows whose prompt occurs more than once stay in train: a carved split never holds a
     # prompt that train also holds. Without repeats this is the plain carve of every row.
     unique = [i for i in range(len(train)) if i not in repeats]
-    carved = splits.carve(len(unique), params["seed"], params["validation_size"],
-                          params["test_size"], missing)
+    try:
+      carved = splits.carve(len(unique), params["seed"], params["validation_size"],
+                            params["test_size"], missing)
+    except DataError as e:
+      if not repeats:
+        raise
+      raise DataError(f"{_describe_source('train', params)}: {e} Only rows whose prompt occurs "
+                      f"once are carved, and {len(repeats)} of {len(train)} rows repeat a "
+                      "prompt; give the splits their own files (validation_path, test_path) "
+                      "or lower validation_size / test_size.") from None
     tables["train"] = [train[i] for i in sorted([unique[i] for i in carved["train"]] + [*repeats])]
     for split in missing:
       tables[split] = [train[unique[i]] for i in carved[split]]
   return tables
 
 
-def _prompt_key(row: dict, params: dict) -> str:
+def _prompt_key(row: dict, params: dict) -> str | None:
+  """The row's prompt (its prompt or messages column) as a comparable string; None without."""
   value = row.get(params["messages_field"] or params["prompt_field"])
-  return json.dumps(value, sort_keys=True, default=str)
+  return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
 def _report_repeats(tables: dict, params: dict) -> set[int]:
@@ -173,6 +182,8 @@ def _report_repeats(tables: dict, params: dict) -> set[int]:
   for split in ("train", "validation", "test"):
     for i, (where, row) in enumerate(tables.get(split, ())):
       key = _prompt_key(row, params)
+      if key is None:  # reported with its line when the example is made
+        continue
       if key in seen:
         notes.append(f"{where} repeats {seen[key]}")
         if split == "train":

@@ -108,11 +108,10 @@ def encode_example(tokenizer, prompt: str, response: str, *, max_prompt_len: int
   response_cut = len(response_ids) > max_response_len
   if prompt_cut and truncation == "error":
     raise DataError(f"{where}: field 'prompt' has {len(prompt_ids)} tokens, more than "
-                    f"data.max_prompt_len={max_prompt_len}, and data.truncation='error'.")
+                    f"max_prompt_len={max_prompt_len}, and truncation='error'.")
   if response_cut and truncation == "error":
     raise DataError(f"{where}: field 'response' has {len(response_ids)} tokens with its EOS, "
-                    f"more than data.max_response_len={max_response_len}, and "
-                    "data.truncation='error'.")
+                    f"more than max_response_len={max_response_len}, and truncation='error'.")
   if prompt_cut:
     has_bos = tokenizer.bos_id is not None
     head = prompt_ids[:1] if has_bos else []
