@@ -6,7 +6,8 @@ collective. So such a decision is made once, by the primary process (process 0),
 `decided_by_primary(fn)` runs `fn` on the primary and gives every process its result, or
 raises on every process the `UserError` it raised. `held_by_primary(cm)` does the same for
 entering a context manager (the workdir lock), which the primary then holds. `all_agree`
-combines a yes/no that each process found on its own. With one process each is a plain call.
+combines a yes/no that each process found on its own, and `gathered_json` collects what each
+process holds alone (its data-iterator state). With one process each is a plain call.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def broadcast_json(obj):
   padded = np.zeros(size, np.uint8)
   padded[:len(raw)] = raw
   return json.loads(bytes(multihost_utils.broadcast_one_to_all(padded)).decode())
+
+
+def gathered_json(obj) -> list:
+  """[obj of process 0, obj of process 1, ...] on every process, for JSON-able `obj`."""
+  if jax.process_count() == 1:
+    return [obj]
+  raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.asarray(len(raw)))
+  padded = np.zeros(int(np.max(sizes)), np.uint8)
+  padded[:len(raw)] = raw
+  rows = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(rows[i, :int(n)]).decode()) for i, n in enumerate(sizes)]
 
 
 def _outcome(fn) -> dict:
@@ -84,10 +97,13 @@ def held_by_primary(manager):
       yield
     return
   with contextlib.ExitStack() as stack:
+    def enter() -> None:
+      stack.enter_context(manager)
+
     outcome = None
     if is_primary():
       try:
-        outcome = _outcome(lambda: stack.enter_context(manager) and None)  # the value: None
+        outcome = _outcome(enter)
       except BaseException as e:
         broadcast_json({"crash": type(e).__name__})
         raise

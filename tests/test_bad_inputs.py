@@ -69,8 +69,9 @@ def made(tmp_path_factory):
   _jsonl(d / "long_validation.jsonl", [dict(rows[0], question="Two plus two?"), long])
   (d / "ragged.csv").write_text("question,solution,answer\nTwo plus two?,2 + 2 = 4. Answer: 4,4\n"
                                 "One, plus one?,1 + 1 = 2. Answer: 2,2\n")
-  for name, meta, file in (("hf_up", {"splits": ["../up"]}, "dataset_dict.json"),
-                           ("hf_abs", {"_data_files": [{"filename": "/etc/hostname"}]}, "state.json")):
+  for name, meta, file in (
+      ("hf_up", {"splits": ["../up"]}, "dataset_dict.json"),
+      ("hf_abs", {"_data_files": [{"filename": "/etc/hostname"}]}, "state.json")):
     (d / name).mkdir()
     (d / name / file).write_text(json.dumps(meta))
   # Model files: a tiny Hugging Face export, truncated; one whose index leaves its directory.

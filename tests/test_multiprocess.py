@@ -2,11 +2,14 @@
 
 Each process is a `python -m gkd.main --coordinator_address --num_processes --process_id`
 with its own forced CPU devices; together they form the same 4-device mesh as the
-single-process reference, with the same global batch, and every batch source is drawn.
+single-process reference, with the same global batch, and every batch source is drawn. The
+student's MLP kernels are split over the 4 devices (mesh.fsdp=4), so each process holds, saves
+and restores only its own halves, and the export gathers them across processes.
 """
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +19,7 @@ import numpy as np
 import portpicker
 import pytest
 
+from gkd import rundir
 from gkd.rundir import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,11 +30,17 @@ STEPS = 6
 pytestmark = pytest.mark.e2e  # every test here trains or drives the command line
 
 
+CONFIG = "configs/testbed.py:stage=gkd,runlocal=true"
+OVERRIDES = {"train.progress_bar": False, "mix.dataset": 0.4, "mix.teacher": 0.3,
+             "mix.student": 0.3, "train.num_steps": STEPS, "train.checkpoint_every": 1,
+             "train.keep_checkpoints": 10,
+             # 32×512 MLP kernels: large enough to be split over fsdp (sharding.FSDP_MIN_SIZE)
+             "mesh.fsdp": 4, "student.llama.ffn_dim": 512}
+
+
 def _cmd(workdir, *extra):
-  return [sys.executable, "-m", "gkd.main", "--config=configs/testbed.py:stage=gkd,runlocal=true",
-          f"--workdir={workdir}", "--config.train.progress_bar=false", "--config.mix.dataset=0.4",
-          "--config.mix.teacher=0.3", "--config.mix.student=0.3",
-          f"--config.train.num_steps={STEPS}", "--config.train.checkpoint_every=1", *extra]
+  return [sys.executable, "-m", "gkd.main", f"--config={CONFIG}", f"--workdir={workdir}",
+          *(f"--config.{k}={v}" for k, v in OVERRIDES.items()), *extra]
 
 
 def _env(num_processes, data_dir):
@@ -39,17 +49,24 @@ def _env(num_processes, data_dir):
               PYTHONPATH=ROOT)
 
 
-def _launch(workdir, n, data_dir):
-  if n == 1:
-    return [subprocess.Popen(_cmd(workdir), cwd=ROOT, env=_env(1, data_dir),
+def _launch(workdir, n, data_dir, *extra, logs=None):
+  """The processes of one run; each one's stderr goes to LOGS/process_<i>.log (LOGS: the
+  workdir, or the single process's stderr is dropped)."""
+  logs = logs or workdir
+  if n == 1 and logs == workdir:
+    return [subprocess.Popen(_cmd(workdir, *extra), cwd=ROOT, env=_env(1, data_dir),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
   port = portpicker.pick_unused_port()
-  os.makedirs(workdir, exist_ok=True)
-  return [subprocess.Popen(_cmd(workdir, f"--coordinator_address=localhost:{port}",
-                                f"--num_processes={n}", f"--process_id={i}"),
+  os.makedirs(logs, exist_ok=True)
+
+  def distributed(i):
+    return [f"--coordinator_address=localhost:{port}", f"--num_processes={n}",
+            f"--process_id={i}"] if n > 1 else []
+
+  return [subprocess.Popen(_cmd(workdir, *distributed(i), *extra),
                            cwd=ROOT, env=_env(n, data_dir), start_new_session=True,
                            stdout=subprocess.DEVNULL,
-                           stderr=open(os.path.join(workdir, f"process_{i}.log"), "w"))
+                           stderr=open(os.path.join(logs, f"process_{i}.log"), "w"))
           for i in range(n)]
 
 
@@ -57,6 +74,29 @@ def _run(workdir, n, data_dir):
   procs = _launch(workdir, n, data_dir)
   codes = [p.wait(timeout=900) for p in procs]
   assert codes == [0] * n, f"exit codes {codes}; see {workdir}/process_*.log"
+
+
+def _straight(base, n):
+  """The uninterrupted run on n processes (run once, shared by the tests that cut it back)."""
+  workdir = base / f"p{n}"
+  if not (workdir / rundir.FINAL_METRICS).exists():
+    _run(workdir, n, base / "tfds")
+  return workdir
+
+
+def _cut(src, dst, step: int):
+  """A copy of a finished run as a kill just after checkpoint `step` leaves it."""
+  shutil.copytree(src, dst, ignore=shutil.ignore_patterns("process_*.log", rundir.LOCK))
+  for name in os.listdir(dst / rundir.CHECKPOINTS):
+    if name.isdigit() and int(name) > step:
+      shutil.rmtree(dst / rundir.CHECKPOINTS / name)
+  for name in (rundir.FINAL_METRICS, rundir.EVAL_EXAMPLES):
+    os.remove(dst / name)
+  shutil.rmtree(dst / rundir.EXPORT)
+  rows = read_jsonl(str(dst / rundir.METRICS))
+  kept = [json.dumps(r) + "\n" for r in rows if r["step"] <= step]
+  (dst / rundir.METRICS).write_text("".join(kept))
+  return dst
 
 
 def _result(workdir):
@@ -108,8 +148,7 @@ def _kill_mid_run_and_restart(workdir, n, data_dir):
 @pytest.mark.parametrize("n", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_processes_equal_one_and_survive_sigkill(reference, n):
   base, ref = reference
-  _run(base / f"p{n}", n, base / "tfds")
-  _assert_same(_result(base / f"p{n}"), ref)
+  _assert_same(_result(_straight(base, n)), ref)
   _kill_mid_run_and_restart(base / f"p{n}_killed", n, base / "tfds")
   _assert_same(_result(base / f"p{n}_killed"), ref)
 
@@ -134,6 +173,69 @@ def test_sigterm_to_one_process_stops_all_at_one_saved_step_and_resumes(referenc
   assert not (workdir / "final_metrics.json").exists()
   _run(workdir, 2, base / "tfds")
   _assert_same(_result(workdir), ref)
+
+
+def test_a_checkpoint_resumes_on_another_number_of_processes(reference):
+  """The data position is global (hosts slice one stream of global batches), so a run saved
+  by 2 processes resumes on 1, and one saved by 1 on 2, to the uninterrupted result."""
+  base, ref = reference
+  _run(_cut(_straight(base, 2), base / "p2_on_1", 3), 1, base / "tfds")
+  _assert_same(_result(base / "p2_on_1"), ref)
+  _run(_cut(base / "single", base / "p1_on_2", 3), 2, base / "tfds")
+  _assert_same(_result(base / "p1_on_2"), ref)
+
+
+def test_a_step_unreadable_on_one_process_is_dropped_by_all(reference):
+  """Process 1 alone cannot read the newest step (its own shards of the split kernels are
+  cut short): every process drops that step together and resumes from the one before."""
+  base, ref = reference
+  workdir = _cut(_straight(base, 2), base / "p2_damaged", 3)
+  mine = list((workdir / rundir.CHECKPOINTS / "3" / "state").glob("ocdbt.process_1/d/*"))
+  assert mine, "process 1 wrote no shards of its own"
+  for path in mine:
+    os.truncate(path, 16)
+  procs = _launch(workdir, 2, base / "tfds")
+  codes = [p.wait(timeout=600) for p in procs]
+  assert codes == [0, 0], f"exit codes {codes}; see {workdir}/process_*.log"
+  warning = [line for line in (workdir / "process_0.log").read_text().splitlines()
+             if "unreadable" in line]
+  assert len(warning) == 1 and "checkpoint step 3" in warning[0], warning
+  _assert_same(_result(workdir), ref)
+
+
+def _refused(workdir, data_dir, *extra, logs, expect: str):
+  """Launches 2 processes that must both stop at once with one `error:` line naming `expect`."""
+  procs = _launch(workdir, 2, data_dir, *extra, logs=logs)
+  try:
+    codes = [p.wait(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+  errs = [(logs / f"process_{i}.log").read_text() for i in range(2)]
+  for i, err in enumerate(errs):
+    lines = err.strip().splitlines()
+    assert codes[i] == 1 and len(lines) == 1 and lines[0].startswith("error: ") \
+        and expect in lines[0], f"process {i}: exit {codes[i]}, stderr:\n{err[-3000:]}"
+
+
+def test_a_refusal_stops_every_process_at_once(tmp_path):
+  """A busy workdir, an eval batch the 4 devices cannot split, and a finished workdir of
+  another config: each process exits with the one line, none is left in a collective."""
+  with rundir.lock(str(tmp_path / "busy")):
+    _refused(tmp_path / "busy", tmp_path / "tfds", logs=tmp_path / "busy_logs",
+             expect="is in use by another process")
+  _refused(tmp_path / "eval", tmp_path / "tfds", "--config.eval.batch_size=6",
+           logs=tmp_path / "eval_logs", expect="eval.batch_size=6 must be a positive multiple of 4")
+  from configs import testbed
+  from gkd.train import writer
+  from tests.helpers import apply_overrides
+  other = apply_overrides(testbed.get_config(CONFIG.split(":")[1]),
+                          {**OVERRIDES, "student.llama.dim": 48})
+  writer.write_config(str(tmp_path / "finished"), other)  # what a finished run of it leaves
+  (tmp_path / "finished" / rundir.FINAL_METRICS).write_text('{"step": 6}')
+  _refused(tmp_path / "finished", tmp_path / "tfds", logs=tmp_path / "finished_logs",
+           expect="student.llama.dim: 48 -> 32")
 
 
 def test_only_the_primary_process_writes_metrics_and_events(tmp_path):

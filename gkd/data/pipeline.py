@@ -301,9 +301,10 @@ def check_data(config, tokenizer, *, sample: int = 256) -> None:
           raise DataError(f"{d.task}/{split}: {e}") from None
     return
   records = eval_examples_for_config(config, "train", min(d.num_train_examples or sample, sample))
-  shortest = min((len(prompt_token_ids(tokenizer, r["prompt"], chat_template=d.chat_template,
-                                       messages=json.loads(r["messages"]) if r["messages"] else None))
-                  for r in records), default=0)
+  lengths = [len(prompt_token_ids(tokenizer, r["prompt"], chat_template=d.chat_template,
+                                  messages=json.loads(r["messages"]) if r["messages"] else None))
+             for r in records]
+  shortest = min(lengths, default=0)
   if shortest > d.max_prompt_len:
     raise ConfigError(f"data.max_prompt_len={d.max_prompt_len} cuts every prompt: the shortest "
                       f"of the first {len(records)} training prompts has {shortest} tokens (BOS "

@@ -69,8 +69,9 @@ def read(path: str, fmt: str = "auto") -> dict[str, Rows]:
   except OSError as e:  # unreadable: a symlink loop, permissions, a directory named like a file
     raise DataError(f"{path}: cannot read it ({e.strerror or e}).") from None
   except (ValueError, KeyError) as e:  # a malformed file (pyarrow's ArrowInvalid is a ValueError)
+    first = (str(e).strip().splitlines() or [""])[0][:200]
     raise DataError(f"{path}: not readable as {fmt if fmt != 'auto' else 'its format'} "
-                    f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}).") from None
+                    f"({type(e).__name__}: {first}).") from None
 
 
 def _read(path: str, fmt: str) -> dict[str, Rows]:
@@ -121,7 +122,8 @@ def _read_csv(path: str) -> Rows:
     # line_num is the reader's line after the row: the row's last line (a cell may span lines).
     where = f"{path}:{reader.line_num}"
     if None in row or None in row.values():  # DictReader's marks of extra and missing cells
-      cells = len(row) - 1 + len(row[None]) if None in row else sum(v is not None for v in row.values())
+      cells = (len(row) - 1 + len(row[None]) if None in row
+               else sum(v is not None for v in row.values()))
       raise DataError(f"{where}: {cells} cells for the header's {len(reader.fieldnames)} "
                       "columns; quote cells that hold commas.")
     rows.append((where, row))
@@ -147,7 +149,8 @@ def _read_hf_dataset(path: str) -> Rows:
   if not os.path.isfile(state_file):
     raise MissingFile(f"{path}: no state.json; not a directory written by "
                             "datasets' save_to_disk.")
-  files = [d["filename"] if isinstance(d, dict) else d for d in _json_field(state_file, "_data_files")]
+  files = [d["filename"] if isinstance(d, dict) else d
+           for d in _json_field(state_file, "_data_files")]
   tables = []
   for name in files:
     with pa.memory_map(inside(path, name, state_file)) as source:

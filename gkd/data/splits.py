@@ -32,10 +32,12 @@ def size_of(size: float, n: int, name: str) -> int:
   A positive fraction gives at least one row, so a small file still has every split.
   """
   if size < 0:
-    raise ConfigError(f"data.task_kwargs.{name}={size} must be >= 0 (a fraction below 1 or a count).")
+    raise ConfigError(f"data.task_kwargs.{name}={size} must be >= 0 (a fraction below 1 or a "
+                      "count).")
   if size >= 1:
     if size != int(size):
-      raise ConfigError(f"data.task_kwargs.{name}={size}: a count must be a whole number (or a fraction < 1).")
+      raise ConfigError(f"data.task_kwargs.{name}={size}: a count must be a whole number (or a "
+                        "fraction < 1).")
     return int(size)
   return max(1, round(size * n)) if size > 0 else 0
 

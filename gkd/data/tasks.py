@@ -143,7 +143,8 @@ def get_task(name: str) -> Task:
   try:
     return _TASKS[name]
   except (KeyError, TypeError):
-    raise ConfigError(f"Unknown task {name!r} (data.task); valid tasks: {', '.join(TASK_NAMES)}.") from None
+    raise ConfigError(f"Unknown task {name!r} (data.task); valid tasks: "
+                      f"{', '.join(TASK_NAMES)}.") from None
 
 
 def default_kwargs(name: str) -> dict:

@@ -108,7 +108,9 @@ def read_keys(out: str, index: int) -> tuple[list[int], int | None]:
       index_ = json.load(f)
   except (OSError, ValueError) as e:
     raise StoreError(f"{path} is unreadable ({e})") from None
-  keys, size = (index_, None) if isinstance(index_, list) else (index_.get("keys"), index_.get("bytes"))
+  if isinstance(index_, list):  # written before sizes were recorded
+    index_ = {"keys": index_}
+  keys, size = index_.get("keys"), index_.get("bytes")
   if not isinstance(keys, list) or not all(isinstance(k, int) for k in keys):
     raise StoreError(f"{path} does not hold a list of integer keys")
   return keys, size
@@ -289,8 +291,9 @@ class TeacherStore:
     for row, key in enumerate(keys):
       rec = self.read(int(key))
       if rec["prompt"] != prompt_hash(np.asarray(prompt_tokens)[row][np.asarray(prompt_mask)[row]]):
-        raise StoreError(f"teacher_store={self.path!r}: the stored prompt of key {key} differs from "
-                         "this run's tokenization of it (another tokenizer or chat template?).")
+        raise StoreError(f"teacher_store={self.path!r}: the stored prompt of key {key} differs "
+                         "from this run's tokenization of it (another tokenizer or chat "
+                         "template?).")
       n = len(rec["tokens"])
       out["response_tokens"][row, :n] = rec["tokens"]
       out["response_mask"][row, :n] = True

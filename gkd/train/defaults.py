@@ -189,7 +189,8 @@ def parse_arg(arg: str, **defaults):
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
     if not sep or key not in defaults:
-      raise ConfigError(f"Config argument {item!r}: expected key=value with key in {sorted(defaults)}")
+      raise ConfigError(f"Config argument {item!r}: expected key=value with key in "
+                        f"{sorted(defaults)}")
     kind = type(defaults[key])
     out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
   return ml_collections.ConfigDict(out)

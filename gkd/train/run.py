@@ -10,15 +10,13 @@ replay buffer). gkd.train.loop drives a Run through its steps.
 """
 
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 
-from gkd import scoring, sharding, sources, teachers
+from gkd import hosts, scoring, sharding, sources, teachers
 from gkd.data.pipeline import check_data, eval_examples_for_config, loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.models import lora
@@ -129,7 +127,10 @@ class Run:
 
   def save(self, step: int, *, force=False):
     """Checkpoints the state after `step` steps (the caller knows it: no device round trip)."""
-    data = {"loaders": _all_processes(self.loader.get_state()), "truncated_total": self.truncated}
+    # Checkpoints are written by the primary process: each host's data-iterator state is
+    # gathered first (each host restores its own entry).
+    data = {"loaders": hosts.gathered_json(self.loader.get_state()),
+            "truncated_total": self.truncated}
     arrays = {}
     for name, source in self.sources.items():
       source_arrays, source_data = source.state()
@@ -235,19 +236,3 @@ def _hidden_projections(config, built) -> dict:
   if ds == dt:
     return {}
   return {"projection": jax.random.normal(jax.random.key(config.seed + 7), (ds, dt)) / np.sqrt(ds)}
-
-
-def _all_processes(obj) -> list:
-  """[obj of process 0, obj of process 1, ...] on every process, for JSON-able `obj`.
-
-  Checkpoints are written by the primary process, so host-local state (each host's data
-  iterator) is gathered first and each host restores its own entry.
-  """
-  if jax.process_count() == 1:
-    return [obj]
-  raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
-  sizes = multihost_utils.process_allgather(np.asarray(len(raw)))
-  padded = np.zeros(int(np.max(sizes)), np.uint8)
-  padded[:len(raw)] = raw
-  rows = multihost_utils.process_allgather(padded)
-  return [json.loads(bytes(rows[i, :int(n)]).decode()) for i, n in enumerate(sizes)]
