@@ -49,9 +49,10 @@ def _env(num_processes, data_dir):
               PYTHONPATH=ROOT)
 
 
-def _launch(workdir, n, data_dir, *extra, logs=None):
+def _launch(workdir, n, data_dir, *extra, logs=None, unreadable=None):
   """The processes of one run; each one's stderr goes to LOGS/process_<i>.log (LOGS: the
-  workdir, or the single process's stderr is dropped)."""
+  workdir, or the single process's stderr is dropped). `unreadable=(i, step)`: process i
+  cannot read that checkpoint step's state (tests/faults)."""
   logs = logs or workdir
   if n == 1 and logs == workdir:
     return [subprocess.Popen(_cmd(workdir, *extra), cwd=ROOT, env=_env(1, data_dir),
@@ -63,16 +64,31 @@ def _launch(workdir, n, data_dir, *extra, logs=None):
     return [f"--coordinator_address=localhost:{port}", f"--num_processes={n}",
             f"--process_id={i}"] if n > 1 else []
 
+  def env(i):
+    if unreadable is None or unreadable[0] != i:
+      return _env(n, data_dir)
+    return dict(_env(n, data_dir), PYTHONPATH=f"{ROOT}:{os.path.join(ROOT, 'tests', 'faults')}",
+                GKD_FAULT_UNREADABLE_STEP=str(unreadable[1]))
+
   return [subprocess.Popen(_cmd(workdir, *distributed(i), *extra),
-                           cwd=ROOT, env=_env(n, data_dir), start_new_session=True,
+                           cwd=ROOT, env=env(i), start_new_session=True,
                            stdout=subprocess.DEVNULL,
                            stderr=open(os.path.join(logs, f"process_{i}.log"), "w"))
           for i in range(n)]
 
 
-def _run(workdir, n, data_dir):
-  procs = _launch(workdir, n, data_dir)
-  codes = [p.wait(timeout=900) for p in procs]
+def _wait(procs, timeout):
+  """The exit codes; processes still running after `timeout` seconds (a hang) are killed."""
+  try:
+    return [p.wait(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+
+
+def _run(workdir, n, data_dir, timeout=900, **launch):
+  codes = _wait(_launch(workdir, n, data_dir, **launch), timeout)
   assert codes == [0] * n, f"exit codes {codes}; see {workdir}/process_*.log"
 
 
@@ -186,32 +202,33 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(reference):
 
 
 def test_a_step_unreadable_on_one_process_is_dropped_by_all(reference):
-  """Process 1 alone cannot read the newest step (its own shards of the split kernels are
-  cut short): every process drops that step together and resumes from the one before."""
+  """Process 1 alone cannot read the newest step (a read error injected there only): every
+  process drops that step together and all resume from the one before, to the same result."""
   base, ref = reference
-  workdir = _cut(_straight(base, 2), base / "p2_damaged", 3)
-  mine = list((workdir / rundir.CHECKPOINTS / "3" / "state").glob("ocdbt.process_1/d/*"))
-  assert mine, "process 1 wrote no shards of its own"
-  for path in mine:
-    os.truncate(path, 16)
-  procs = _launch(workdir, 2, base / "tfds")
-  codes = [p.wait(timeout=600) for p in procs]
-  assert codes == [0, 0], f"exit codes {codes}; see {workdir}/process_*.log"
+  workdir = _cut(_straight(base, 2), base / "p2_unreadable", 3)
+  _run(workdir, 2, base / "tfds", timeout=600, unreadable=(1, 3))
   warning = [line for line in (workdir / "process_0.log").read_text().splitlines()
              if "unreadable" in line]
   assert len(warning) == 1 and "checkpoint step 3" in warning[0], warning
   _assert_same(_result(workdir), ref)
 
 
+def test_a_data_position_that_one_process_cannot_take_stops_all(reference, tmp_path):
+  """Process 1's saved data position names other data (as a host whose prepared data
+  differs): both processes stop with the one line instead of one waiting for the other."""
+  base, _ = reference
+  workdir = _cut(_straight(base, 2), tmp_path / "w", 3)
+  meta = workdir / rundir.CHECKPOINTS / "3" / "data" / "metadata"
+  data = json.loads(meta.read_text())
+  data["loaders"][1]["loader"]["seed"] = 99
+  meta.write_text(json.dumps(data))
+  _refused(workdir, base / "tfds", logs=tmp_path / "logs",
+           expect="checkpoint step 3 holds the data position of other data (process 1")
+
+
 def _refused(workdir, data_dir, *extra, logs, expect: str):
   """Launches 2 processes that must both stop at once with one `error:` line naming `expect`."""
-  procs = _launch(workdir, 2, data_dir, *extra, logs=logs)
-  try:
-    codes = [p.wait(timeout=300) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
+  codes = _wait(_launch(workdir, 2, data_dir, *extra, logs=logs), 300)
   errs = [(logs / f"process_{i}.log").read_text() for i in range(2)]
   for i, err in enumerate(errs):
     lines = err.strip().splitlines()

@@ -118,8 +118,8 @@ def test_testbed_sweeps_are_seed_major_valid_configs(arg, count, methods):
   seeds = [p["seed"] for p in points]
   assert seeds == sorted(seeds)  # seed-major: an interrupted sweep holds whole comparisons
   assert len({tuple(sorted((k, str(v)) for k, v in p.items() if k != "seed")) for p in points}) == methods
-  for p in points[:methods]:
-    validate.validate(apply_overrides(testbed.get_config("stage=gkd"), dict(p)))
+  for p in points[:methods]:  # on the one CPU device the testbed runs on (eval batches of 100)
+    validate.validate(apply_overrides(testbed.get_config("stage=gkd"), dict(p)), num_devices=1)
   if arg == "sweep=paper":  # the paired baseline comes first
     assert points[0]["mode"] == "sft" and points[1]["mix.student"] == 0.0
 

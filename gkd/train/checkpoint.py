@@ -70,8 +70,9 @@ RUN_ONLY_FIELDS = ("train.progress_bar", "train.log_every", "train.checkpoint_ev
                    "train.keep_checkpoints", "eval.every", "data.data_dir", "mesh.")
 
 
-def config_diff(workdir: str, config) -> list[str]:
-  """`field: saved -> new` for each config field that differs from WORKDIR/config.json."""
+def config_diff(workdir: str, config, *, common: bool = False) -> list[str]:
+  """`field: saved -> new` for each config field that differs from WORKDIR/config.json
+  (`common`: of the fields both have)."""
   path = os.path.join(workdir, rundir.CONFIG)
   if not os.path.exists(path):
     return []
@@ -82,14 +83,16 @@ def config_diff(workdir: str, config) -> list[str]:
     raise CheckpointError(f"{path} is unreadable ({e}); move the workdir aside and start "
                           "over, or restore the file.") from None
   new = _flat(json.loads(config.to_json_best_effort()))
-  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
-          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+  keys = old.keys() & new.keys() if common else old.keys() | new.keys()
+  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys) if old.get(k) != new.get(k)]
 
 
 def check_same_config(workdir: str, config) -> None:
   """Raises CheckpointError when WORKDIR/config.json (a run begun there, finished or not) was
-  written by a config that computes something else than `config`."""
-  diff = [d for d in config_diff(workdir, config) if not d.startswith(RUN_ONLY_FIELDS)]
+  written by a config that computes something else than `config`. Fields that only one of
+  them has (added to or removed from gkd since the run was written) are not compared."""
+  diff = [d for d in config_diff(workdir, config, common=True)
+          if not d.startswith(RUN_ONLY_FIELDS)]
   if diff:
     raise CheckpointError(
         f"{workdir} holds a run of another config ({'; '.join(diff)}); its checkpoints and "

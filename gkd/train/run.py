@@ -117,9 +117,21 @@ class Run:
     step, self.state, data_state, arrays = found
     saved = data_state["loaders"]  # one per process of the run that saved it
     # Resumed on another number of processes, each takes up the global position (every saved
-    # host was at the same global batch) with its own share of the batches.
-    self.loader.set_state(saved[jax.process_index()] if len(saved) == jax.process_count()
-                          else saved[0])
+    # host was at the same global batch) with its own share of the batches. A position that
+    # does not fit one host's data stops every host.
+    try:
+      self.loader.set_state(saved[jax.process_index()] if len(saved) == jax.process_count()
+                            else saved[0])
+      problem = None
+    except ValueError as e:
+      problem = str(e)
+    problems = [(i, p) for i, p in enumerate(hosts.gathered_json(problem)) if p]
+    if problems:
+      i, why = problems[0]
+      raise checkpoint.CheckpointError(
+          f"{self.checkpointer.workdir}: checkpoint step {step} holds the data position of other "
+          f"data (process {i}: {why[:300]}). Rerun with the config and data it was written "
+          "with, or use a new workdir.")
     self.truncated = int(data_state.get("truncated_total", 0))
     for name, source in self.sources.items():
       source.load(arrays, data_state.get(name))
