@@ -124,7 +124,8 @@ def made(tmp_path_factory):
   _jsonl(d / "positive.jsonl", [dict(first, logprobs=positive)])
   one, two = ({"prompt": e["prompt"], "response": e["response"]} for e in examples[1:3])
   (d / "unordered.jsonl").write_text(  # line 1's prompt has one response, the others two
-      "\n".join(json.dumps(r) for r in (one, two, two, first, first)) + "\n{oops\n")
+      "\n".join(json.dumps(r) for r in (one, two, two, first, first)) + "\n{oops\n"
+      + json.dumps({"prompt": "no such prompt", "response": "4"}) + "\n")
   (d / "no_sweep.py").write_text("from configs.testbed import get_config  # noqa: F401\n")
   return d
 
@@ -247,7 +248,9 @@ def _cases(d):
        "line 1: logprobs[1] holds the log-prob 0.5"),
       ("problems in line order", bb, [*store_run, f"--jsonl={d}/unordered.jsonl",
                                       f"--out={d}/o3"], 1,
-       "2 problem(s), nothing imported: line 1: its prompt has 1 responses"),
+       "3 problem(s), nothing imported: line 1: its prompt has 1 responses; most prompts have "
+       "2 (every prompt needs the same number); line 6: not JSON (Expecting property name "
+       "enclosed in double quotes); line 7: prompt 'no such prompt' is not in arithmetic/train"),
       ("black-box file missing", bb, [*store_run, f"--jsonl={d}/nope.jsonl", f"--out={d}/o4"], 1,
        "nope.jsonl: no such file"),
       # the other commands

@@ -168,7 +168,8 @@ def import_jsonl(config, path: str, out: str, *, repair: bool = False) -> dict:
     problems.sort(key=lambda p: p[0])
     more = f"; ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
     raise DataError(f"{path}: {len(problems)} problem(s), nothing imported: "
-                    + "; ".join(f"line {n}: {what}" for n, what in problems[:MAX_REPORTED]) + more)
+                    + "; ".join(f"line {n}: {what.rstrip('.')}" for n, what in
+                                problems[:MAX_REPORTED]) + more + ".")
 
   k = max((len(t) for *_, targets in rows for t in targets or []), default=0)
   records = [(key, store.encode_record(key, prompt, response, *_arrays(targets, len(response), k),

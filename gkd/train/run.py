@@ -101,7 +101,10 @@ class Run:
     """
     leaves, treedef = jax.tree.flatten(self.student_params())
     primary = jax.process_index() == 0
-    host = [sharding.fetch(x) if primary else (sharding.fetch(x), None)[1] for x in leaves]
+    host = []
+    for x in leaves:
+      value = sharding.fetch(x)  # a gather: every process takes part, process 0 keeps it
+      host.append(value if primary else None)
     return nnx.merge(self.student_graph, jax.tree.unflatten(treedef, host)) if primary else None
 
   def evaluate(self):
