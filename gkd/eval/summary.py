@@ -3,7 +3,8 @@
 A sweep directory holds results.jsonl (one row per point: overrides, status, final metrics) and
 points/NAME/ per point. When a point's final eval wrote points/NAME/eval_examples.jsonl (one row
 per evaluated example: "example_id", per-example metrics such as "accuracy" or "rougeL", and
-"completion"), its metrics are bootstrapped over seeds *and* examples; otherwise (run-level
+"completion"; in committed results packed into the sweep's table, see gkd.rundir), its metrics
+are bootstrapped over seeds *and* examples; otherwise (run-level
 metrics only, e.g. forward_kl) over seeds alone; an accuracy without per-example results is
 rebuilt from its num_examples (see Values). See gkd.eval.stats.
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from gkd.eval import stats
 from gkd import divergences
-from gkd.rundir import EVAL_EXAMPLES, read_jsonl
+from gkd.rundir import read_examples
 
 SUMMARY_METRICS = ("accuracy", "rougeL", "forward_kl", "reverse_kl", "nll",
                    "teacher_logprob_of_samples", "distinct_2")
@@ -84,8 +85,7 @@ def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 def point_examples(sweep_dir: str, row: dict) -> list[dict] | None:
   """The point's per-example eval rows, or None when it wrote none."""
-  path = os.path.join(sweep_dir, "points", row["point"], EVAL_EXAMPLES)
-  return read_jsonl(path) if os.path.exists(path) else None
+  return read_examples(os.path.join(sweep_dir, "points", row["point"]))
 
 
 class Values:

@@ -5,7 +5,6 @@ teacher's. Run from the repo root after collect.sh:
   PYTHONPATH=. python experiments/results/smollm2_shakespeare/compare.py > experiments/results/smollm2_shakespeare/compare.txt
 """
 
-import glob
 import os
 import re
 
@@ -14,7 +13,7 @@ import numpy as np
 from configs import smollm2_shakespeare
 from gkd.data import pipeline
 from gkd.eval import stats, summary
-from gkd.rundir import read_jsonl
+from gkd.rundir import read_examples, read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METRICS = ("rougeL", "nll", "forward_kl", "reverse_kl", "teacher_logprob_of_samples")
@@ -24,7 +23,8 @@ NAMES = {"mode=sft,dataset=1.0,student=0.0": "SFT continued",
 
 
 def examples(run_dir):
-  return sorted(read_jsonl(os.path.join(run_dir, "eval_examples.jsonl")), key=lambda r: r["example_id"])
+  rows = read_examples(run_dir)
+  return None if rows is None else sorted(rows, key=lambda r: r["example_id"])
 
 
 def column(rows, metric):
@@ -41,10 +41,10 @@ def method_name(point_dir):
 # at lr 1e-12) carry the teacher's metrics too.
 runs = {"SFT student (the start)": os.path.join(HERE, "sft_scored"),
         "teacher (SmolLM2-135M-Instruct)": os.path.join(HERE, "teacher_test")}
-for point in sorted(glob.glob(os.path.join(HERE, "methods", "points", "*"))):
-  runs[method_name(point)] = point
+for point in sorted(r["point"] for r in read_jsonl(os.path.join(HERE, "methods", "results.jsonl"))):
+  runs[method_name(point)] = os.path.join(HERE, "methods", "points", point)
 runs["SFT continued"] = os.path.join(HERE, "sft_continued_scored")
-rows = {name: examples(d) for name, d in runs.items() if os.path.exists(os.path.join(d, "eval_examples.jsonl"))}
+rows = {name: r for name, r in ((name, examples(d)) for name, d in runs.items()) if r is not None}
 
 print("Mean per test passage, 95% CI over the 256 examples (bootstrap); the KLs, NLL and the")
 print("teacher's log-likelihood of the student's T=1 samples are per token; ROUGE-L of greedy decoding.")

@@ -9,16 +9,15 @@ Reads the committed files only:
   PYTHONPATH=. python experiments/results/testbed_v3/paper_questions.py > experiments/results/testbed_v3/paper/questions.txt
 """
 
-import glob
 import os
 import re
 
 import numpy as np
 
 from gkd.eval import stats
-from gkd.rundir import read_jsonl
+from gkd.rundir import read_examples, read_jsonl
 
-SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper", "points")
+SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper")
 DIVERGENCES = {"FKL": "divergence=forward_kl", "RKL": "divergence=reverse_kl",
                "JSD(0.1)": "divergence=generalized_jsd,beta=0.1",
                "JSD(0.5)": "divergence=generalized_jsd,beta=0.5",
@@ -36,10 +35,12 @@ def load() -> dict[str, dict[int, np.ndarray]]:
   keys["mode=sft,dataset=1.0,student=0.0"] = "SFT continued"
   keys["divergence=forward_kl,dataset=0.0,teacher=1.0,student=0.0"] = "SeqKD"
   out: dict[str, dict[int, np.ndarray]] = {}
-  for path in glob.glob(os.path.join(SWEEP, "*", "eval_examples.jsonl")):
-    point = os.path.basename(os.path.dirname(path))
+  for point in (r["point"] for r in read_jsonl(os.path.join(SWEEP, "results.jsonl"))):
+    rows = read_examples(os.path.join(SWEEP, "points", point))
+    if not rows:
+      continue
     key, seed = re.fullmatch(r"(.*),seed=(\d+)", point).groups()
-    rows = sorted(read_jsonl(path), key=lambda r: r["example_id"])
+    rows = sorted(rows, key=lambda r: r["example_id"])
     out.setdefault(keys[key], {})[int(seed)] = np.array([r["accuracy"] for r in rows])
   return out
 
@@ -60,7 +61,7 @@ def main():
         "* marks a CI that excludes 0.\n")
   print("Every method:")
   for method in sorted(runs):
-    m = stats.mean_ci(np.stack(list(runs[method].values())))
+    m = stats.mean_ci(np.stack([runs[method][s] for s in sorted(runs[method])]))
     print(f"  {method} ({len(runs[method])} seeds): {m.mean:.4f} [{m.low:.4f}, {m.high:.4f}]")
   sections = [
       ("0. every method minus SFT continued", [(m, "SFT continued") for m in sorted(runs)
