@@ -13,6 +13,8 @@ first group in sweep order, so a sweep lists its reference method (SFT, say) fir
 """
 
 import collections
+import csv
+import io
 import os
 
 import numpy as np
@@ -182,6 +184,13 @@ def format_ci(ci: stats.Interval | None, signed=False) -> str:
   return f"{f.format(ci.mean)} [{f.format(ci.low)}, {f.format(ci.high)}]"
 
 
+def _csv_line(cells: list[str]) -> str:
+  """One CSV row; a cell holding a comma (a layer map such as "0:1,1:3") is quoted."""
+  out = io.StringIO()
+  csv.writer(out, lineterminator="").writerow(cells)
+  return out.getvalue()
+
+
 def _csv(ci: stats.Interval | None) -> list[str]:
   return ["", "", ""] if ci is None else [f"{x:.6g}" for x in (ci.mean, ci.low, ci.high)]
 
@@ -206,18 +215,18 @@ def build(rows: list[dict], sweep_dir: str) -> dict[str, str]:
         "",
         "| " + " | ".join(columns + ["seeds", "failed", "n"] + metrics) + " |",
         "|" + "---|" * (len(columns) + 3 + len(metrics))]
-  csv = [",".join(columns + ["seeds", "failed", "num_examples"]
-                  + [f"{m}_{s}" for m in metrics for s in ("mean", "low", "high")])]
+  table = [_csv_line(columns + ["seeds", "failed", "num_examples"]
+                     + [f"{m}_{s}" for m in metrics for s in ("mean", "low", "high")])]
   for key, members in groups.items():
     done = [r for r in members if r["status"] == "done"]
     cis = method_intervals(values, done, metrics)
     n = max((ci.num_examples for ci in cis.values()), default=0)
     h = head(key, members) + [str(len(done)), str(len(members) - len(done)), str(n)]
     md.append("| " + " | ".join(h + [format_ci(cis.get(m)) for m in metrics]) + " |")
-    csv.append(",".join(h + [x for m in metrics for x in _csv(cis.get(m))]))
+    table.append(_csv_line(h + [x for m in metrics for x in _csv(cis.get(m))]))
 
-  diff_csv = [",".join(columns + ["seeds"] + [f"{m}_{s}" for m in metrics
-                                              for s in ("diff", "low", "high", "excludes_zero")])]
+  diff_csv = [_csv_line(columns + ["seeds"] + [f"{m}_{s}" for m in metrics
+                                               for s in ("diff", "low", "high", "excludes_zero")])]
   if groups:
     (base_key, base_rows), *others = groups.items()
     base_done = [r for r in base_rows if r["status"] == "done"]
@@ -237,7 +246,7 @@ def build(rows: list[dict], sweep_dir: str) -> dict[str, str]:
       cells = [format_ci(cis.get(m), signed=True) + (" *" if m in cis and cis[m].excludes_zero else "")
                for m in metrics]
       md.append("| " + " | ".join(h + cells) + " |")
-      diff_csv.append(",".join(h + [x for m in metrics for x in (
+      diff_csv.append(_csv_line(h + [x for m in metrics for x in (
           _csv(cis.get(m)) + [str(cis[m].excludes_zero) if m in cis else ""])]))
-  return {"summary.md": "\n".join(md) + "\n", "summary.csv": "\n".join(csv) + "\n",
+  return {"summary.md": "\n".join(md) + "\n", "summary.csv": "\n".join(table) + "\n",
           "differences.csv": "\n".join(diff_csv) + "\n"}

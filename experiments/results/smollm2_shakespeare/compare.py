@@ -12,7 +12,7 @@ import numpy as np
 
 from configs import smollm2_shakespeare
 from gkd.data import pipeline
-from gkd.eval import stats, summary
+from gkd.eval import metrics, stats, summary
 from gkd.rundir import read_examples, read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,6 +30,20 @@ def examples(run_dir):
 def column(rows, metric):
   """The metric per example, or None where the run did not measure it (no teacher)."""
   return np.array([r[metric] for r in rows]) if all(metric in r for r in rows) else None
+
+
+def repeated_share(text, n=3):
+  """The share of a continuation's word n-grams that repeat an earlier one of it (0 without any)."""
+  words = text.split()
+  grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+  return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct_share(text, n=2):
+  """Distinct-n of one continuation: its unique word n-grams over its n-grams (1 without any)."""
+  words = text.split()
+  grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+  return len(set(grams)) / len(grams) if grams else 1.0
 
 
 def method_name(point_dir):
@@ -68,6 +82,20 @@ for base, others in (("SFT continued", None), ("supervised KD (FKL, λ=0)", ["on
       d = None if a is None or b is None else stats.paired_difference_ci(a, b)
       cells.append(f"{m} {summary.format_ci(d, signed=True)}")
     print(f"{name}: " + "; ".join(cells))
+
+print("\nRepetition in the greedy continuations: per passage, the share of word 3-grams that repeat an")
+print("earlier one and distinct-2 (mean, 95% CI over passages); then distinct-2 over all passages")
+print("together (the evaluator's distinct_2):")
+for name, r in rows.items():
+  texts = [e["completion"] for e in r]
+  print(f"{name}: repeated 3-grams {summary.format_ci(stats.mean_ci([repeated_share(t) for t in texts]))}; "
+        f"distinct-2 {summary.format_ci(stats.mean_ci([distinct_share(t) for t in texts]))}; "
+        f"distinct-2 over all {metrics.distinct_n(texts, 2):.3f}")
+on, kd = rows.get("on-policy JSD(0.9), λ=1"), rows.get("supervised KD (FKL, λ=0)")
+if on and kd:
+  cells = [f"{label} {summary.format_ci(stats.paired_difference_ci([f(e['completion']) for e in on], [f(e['completion']) for e in kd]), signed=True)}"
+           for label, f in (("repeated 3-grams", repeated_share), ("distinct-2", distinct_share))]
+  print("on-policy minus supervised KD, paired by passage: " + "; ".join(cells))
 
 print("\nCompletions (greedy, 32 new tokens) of the first three test passages:")
 passages = pipeline.eval_examples_for_config(smollm2_shakespeare.get_config(), "test", 3)
