@@ -1,5 +1,6 @@
-"""The committed results: under their size budget, stored packed, and every number
-experiments/README.md quotes from them equal to the file it names.
+"""The committed results: under their size budget, stored packed, every number
+experiments/README.md quotes from them equal to the file it names, and every figure it cites
+drawn by the analysis notebook from the committed files.
 
 A quoted result in experiments/README.md is followed by an HTML comment (invisible when
 rendered) naming the line it comes from:
@@ -8,9 +9,10 @@ rendered) naming the line it comes from:
 
 The path is relative to experiments/results; `<!-- alias P = testbed_v3/prompts -->` lets later
 references write `P/summary.csv`. The text after the colon picks one line of the file (plain,
-.gz, CSV, JSON or text): every part between " & " occurs on it, and on no other line. For a CSV,
+.gz, CSV, JSON or text): every part between " & " occurs on it, and on no other (different)
+line. For a CSV,
 a trailing " #NAME" keeps only the columns whose header starts with NAME. The number before the
-comment, with its CI in brackets if it has one, must equal consecutive numbers of that line,
+comment (or range "a–b"), with its CI in brackets if it has one, must equal consecutive numbers of that line,
 rounded to the README's decimals, either as they are or ×100 (points, percent). Every CI the
 README quotes ("m [low, high]") carries such a reference.
 """
@@ -20,7 +22,9 @@ import gzip
 import io
 import os
 import re
+import shutil
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +34,7 @@ BUDGET_BYTES = 20_000_000  # the committed results, exports included; README and
 
 _NUM = r"[+\-−]?\d+(?:,\d{3})*(?:\.\d+)?"
 _COMMENT = re.compile(r"<!--\s*(.*?)\s*-->", re.S)
-_QUOTED = re.compile(rf"(?P<v>{_NUM})(?:\*\*)?(?P<unit>%| points?)?"
+_QUOTED = re.compile(rf"(?P<v>{_NUM})(?:–(?P<to>{_NUM}))?(?:\*\*)?(?P<unit>%| points?)?"
                      rf"(?:\s*\[(?P<low>{_NUM}),\s*(?P<high>{_NUM})\])?$")
 _CI = re.compile(rf"{_NUM}(?:\*\*)?(?: points?)?\s*\[{_NUM},\s*{_NUM}\]")
 _SOURCE_NUM = re.compile(r"[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
@@ -53,11 +57,13 @@ def _source_numbers(path: str, locator: str) -> list[float]:
   locator, _, column = locator.partition(" #")
   parts = [p.strip() for p in locator.split(" & ")]
   lines = _lines(path)
-  hits = [i for i, line in enumerate(lines) if all(p in line for p in parts)]
+  hits = {line for line in lines if all(p in line for p in parts)}  # a repeated line is one
   if len(hits) != 1:
     raise AssertionError(f"{len(hits)} lines of {os.path.relpath(path, RESULTS)} hold "
                          f"{' & '.join(parts)!r}; a reference must pick exactly one")
-  line = lines[hits[0]].replace("−", "-")
+  line = hits.pop().replace("−", "-")
+  if column and not path.endswith(".csv"):
+    raise AssertionError(f"' #{column}' picks a CSV column; {path} is not a CSV file")
   if column:
     header, row = next(csv.reader(io.StringIO(lines[0]))), next(csv.reader(io.StringIO(line)))
     line = " ".join(v for name, v in zip(header, row) if name.startswith(column))
@@ -93,7 +99,7 @@ def check_references(text: str, root: str) -> tuple[int, list[str]]:
     if not quoted:
       failures.append(f"{where}: no number right before <!-- {body} -->")
       continue
-    numbers = [_number(quoted.group(k)) for k in ("v", "low", "high") if quoted.group(k)]
+    numbers = [_number(quoted.group(k)) for k in ("v", "to", "low", "high") if quoted.group(k)]
     try:
       source = _source_numbers(path, locator)
     except (AssertionError, OSError) as e:
@@ -104,7 +110,7 @@ def check_references(text: str, root: str) -> tuple[int, list[str]]:
       failures.append(f"{where}: {quoted.group(0)!r} is not on {os.path.relpath(path, root)}'s "
                       f"line {locator!r}: {source}")
   for m in _CI.finditer(text):
-    if not re.match(r"\s*<!--\s*from ", text[m.end():]):
+    if not re.match(r"(?:\*\*)?\s*<!--\s*from ", text[m.end():]):
       where = f"line {text.count(chr(10), 0, m.start()) + 1}"
       failures.append(f"{where}: the CI {m.group(0)!r} names no source (<!-- from FILE: LINE -->)")
   return checked, failures
@@ -127,12 +133,15 @@ def test_the_reference_check_catches_a_changed_number(tmp_path):
   assert _check_one(tmp_path, "**0.802** [0.785, 0.819]", row, "JSD(0.9)") == []
   assert _check_one(tmp_path, "+80.2%", row, "JSD(0.9)") == []  # ×100: percent or points
   assert _check_one(tmp_path, "0.066", row, "JSD(0.9) #nll") == []
+  assert _check_one(tmp_path, "0.785–0.819", row, "JSD(0.9)") == []  # a range
+  assert _check_one(tmp_path, "0.785–0.829", row, "JSD(0.9)")
   assert _check_one(tmp_path, "0.803 [0.785, 0.819]", row, "JSD(0.9)")  # the mean moved
   assert _check_one(tmp_path, "0.802 [0.786, 0.819]", row, "JSD(0.9)")  # a bound moved
   assert _check_one(tmp_path, "0.7851", row, "JSD(0.9) #nll")  # not in that column
   assert _check_one(tmp_path, "0.802", row, "RKL")  # no such line
-  (tmp_path / "two.txt").write_text("a 0.5\na 0.5\n")
+  (tmp_path / "two.txt").write_text("a 0.5\na 0.6\na 0.5\n")
   assert "2 lines" in check_references("0.5<!-- from two.txt: a -->", str(tmp_path))[1][0]
+  assert check_references("0.5<!-- from two.txt: a 0.5 -->", str(tmp_path)) == (1, [])
   assert "names no source" in check_references("x 0.1 [0.0, 0.2] y", str(tmp_path))[1][0]
 
 
@@ -165,3 +174,38 @@ def test_committed_per_example_rows_and_logs_are_stored_packed():
 @pytest.mark.parametrize("quoted", ["0.5 [0.4, 0.6]", "+1.2 points [+0.2, +2.1]"])
 def test_every_quoted_ci_needs_a_source(quoted):
   assert check_references(f"x {quoted} y", RESULTS)[1]
+
+
+def readme_figures() -> list[str]:
+  """The PNG files experiments/README.md cites, relative to experiments/results."""
+  with open(README) as f:
+    return sorted(set(re.findall(r"`([\w./,=-]+\.png)`", f.read())))
+
+
+def test_the_analysis_notebook_draws_every_figure_the_readme_cites(tmp_path):
+  """Each cited figure exists, and the notebook, run headless on a copy of its sweep's committed
+  files (figures removed), draws the same image again."""
+  nbformat = pytest.importorskip("nbformat")
+  from matplotlib import image
+  from nbclient import NotebookClient
+  figures = readme_figures()
+  assert len(figures) >= 5 and all(os.path.exists(os.path.join(RESULTS, f)) for f in figures), \
+      [f for f in figures if not os.path.exists(os.path.join(RESULTS, f))]
+  sweeps = sorted({os.path.dirname(f) for f in figures})
+  for sweep in sweeps:
+    shutil.copytree(os.path.join(RESULTS, sweep), tmp_path / sweep,
+                    ignore=shutil.ignore_patterns("*.png"))
+  nb = nbformat.read(os.path.join(ROOT, "notebooks", "analysis.ipynb"), as_version=4)
+  client = NotebookClient(nb, timeout=300, kernel_name="python3",
+                          resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}})
+  with client.setup_kernel():  # one kernel, the notebook run once per sweep (as papermill would)
+    for sweep in sweeps:
+      client.execute_cell(nbformat.v4.new_code_cell(
+          f"import os\nos.environ['GKD_SWEEP_DIR'] = {str(tmp_path / sweep)!r}"), 0)
+      for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+          client.execute_cell(cell, index)
+  for f in figures:
+    drawn, committed = image.imread(tmp_path / f), image.imread(os.path.join(RESULTS, f))
+    assert drawn.shape == committed.shape, f
+    assert np.mean(np.abs(drawn - committed) > 0.1) < 0.01, f"{f} is not what the notebook draws"

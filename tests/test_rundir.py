@@ -79,3 +79,33 @@ def test_rows_a_table_cannot_hold_exactly_are_refused_and_left_in_place(tmp_path
     rundir.pack_examples(str(tmp_path))
   assert (tmp_path / "a" / rundir.EVAL_EXAMPLES).exists()
   assert not list(tmp_path.glob("*.parquet*"))
+
+
+def test_collect_copies_a_sweep_into_the_repo_packed(tmp_path):
+  """experiments/results/collect.sh: small files copied, logs gzipped, per-example rows packed,
+  and every reader still finds them; collecting again adds new points."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  src, dst = tmp_path / "runs" / "sweep", tmp_path / "repo" / "sweep"
+  point = src / "points" / "a,seed=0"
+  _write_jsonl(point / rundir.EVAL_EXAMPLES, POINT_A)
+  _write_jsonl(point / rundir.METRICS, [{"step": 1, "loss": 0.5}])
+  (point / "checkpoints").mkdir()
+  (point / "checkpoints" / "big").write_text("x")
+  _write_jsonl(src / "results.jsonl", [{"point": "a,seed=0"}])
+
+  def collect():
+    subprocess.run(["bash", os.path.join(root, "experiments", "results", "collect.sh"), str(src),
+                    str(dst)], cwd=root, env={**os.environ, "PY": sys.executable}, check=True)
+  collect()
+  copied = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+  assert copied == [rundir.EXAMPLES_TABLE, "points/a,seed=0/metrics.jsonl.gz", "results.jsonl"]
+  assert json.dumps(rundir.read_examples(str(dst / "points" / "a,seed=0"))) == json.dumps(POINT_A)
+  assert rundir.read_jsonl(str(dst / "points" / "a,seed=0" / rundir.METRICS)) == [
+      {"step": 1, "loss": 0.5}]
+  _write_jsonl(src / "points" / "b,seed=0" / rundir.EVAL_EXAMPLES, POINT_B)
+  collect()
+  assert rundir.read_examples(str(dst / "points" / "b,seed=0")) == POINT_B
+  assert json.dumps(rundir.read_examples(str(dst / "points" / "a,seed=0"))) == json.dumps(POINT_A)

@@ -44,8 +44,7 @@ def main():
     for run in ("teacher", "student_n2000"):
       history = rundir.read_jsonl(os.path.join(HERE, stages, run, rundir.METRICS))
       steps = max(h["step"] for h in history)
-      print(f"{stages} | {run} | {steps} steps | step_s median "
-            f"{_figures(history)['step_s median']:.3g}")
+      print(f"{stages}/{run}: {steps} steps; step_s median {_figures(history)['step_s median']:.3g}")
   for sweep in SWEEPS:
     rows = rundir.read_jsonl(os.path.join(HERE, sweep, "results.jsonl"))
     for key, members in summary.group_rows(rows).items():
@@ -56,7 +55,7 @@ def main():
       runs = [_figures(rundir.read_jsonl(os.path.join(HERE, sweep, "points", r["point"],
                                                       rundir.METRICS))) for r in members]
       cells = [f"{name} {_span([f[name] for f in runs])}" for name in runs[0]]
-      print(f"{sweep} | {label} {settings} | {len(runs)} seeds | " + " | ".join(cells))
+      print(f"{sweep}: {label} {settings}: {len(runs)} seeds; " + "; ".join(cells))
 
 
 if __name__ == "__main__":
