@@ -182,6 +182,7 @@ def readme_figures() -> list[str]:
     return sorted(set(re.findall(r"`([\w./,=-]+\.png)`", f.read())))
 
 
+@pytest.mark.e2e  # runs the notebook on each cited sweep: ~20 s of CPU
 def test_the_analysis_notebook_draws_every_figure_the_readme_cites(tmp_path):
   """Each cited figure exists, and the notebook, run headless on a copy of its sweep's committed
   files (figures removed), draws the same image again."""
