@@ -5,16 +5,15 @@ drawn by the analysis notebook from the committed files.
 A quoted result in experiments/README.md is followed by an HTML comment (invisible when
 rendered) naming the line it comes from:
 
-    on-policy reaches **0.802** [0.785, 0.819]<!-- from testbed_v3/prompts/summary.csv: JSD(0.9) & ,20000, -->
+    reaches **0.802** [0.785, 0.819]<!-- from testbed_v3/prompts/summary.csv: JSD(0.9) & ,20000, -->
 
 The path is relative to experiments/results; `<!-- alias P = testbed_v3/prompts -->` lets later
 references write `P/summary.csv`. The text after the colon picks one line of the file (plain,
 .gz, CSV, JSON or text): every part between " & " occurs on it, and on no other (different)
-line. For a CSV,
-a trailing " #NAME" keeps only the columns whose header starts with NAME. The number before the
-comment (or range "a–b"), with its CI in brackets if it has one, must equal consecutive numbers of that line,
-rounded to the README's decimals, either as they are or ×100 (points, percent). Every CI the
-README quotes ("m [low, high]") carries such a reference.
+line. For a CSV, a trailing " #NAME" keeps only the columns whose header starts with NAME. The
+number before the comment (or a range "a–b"), with its CI in brackets if it has one, must equal
+consecutive numbers of that line, rounded to the README's decimals, either as they are or ×100
+(points, percent). Every CI the README quotes ("m [low, high]") carries such a reference.
 """
 
 import csv

@@ -88,13 +88,17 @@ print("earlier one and distinct-2 (mean, 95% CI over passages); then distinct-2 
 print("together (the evaluator's distinct_2):")
 for name, r in rows.items():
   texts = [e["completion"] for e in r]
-  print(f"{name}: repeated 3-grams {summary.format_ci(stats.mean_ci([repeated_share(t) for t in texts]))}; "
-        f"distinct-2 {summary.format_ci(stats.mean_ci([distinct_share(t) for t in texts]))}; "
+  repeated = stats.mean_ci([repeated_share(t) for t in texts])
+  distinct = stats.mean_ci([distinct_share(t) for t in texts])
+  print(f"{name}: repeated 3-grams {summary.format_ci(repeated)}; "
+        f"distinct-2 {summary.format_ci(distinct)}; "
         f"distinct-2 over all {metrics.distinct_n(texts, 2):.3f}")
 on, kd = rows.get("on-policy JSD(0.9), λ=1"), rows.get("supervised KD (FKL, λ=0)")
 if on and kd:
-  cells = [f"{label} {summary.format_ci(stats.paired_difference_ci([f(e['completion']) for e in on], [f(e['completion']) for e in kd]), signed=True)}"
-           for label, f in (("repeated 3-grams", repeated_share), ("distinct-2", distinct_share))]
+  cells = []
+  for label, f in (("repeated 3-grams", repeated_share), ("distinct-2", distinct_share)):
+    d = stats.paired_difference_ci(*([f(e["completion"]) for e in run] for run in (on, kd)))
+    cells.append(f"{label} {summary.format_ci(d, signed=True)}")
   print("on-policy minus supervised KD, paired by passage: " + "; ".join(cells))
 
 print("\nCompletions (greedy, 32 new tokens) of the first three test passages:")

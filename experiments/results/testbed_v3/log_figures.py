@@ -44,12 +44,14 @@ def main():
     for run in ("teacher", "student_n2000"):
       history = rundir.read_jsonl(os.path.join(HERE, stages, run, rundir.METRICS))
       steps = max(h["step"] for h in history)
-      print(f"{stages}/{run}: {steps} steps; step_s median {_figures(history)['step_s median']:.3g}")
+      step_s = _figures(history)["step_s median"]
+      print(f"{stages}/{run}: {steps} steps; step_s median {step_s:.3g}")
   for sweep in SWEEPS:
     rows = rundir.read_jsonl(os.path.join(HERE, sweep, "results.jsonl"))
     for key, members in summary.group_rows(rows).items():
       overrides = dict(key)
-      label = f"{summary.method_label(overrides)} λ={float(overrides.get(summary.LAMBDA_KEY, 0)):g}"
+      lam = float(overrides.get(summary.LAMBDA_KEY, 0))
+      label = f"{summary.method_label(overrides)} λ={lam:g}"
       settings = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in key
                           if k in ("sampling.temperature", "data.num_train_examples"))
       runs = [_figures(rundir.read_jsonl(os.path.join(HERE, sweep, "points", r["point"],

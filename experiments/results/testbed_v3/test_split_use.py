@@ -55,7 +55,8 @@ def main():
     comparisons[os.path.relpath(path, HERE)] = (
         len(lows), sum(lo > 0 or hi < 0 for lo, hi in zip(lows, highs)))
   with open(os.path.join(HERE, "paper", "questions.txt")) as f:
-    pairs = dict(re.findall(r"^  (\S.* minus .*?) \(\d+ seeds\): \S+ \[.*\]( \*)?$", f.read(), re.M))
+    pairs = dict(re.findall(r"^  (\S.* minus .*?) \(\d+ seeds\): \S+ \[.*\]( \*)?$", f.read(),
+                            re.M))
   comparisons["paper/questions.txt"] = (len(pairs), sum(mark == " *" for mark in pairs.values()))
 
   print("\nPaired accuracy comparisons on the test split in the committed analyses "
