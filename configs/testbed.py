@@ -4,16 +4,14 @@ tenth of the labels, GKD between them.
 The teacher is fine-tuned on all 20,000 training examples; the student's SFT and every
 distillation run see only the first LABELLED = 2,000 of them. That is the setting where the
 teacher knows what the student's data does not: trained on all the data, the same student
-overtakes a 2,000-step teacher (v2 found 0.89 against 0.834 on validation), so capacity alone
-left no gap to close. Three stages, each its own run (the arg picks the stage); costs on the
-2-core dev CPU, shared with other jobs:
+overtook the v2 teacher, so capacity alone left no gap to close. Three stages, each its own run
+(the arg picks the stage); experiments/README.md gives what each costs and what it reached:
   python -m gkd.main --config=configs/testbed.py:stage=teacher --workdir=runs/testbed_v3/teacher
-      4,000 SFT steps of a 1.59M-parameter model, ~0.6-0.9 s/step
+      4,000 SFT steps of a 1.59M-parameter model
   python -m gkd.main --config=configs/testbed.py:stage=student --workdir=runs/testbed_v3/student_n2000
-      4,000 SFT steps of a 0.21M-parameter model on 2,000 examples, ~0.1-0.2 s/step
+      4,000 SFT steps of a 0.21M-parameter model on 2,000 examples
   python -m gkd.main --config=configs/testbed.py:stage=gkd     --workdir=runs/testbed_v3/gkd
-      500 distillation steps from the SFT'd student (~0.2-0.5 s/step) and a final eval on
-      2,000 test examples
+      500 distillation steps from the SFT'd student and a final eval on 2,000 test examples
 The gkd stage reads the first two stages' exports (teacher=..., student=... args to change).
 `python -m gkd.sweep --config=configs/testbed.py:sweep=NAME --workdir=runs/testbed_v3/NAME`
 runs get_sweep() (see there). `runlocal=true` shrinks everything to a seconds-long smoke run.
@@ -39,8 +37,9 @@ def get_config(arg=None):
   c.data.update(task="arithmetic", max_prompt_len=24, max_response_len=56)  # <1% of responses cut
   c.optim.update(learning_rate=2e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine")
   c.train.update(batch_size=32, log_every=25, checkpoint_every=200)
-  # Stages that choose things (teacher, student) evaluate on validation; distillation runs, the
-  # compared results, on 2,000 held-out test examples that no choice ever looked at.
+  # Stages that choose things (teacher, student, run lengths) evaluate on validation; distillation
+  # runs, the compared results, on 2,000 held-out test examples. experiments/README.md lists the
+  # choices that were made after seeing test results.
   c.eval.update(every=0, num_examples=500, batch_size=100)
   if arg.stage in ("teacher", "student"):  # supervised fine-tuning from scratch on the references
     c.mode = "sft"
@@ -116,8 +115,8 @@ def get_sweep(arg=None):
   paper        SFT, supervised KD, SeqKD and divergence (FKL, RKL, JSD 0.1/0.5/0.9) ×
                λ ∈ {0, 0.5, 1}: 17 methods × 5 seeds. Baseline: SFT.
   temperature  on-policy JSD(0.9) with the student sampled at T ∈ {1, 0.25, 0.5, 1.5} × 5 seeds, on
-               the 20,000 prompts (on the 2,000 labelled ones on-policy adds under a point, and
-               every temperature ended within a point of T=1 there:
+               the 20,000 prompts, where on-policy distillation moves the student (moved there
+               after the 2,000-prompt run's test results were seen:
                experiments/results/testbed_v3/temperature_2000_prompts).
   prompts      on-policy JSD(0.9) on 2,000 / 20,000 / 5,000 training prompts × 5 seeds: on-policy
                distillation needs prompts, not labels, so it may use prompts the student has no
@@ -125,11 +124,10 @@ def get_sweep(arg=None):
                20,000 prompts (the teacher's generations as labels) is the other label-free
                method, the fair comparison for the 20,000-prompt point.
   beyond       methods after GKD against on-policy JSD(0.9) (the baseline) × 5 seeds, all on the
-               20,000 training prompts (where the prompts sweep shows on-policy distillation
-               moving the student by 10 points; on its 2,000 labelled prompts every method stayed
-               within a point of the SFT student in a first seed): speculative
-               KD with K=1 (the teacher replaces every token that is not its own argmax; at K=5
-               it replaced none in a 40-step check).
+               20,000 training prompts, where the prompts sweep shows on-policy distillation
+               moving the student (moved there after a first seed on the 2,000 labelled prompts
+               could not separate the methods): speculative KD with K=1 (the teacher replaces
+               every token that is not its own argmax; larger K replaces almost nothing here).
                And intermediate layers: student blocks 0, 1 matched to teacher blocks 1, 3
                (cosine, weight 1, learned 96→192 projections). And RL + GKD: a REINFORCE term
                on the graded samples at rl_weight=0.1 (set a priori, not tuned). And a LoRA
@@ -140,7 +138,8 @@ def get_sweep(arg=None):
   store        supervised top-8 KD (forward KL on the dataset's responses) with the live teacher
                against the same from an offline teacher store (written by launch.sh to
                runs/testbed_v3/store_k8) × 3 seeds: the store must train as the teacher does.
-  grid, methods  the v1 sweeps (3 seeds) behind experiments/results/testbed_{grid,methods}.
+  grid, methods  the v1 sweeps (3 seeds); their superseded results are described in
+               experiments/README.md.
   With `runlocal=true` (the CI smoke form) two points: supervised KD and on-policy JSD(0.5).
   """
   arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, teacher="", student="",

@@ -12,10 +12,19 @@ WORKDIR/
 
 Files are written to `NAME.tmp.<pid>` and renamed, so a reader never sees half a file; a kill
 can leave such a temporary behind, and the next run (holding the lock) removes it.
+
+Results committed to the repository are stored smaller (experiments/results/collect.sh): a
+`X.jsonl` may be kept as `X.jsonl.gz`, and the per-example rows of every run under a collected
+directory are packed into one Parquet table at its top, `eval_examples.parquet`, keyed by the
+run's path relative to that directory. The points of a sweep evaluate the same examples, so one
+table stores their completions once, and its float columns are stored exactly. `read_jsonl` and
+`read_examples` read either form, so no reader needs to know which one it was given.
 """
 
 import contextlib
 import fcntl
+import functools
+import gzip
 import json
 import os
 import re
@@ -28,6 +37,7 @@ METRICS = "metrics.jsonl"
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 EVAL_EXAMPLES = "eval_examples.jsonl"
+EXAMPLES_TABLE = "eval_examples.parquet"
 FINAL_METRICS = "final_metrics.json"
 EXPORT = "export"
 LOCK = ".lock"
@@ -107,14 +117,98 @@ def atomic_dir(path: str, write) -> None:
 
 
 def read_jsonl(path: str) -> list[dict]:
-  """The rows of a JSON-lines file ([] when absent), up to a last line cut short by a kill."""
+  """The rows of a JSON-lines file, or of its gzipped copy `path.gz` when `path` is absent ([]
+  when neither exists), up to a last line cut short by a kill."""
   if not os.path.exists(path):
-    return []
+    if not os.path.exists(path + ".gz"):
+      return []
+    path += ".gz"
   rows = []
-  with open(path) as f:
+  with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
     for line in f:
       try:
         rows.append(json.loads(line))
       except json.JSONDecodeError:  # a line cut short by a kill: the resumed run rewrites it
         break
   return rows
+
+
+def read_examples(run_dir: str) -> list[dict] | None:
+  """A run's per-example eval rows (None when it has none): its own eval_examples.jsonl (or .gz),
+  else its rows in the nearest packed table in it or above it (see `pack_examples`)."""
+  own = os.path.join(run_dir, EVAL_EXAMPLES)
+  if os.path.exists(own) or os.path.exists(own + ".gz"):
+    return read_jsonl(own)
+  root = os.path.abspath(run_dir)
+  while True:
+    table = os.path.join(root, EXAMPLES_TABLE)
+    if os.path.exists(table):
+      stat = os.stat(table)
+      rows = _table_runs(table, stat.st_mtime_ns, stat.st_size).get(
+          os.path.relpath(os.path.abspath(run_dir), root))
+      return None if rows is None else [dict(r) for r in rows]
+    if os.path.dirname(root) == root:
+      return None
+    root = os.path.dirname(root)
+
+
+@functools.lru_cache(maxsize=2)  # a summary reads every point of a sweep from one table
+def _table_runs(path: str, mtime_ns: int, size: int) -> dict[str, list[dict]]:
+  """{run: rows} of a packed table; a row has the keys its run wrote (nulls are absent keys)."""
+  import pyarrow.parquet as pq  # only readers of packed results need it
+  del mtime_ns, size  # part of the cache key: a rewritten table is read again
+  runs: dict[str, list[dict]] = {}
+  for row in pq.read_table(path).to_pylist():
+    runs.setdefault(row.pop("run"), []).append({k: v for k, v in row.items() if v is not None})
+  return runs
+
+
+def pack_examples(root: str) -> list[str]:
+  """Moves the per-example rows of every run under `root` (each `eval_examples.jsonl`) into the
+  table `root/eval_examples.parquet`, merged with the runs already in it (a run packed again
+  replaces its rows); returns the runs packed. The table is checked to read back exactly the
+  rows it was given before the JSON-lines files are removed."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  sources = {}
+  for folder, dirs, files in os.walk(root):
+    dirs.sort()
+    if EVAL_EXAMPLES in files:
+      path = os.path.join(folder, EVAL_EXAMPLES)
+      sources[os.path.relpath(folder, root)] = read_jsonl(path)
+  if not sources:
+    return []
+  table_path = os.path.join(root, EXAMPLES_TABLE)
+  runs = {}
+  if os.path.exists(table_path):
+    stat = os.stat(table_path)
+    runs = dict(_table_runs(table_path, stat.st_mtime_ns, stat.st_size))
+  runs.update(sources)
+  keys = list(dict.fromkeys(k for rows in runs.values() for r in rows for k in r))
+  if "run" in keys:
+    raise ValueError(f"{root}: a per-example row has a 'run' key, the packed table's own column.")
+  rows = [(run, r) for run in sorted(runs) for r in runs[run]]
+  columns = {"run": pa.array([run for run, _ in rows], pa.string())}
+  for k in keys:
+    if any(k in r and r[k] is None for _, r in rows):
+      raise ValueError(f"{root}: a per-example row holds null for {k!r}; a packed table reads "
+                       "null back as an absent key.")
+    columns[k] = pa.array([r.get(k) for _, r in rows])
+  strings = [k for k, c in columns.items() if pa.types.is_string(c.type)]
+  tmp = f"{table_path}.tmp.{os.getpid()}"
+  pq.write_table(pa.table(columns), tmp, compression="zstd", compression_level=19,
+                 use_dictionary=strings, write_statistics=False)
+  stat = os.stat(tmp)
+  if _exact(_table_runs(tmp, stat.st_mtime_ns, stat.st_size)) != _exact(runs):
+    os.remove(tmp)
+    raise ValueError(f"{root}: the packed table does not read back the rows it was given.")
+  os.replace(tmp, table_path)
+  for run in sources:
+    os.remove(os.path.join(root, run, EVAL_EXAMPLES))
+  return sorted(sources)
+
+
+def _exact(runs: dict) -> str:
+  """The runs' rows as text that two copies share only when every value is the same (floats
+  written by repr, which round-trips; NaN equal to NaN; 1 and 1.0 told apart)."""
+  return json.dumps(runs, sort_keys=True)

@@ -174,3 +174,16 @@ def test_summary_falls_back_to_binomial_and_seed_level_without_per_example_files
                                      np.array([np.arange(100) < k for k in (20, 30, 40, 50)]),
                                      num_resamples=summary.NUM_RESAMPLES)
   assert diff == ref  # no example identity on one side: never paired
+
+
+def test_summary_csvs_quote_values_that_hold_a_comma(tmp_path):
+  # A layer map "0:1,1:3" is one cell: a CSV reader must see the same columns in every row.
+  import csv
+  from gkd.eval import summary
+  rows = [_point(tmp_path, {"mode": "sft", "seed": 0}, np.arange(10) < 5),
+          _point(tmp_path, {"objective.layer_map": "0:1,1:3", "seed": 0}, np.arange(10) < 6)]
+  out = summary.build(rows, str(tmp_path))
+  for name in ("summary.csv", "differences.csv"):
+    table = list(csv.DictReader(out[name].splitlines()))
+    assert table[-1]["layer_map"] == "0:1,1:3" and None not in table[-1], name
+  assert list(csv.DictReader(out["differences.csv"].splitlines()))[0]["accuracy_diff"] == "0.1"

@@ -189,7 +189,7 @@ def learning_curves(rows, sweep_dir, metric="loss", *, save_to=None):
                            sharey=True)
   for r in rows:
     path = os.path.join(sweep_dir, "points", r["point"], rundir.METRICS)
-    history = [h for h in read_jsonl(path) if metric in h] if os.path.exists(path) else []
+    history = [h for h in read_jsonl(path) if metric in h]
     if not history:
       continue
     ax = axes[0, lambdas.index(_lam(r["overrides"]))]

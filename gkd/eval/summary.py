@@ -3,7 +3,8 @@
 A sweep directory holds results.jsonl (one row per point: overrides, status, final metrics) and
 points/NAME/ per point. When a point's final eval wrote points/NAME/eval_examples.jsonl (one row
 per evaluated example: "example_id", per-example metrics such as "accuracy" or "rougeL", and
-"completion"), its metrics are bootstrapped over seeds *and* examples; otherwise (run-level
+"completion"; in committed results packed into the sweep's table, see gkd.rundir), its metrics
+are bootstrapped over seeds *and* examples; otherwise (run-level
 metrics only, e.g. forward_kl) over seeds alone; an accuracy without per-example results is
 rebuilt from its num_examples (see Values). See gkd.eval.stats.
 
@@ -12,13 +13,15 @@ first group in sweep order, so a sweep lists its reference method (SFT, say) fir
 """
 
 import collections
+import csv
+import io
 import os
 
 import numpy as np
 
 from gkd.eval import stats
 from gkd import divergences
-from gkd.rundir import EVAL_EXAMPLES, read_jsonl
+from gkd.rundir import read_examples
 
 SUMMARY_METRICS = ("accuracy", "rougeL", "forward_kl", "reverse_kl", "nll",
                    "teacher_logprob_of_samples", "distinct_2")
@@ -84,8 +87,7 @@ def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 def point_examples(sweep_dir: str, row: dict) -> list[dict] | None:
   """The point's per-example eval rows, or None when it wrote none."""
-  path = os.path.join(sweep_dir, "points", row["point"], EVAL_EXAMPLES)
-  return read_jsonl(path) if os.path.exists(path) else None
+  return read_examples(os.path.join(sweep_dir, "points", row["point"]))
 
 
 class Values:
@@ -182,6 +184,13 @@ def format_ci(ci: stats.Interval | None, signed=False) -> str:
   return f"{f.format(ci.mean)} [{f.format(ci.low)}, {f.format(ci.high)}]"
 
 
+def _csv_line(cells: list[str]) -> str:
+  """One CSV row; a cell holding a comma (a layer map such as "0:1,1:3") is quoted."""
+  out = io.StringIO()
+  csv.writer(out, lineterminator="").writerow(cells)
+  return out.getvalue()
+
+
 def _csv(ci: stats.Interval | None) -> list[str]:
   return ["", "", ""] if ci is None else [f"{x:.6g}" for x in (ci.mean, ci.low, ci.high)]
 
@@ -206,18 +215,18 @@ def build(rows: list[dict], sweep_dir: str) -> dict[str, str]:
         "",
         "| " + " | ".join(columns + ["seeds", "failed", "n"] + metrics) + " |",
         "|" + "---|" * (len(columns) + 3 + len(metrics))]
-  csv = [",".join(columns + ["seeds", "failed", "num_examples"]
-                  + [f"{m}_{s}" for m in metrics for s in ("mean", "low", "high")])]
+  table = [_csv_line(columns + ["seeds", "failed", "num_examples"]
+                     + [f"{m}_{s}" for m in metrics for s in ("mean", "low", "high")])]
   for key, members in groups.items():
     done = [r for r in members if r["status"] == "done"]
     cis = method_intervals(values, done, metrics)
     n = max((ci.num_examples for ci in cis.values()), default=0)
     h = head(key, members) + [str(len(done)), str(len(members) - len(done)), str(n)]
     md.append("| " + " | ".join(h + [format_ci(cis.get(m)) for m in metrics]) + " |")
-    csv.append(",".join(h + [x for m in metrics for x in _csv(cis.get(m))]))
+    table.append(_csv_line(h + [x for m in metrics for x in _csv(cis.get(m))]))
 
-  diff_csv = [",".join(columns + ["seeds"] + [f"{m}_{s}" for m in metrics
-                                              for s in ("diff", "low", "high", "excludes_zero")])]
+  diff_csv = [_csv_line(columns + ["seeds"] + [f"{m}_{s}" for m in metrics
+                                               for s in ("diff", "low", "high", "excludes_zero")])]
   if groups:
     (base_key, base_rows), *others = groups.items()
     base_done = [r for r in base_rows if r["status"] == "done"]
@@ -237,7 +246,7 @@ def build(rows: list[dict], sweep_dir: str) -> dict[str, str]:
       cells = [format_ci(cis.get(m), signed=True) + (" *" if m in cis and cis[m].excludes_zero else "")
                for m in metrics]
       md.append("| " + " | ".join(h + cells) + " |")
-      diff_csv.append(",".join(h + [x for m in metrics for x in (
+      diff_csv.append(_csv_line(h + [x for m in metrics for x in (
           _csv(cis.get(m)) + [str(cis[m].excludes_zero) if m in cis else ""])]))
-  return {"summary.md": "\n".join(md) + "\n", "summary.csv": "\n".join(csv) + "\n",
+  return {"summary.md": "\n".join(md) + "\n", "summary.csv": "\n".join(table) + "\n",
           "differences.csv": "\n".join(diff_csv) + "\n"}

@@ -8,7 +8,6 @@ teacher B: stages_b):
   PYTHONPATH=. python experiments/results/testbed_v3/paired_vs_start.py beyond stages_b > experiments/results/testbed_v3/beyond/paired_vs_start.txt
 """
 
-import glob
 import os
 import re
 import sys
@@ -16,26 +15,27 @@ import sys
 import numpy as np
 
 from gkd.eval import stats
-from gkd.rundir import read_jsonl
+from gkd.rundir import read_examples, read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SWEEP = sys.argv[1] if len(sys.argv) > 1 else "prompts"
 STAGES = sys.argv[2] if len(sys.argv) > 2 else "stages"
 
 
-def accuracy(path):
-  return np.array([r["accuracy"] for r in sorted(read_jsonl(path), key=lambda r: r["example_id"])])
+def accuracy(rows):
+  return np.array([r["accuracy"] for r in sorted(rows, key=lambda r: r["example_id"])])
 
 
-start = accuracy(f"{HERE}/{STAGES}/student_n2000_test/eval_examples.jsonl")
-teacher = accuracy(f"{HERE}/{STAGES}/teacher_test/eval_examples.jsonl")
+start = accuracy(read_examples(f"{HERE}/{STAGES}/student_n2000_test"))
+teacher = accuracy(read_examples(f"{HERE}/{STAGES}/teacher_test"))
 gap = teacher.mean() - start.mean()
 print(f"SFT student (every run's start): {stats.mean_ci(start)}")
 print(f"teacher: {stats.mean_ci(teacher)}; gap {gap:.4f}")
 methods = {}
-for path in sorted(glob.glob(f"{HERE}/{SWEEP}/points/*/eval_examples.jsonl")):  # seed order
-  name = os.path.basename(os.path.dirname(path))
-  methods.setdefault(re.sub(r",seed=\d+$", "", name), []).append(accuracy(path))
+for name in sorted(r["point"] for r in read_jsonl(f"{HERE}/{SWEEP}/results.jsonl")):  # seed order
+  rows = read_examples(f"{HERE}/{SWEEP}/points/{name}")
+  if rows:
+    methods.setdefault(re.sub(r",seed=\d+$", "", name), []).append(accuracy(rows))
 for method, runs in sorted(methods.items()):
   a = np.stack(runs)
   d = stats.paired_difference_ci(a, np.tile(start, (len(runs), 1)))
