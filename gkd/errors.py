@@ -12,3 +12,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
   """A config field holds a value gkd cannot run with."""
+
+
+class ModelConfigError(UserError, ValueError):
+  """A checkpoint's config (config.json, GGUF metadata) asks for something gkd does not compute."""
