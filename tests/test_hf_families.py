@@ -118,6 +118,16 @@ def test_the_references_see_each_family_feature(tmp_path, family, change):
   assert err > 1e-2 * scale, (err, scale)
 
 
+def test_bookkeeping_fields_of_released_configs_load(tmp_path):
+  # Fields SmolLM-family and fine-tuned checkpoints carry that change nothing computed.
+  model, _ = load_pretrained(hf_dir(tmp_path, "llama3", change={
+      "is_llama_config": True, "rope_interleaved": False, "unsloth_version": "2025.1",
+      "transformers.js_config": {"kv_cache_dtype": {"fp16": "float16"}}, "pretraining_tp": 1,
+      "torch_dtype": "bfloat16", "eos_token_id": [2, 3], "use_cache": True}))
+  err, scale = logit_error(model, reference("llama3"))
+  assert err <= 1e-4 * scale
+
+
 def test_older_gemma3_files_name_the_pattern_instead_of_the_layer_types(tmp_path):
   # Every 3rd layer global: sliding, sliding, full, sliding, as the fixture's layer_types say.
   path = hf_dir(tmp_path, "gemma3", "v4", {"layer_types": None, "_sliding_window_pattern": None,

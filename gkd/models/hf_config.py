@@ -27,7 +27,7 @@ COMMON = frozenset({
 OFF_VALUES = {"attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
               "partial_rotary_factor": 1.0, "is_encoder_decoder": False,
               "add_cross_attention": False, "tie_encoder_decoder": False, "pruned_heads": {},
-              "cross_attention_hidden_size": None}
+              "cross_attention_hidden_size": None, "rope_interleaved": False}
 HARMLESS = frozenset({
   # bookkeeping and token ids (the tokenizer files are what gkd reads for those)
   "_name_or_path", "_commit_hash", "_attn_implementation_autoset", "transformers_version",
@@ -35,7 +35,7 @@ HARMLESS = frozenset({
   "pad_token_id", "sep_token_id", "decoder_start_token_id", "id2label", "label2id",
   "problem_type", "finetuning_task", "tokenizer_class", "prefix", "task_specific_params",
   "return_dict", "output_attentions", "output_hidden_states", "torchscript", "use_bfloat16",
-  "tf_legacy_loss", "is_decoder",
+  "tf_legacy_loss", "is_decoder", "is_llama_config", "transformers.js_config", "unsloth_version",
   # a pure re-association of the same sums (tensor-parallel emulation, chunked feed-forward)
   "pretraining_tp", "chunk_size_feed_forward",
   # generation defaults: gkd's samplers take theirs from the run's config
