@@ -1,4 +1,4 @@
-"""Llama-3.2-3B-Instruct → Llama-3.2-1B-Instruct, mixed on-policy, from Hugging Face directories.
+"""Llama-3.2-3B-Instruct → Llama-3.2-1B-Instruct, mixed on-policy, from Hugging Face dirs.
 
   python -m gkd.main --config=configs/llama3_2.py:teacher=/models/Llama-3.2-3B-Instruct,student=/models/Llama-3.2-1B-Instruct \\
       --workdir=runs/llama3_2

@@ -1,4 +1,4 @@
-"""Qwen3-1.7B → Qwen3-0.6B, fully on-policy, from Hugging Face directories you have downloaded.
+"""Qwen3-1.7B → Qwen3-0.6B, fully on-policy, from Hugging Face directories you downloaded.
 
   python -m gkd.main --config=configs/qwen3.py:teacher=/models/Qwen3-1.7B,student=/models/Qwen3-0.6B \\
       --workdir=runs/qwen3

@@ -26,11 +26,15 @@ def test_configs_describe_the_released_models(module, teacher_n, student_n, fami
   c = module.get_config()
   validate.validate(c)
   teacher, student = memory.model_config(c, "teacher"), memory.model_config(c, "student")
-  assert teacher.family == student.family == family and teacher.vocab_size == student.vocab_size
-  assert abs(_params(teacher) / teacher_n - 1) < 0.01 and abs(_params(student) / student_n - 1) < 0.01
-  assert student.param_dtype == "float32" and student.dtype == teacher.param_dtype == "bfloat16"
+  assert teacher.family == student.family == family
+  assert teacher.vocab_size == student.vocab_size
+  assert abs(_params(teacher) / teacher_n - 1) < 0.01
+  assert abs(_params(student) / student_n - 1) < 0.01
+  assert student.param_dtype == "float32"
+  assert student.dtype == teacher.param_dtype == "bfloat16"
   paths = module.get_config("teacher=/t,student=/s")
-  assert (paths.teacher.source, paths.teacher.path, paths.student.path) == ("pretrained", "/t", "/s")
+  assert (paths.teacher.source, paths.teacher.path) == ("pretrained", "/t")
+  assert paths.student.path == "/s"
 
 
 @pytest.mark.slow  # compiles 28-layer programs over 128k–152k vocabularies: minutes on a small CPU

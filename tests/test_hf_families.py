@@ -54,7 +54,8 @@ def logit_error(model, ref) -> tuple[float, float]:
   """(max |gkd − transformers| over real positions, the reference's largest |logit|)."""
   got = np.asarray(model(jnp.asarray(ref["tokens"]), attention_mask=jnp.asarray(ref["mask"])))
   real = ref["mask"]
-  return float(np.abs(got[real] - ref["logits"][real]).max()), float(np.abs(ref["logits"][real]).max())
+  want = ref["logits"][real]
+  return float(np.abs(got[real] - want).max()), float(np.abs(want).max())
 
 
 @pytest.mark.parametrize("layout", ["v5", "v4"])
@@ -165,9 +166,9 @@ def test_unimplemented_fields_are_refused_by_name(tmp_path, family, change, mess
 
 def test_unused_weights_are_refused(tmp_path):
   # Qwen3's q/k norms under a Llama config: the norms would be dropped without a word.
-  path = hf_dir(tmp_path, "qwen3", change={"architectures": ["LlamaForCausalLM"], "layer_types": None,
-                                           "use_sliding_window": None, "sliding_window": None,
-                                           "max_window_layers": None})
+  path = hf_dir(tmp_path, "qwen3", change={
+      "architectures": ["LlamaForCausalLM"], "layer_types": None, "use_sliding_window": None,
+      "sliding_window": None, "max_window_layers": None})
   with pytest.raises(ValueError, match="does not use, e.g. 'model.layers.0.self_attn.k_norm"):
     load_pretrained(path)
 
@@ -179,7 +180,8 @@ def test_export_round_trips(tmp_path, family):
   again, tok2 = load_pretrained(str(tmp_path / "out"))
   assert again.config == model.config
   ref = reference(family)
-  np.testing.assert_array_equal(again(jnp.asarray(ref["tokens"])), model(jnp.asarray(ref["tokens"])))
+  tokens = jnp.asarray(ref["tokens"])
+  np.testing.assert_array_equal(again(tokens), model(tokens))
   chat = [{"role": "user", "content": "Say hi."}]
   assert tok2.apply_chat_template(chat) == tokenizer.apply_chat_template(chat)
   written = json.loads((tmp_path / "out" / "config.json").read_text())
@@ -205,8 +207,8 @@ def chats(family):
 def test_chat_templates_render_and_tokenize_as_transformers(tmp_path, family):
   _, tokenizer = load_pretrained(hf_dir(tmp_path, family))
   for chat in chats(family):
-    text = tokenizer.apply_chat_template(chat["messages"], add_generation_prompt=chat["add_generation_prompt"],
-                                         **chat["kwargs"])
+    text = tokenizer.apply_chat_template(
+        chat["messages"], add_generation_prompt=chat["add_generation_prompt"], **chat["kwargs"])
     assert text == chat["text"]
     assert tokenizer.encode(text) == chat["ids"]
     # The data pipeline asks for a BOS: a template that writes one does not get a second.

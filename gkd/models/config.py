@@ -98,7 +98,8 @@ class LlamaConfig:
     if self.rope_scaling != "default" and not self.rope_factor > 0:
       raise ModelConfigError(f"rope_scaling={self.rope_scaling!r} needs rope_factor > 0.")
     if self.rope_scaling == "llama3" and not self.rope_high_freq_factor > self.rope_low_freq_factor:
-      raise ModelConfigError("llama3 RoPE scaling needs rope_high_freq_factor > rope_low_freq_factor.")
+      raise ModelConfigError("llama3 RoPE scaling needs rope_high_freq_factor > "
+                             "rope_low_freq_factor.")
 
   @property
   def hd(self) -> int:

@@ -114,7 +114,8 @@ def _smollm3_layers(get, n: int) -> dict:
   return {"nope_layers": tuple(i for i, use_rope in enumerate(flags) if not use_rope)}
 
 
-_QWEN_WINDOW = frozenset({"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"})
+_QWEN_WINDOW = frozenset({"use_sliding_window", "sliding_window", "max_window_layers",
+                          "layer_types"})
 
 FAMILIES: dict[str, Family] = {
   "llama": Family("LlamaForCausalLM", "llama"),
@@ -133,15 +134,15 @@ FAMILIES: dict[str, Family] = {
                     hf_layers=_smollm3_layers, default_theta=2e6),
   "gemma3": Family("Gemma3ForCausalLM", "gemma3_text", qk_norm=True, norm_plus_one=True,
                    sandwich_norms=True, scale_embeddings=True,
-                   hf_fields=frozenset({"hidden_activation", "query_pre_attn_scalar", "sliding_window",
-                                        "layer_types", "sliding_window_pattern",
-                                        "_sliding_window_pattern", "rope_local_base_freq",
-                                        "final_logit_softcapping", "attn_logit_softcapping",
-                                        "use_bidirectional_attention", "cache_implementation"}),
+                   hf_fields=frozenset({
+                       "hidden_activation", "query_pre_attn_scalar", "sliding_window",
+                       "layer_types", "sliding_window_pattern", "_sliding_window_pattern",
+                       "rope_local_base_freq", "final_logit_softcapping", "attn_logit_softcapping",
+                       "use_bidirectional_attention", "cache_implementation"}),
                    hf_defaults={"num_key_value_heads": 4, "head_dim": 256,
-                                "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
-                                "query_pre_attn_scalar": 256, "sliding_window": 4096,
-                                "rope_local_base_freq": 10000.0},
+                                "hidden_activation": "gelu_pytorch_tanh",
+                                "tie_word_embeddings": True, "query_pre_attn_scalar": 256,
+                                "sliding_window": 4096, "rope_local_base_freq": 10000.0},
                    hf_layers=_gemma3_layers, hf_activation="hidden_activation",
                    local_rope_field="rope_local_base_freq",
                    default_theta=1e6),

@@ -67,7 +67,8 @@ def _rope_settings(table: dict, where: str, max_len: int, default_theta: float) 
   kind = table.get("rope_type", table.get("type")) or "default"
   if kind not in _ROPE_KEYS:
     raise refuse(f"{where}.rope_type", kind, f"gkd implements RoPE types {sorted(_ROPE_KEYS)}")
-  extra = set(table) - _ROPE_KEYS[kind] - {"rope_type", "type", "rope_theta", "partial_rotary_factor"}
+  extra = set(table) - _ROPE_KEYS[kind] - {"rope_type", "type", "rope_theta",
+                                           "partial_rotary_factor"}
   if extra:
     key = sorted(extra)[0]
     raise refuse(f"{where}.{key}", table[key], f"not part of gkd's {kind!r} RoPE")
@@ -99,19 +100,22 @@ def _rope(hf: dict, family: str, max_len: int) -> dict:
         raise refuse("rope_parameters", block, f"{fam.architecture} has one RoPE for all layers")
       for kind, name in _LAYER_TYPE_NAMES.items():
         theta = fam.default_theta if kind == "full" else local_default
-        tables[kind] = _rope_settings(block.get(name) or {}, f"rope_parameters.{name}", max_len, theta)
+        tables[kind] = _rope_settings(block.get(name) or {}, f"rope_parameters.{name}", max_len,
+                                      theta)
     else:
       if fam.local_rope_field:
         raise refuse("rope_parameters", block, "expected one block per layer type")
       tables["full"] = tables["sliding"] = _rope_settings(block, "rope_parameters", max_len,
                                                           fam.default_theta)
-  legacy = {"rope_theta": hf.get("rope_theta") or fam.default_theta, **(hf.get("rope_scaling") or {})}
+  legacy = {"rope_theta": hf.get("rope_theta") or fam.default_theta,
+            **(hf.get("rope_scaling") or {})}
   old = {"full": _rope_settings(legacy, "rope_scaling", max_len, fam.default_theta)}
   old["sliding"] = old["full"]
   if fam.local_rope_field:
     old["sliding"] = {"rope_theta": float(hf.get(fam.local_rope_field) or local_default),
                       "rope_scaling": "default"}
-  if tables and any(hf.get(k) is not None for k in ("rope_theta", "rope_scaling", fam.local_rope_field)):
+  legacy_fields = ("rope_theta", "rope_scaling", fam.local_rope_field)
+  if tables and any(hf.get(k) is not None for k in legacy_fields):
     if tables != old:
       raise refuse("rope_parameters", hf["rope_parameters"], "it disagrees with rope_theta/"
                    f"rope_scaling {hf.get('rope_theta')!r}/{hf.get('rope_scaling')!r}")
@@ -126,7 +130,8 @@ def config_from_hf(hf: dict, *, dtype: str = "float32",
   """
   family = family_of(hf)
   fam = FAMILIES[family]
-  unknown = sorted(set(hf) - COMMON - HARMLESS - set(OFF_VALUES) - fam.hf_fields - {fam.hf_activation})
+  read = COMMON | HARMLESS | set(OFF_VALUES) | fam.hf_fields | {fam.hf_activation}
+  unknown = sorted(set(hf) - read)
   if unknown:
     raise refuse(unknown[0], hf[unknown[0]], f"{fam.architecture} in gkd does not read it, and it "
                  "may change the computation")
@@ -145,7 +150,8 @@ def config_from_hf(hf: dict, *, dtype: str = "float32",
   act = get(fam.hf_activation) or "silu"
   if act not in ACTIVATIONS:
     raise refuse(fam.hf_activation, act, f"gkd implements {sorted(ACTIVATIONS)}")
-  dim, n_heads, n_layers = need("hidden_size"), need("num_attention_heads"), need("num_hidden_layers")
+  dim, n_heads = need("hidden_size"), need("num_attention_heads")
+  n_layers = need("num_hidden_layers")
   head_dim = get("head_dim") or dim // n_heads
   max_len = int(get("max_position_embeddings") or 2048)
   rope = _rope(hf, family, max_len)

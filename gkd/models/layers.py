@@ -81,7 +81,8 @@ class Attention(nnx.Module):
     cfg = self.cfg
     b, t = x.shape[0], x.shape[1] - start
     hd, hkv = cfg.hd, cfg.n_kv_heads
-    q = self._positional(self.q(x[:, start:]).reshape(b, t, cfg.n_heads, hd), positions[:, start:], "q")
+    q = self.q(x[:, start:]).reshape(b, t, cfg.n_heads, hd)
+    q = self._positional(q, positions[:, start:], "q")
     # Keys and values are kept head-major, [B,Hkv,S,hd], the layout the attention products
     # read: with [B,S,Hkv,hd] a decode step would copy each layer's whole cache to transpose it.
     k = self._positional(self.k(x).reshape(b, -1, hkv, hd), positions, "k").transpose(0, 2, 1, 3)

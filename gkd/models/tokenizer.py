@@ -83,10 +83,11 @@ class Tokenizer:
     `template_kwargs` are variables of a Jinja template (e.g. Qwen3's enable_thinking=False).
     """
     if self.chat_template == JINJA:
-      special = {f"{name}_token": self.special_token(i) for name, i in
-                 (("bos", self.bos_id), ("eos", self.eos_id), ("unk", self.unk_id)) if i is not None}
-      return jinja.render(self.jinja_template, messages, add_generation_prompt=add_generation_prompt,
-                          special_tokens=special, **template_kwargs)
+      ids = {"bos_token": self.bos_id, "eos_token": self.eos_id, "unk_token": self.unk_id}
+      special = {name: self.special_token(i) for name, i in ids.items() if i is not None}
+      return jinja.render(self.jinja_template, messages,
+                          add_generation_prompt=add_generation_prompt, special_tokens=special,
+                          **template_kwargs)
     if template_kwargs:
       raise ValueError(f"The {self.chat_template!r} chat template takes no variables, got "
                        f"{sorted(template_kwargs)}.")
@@ -155,7 +156,7 @@ class Tokenizer:
     if eos is None:
       raise ValueError(f"{path}: cannot determine the EOS token (no eos_token in tokenizer_config).")
     source = template if template is not None else config.get("chat_template")
-    if isinstance(source, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+    if isinstance(source, list):  # [{"name": "default", "template": ...}, {"name": ...}, ...]
       source = {t.get("name"): t.get("template") for t in source}.get("default")
     kind, system = (JINJA, None) if source else (PLAIN, None)
     if "gkd_chat_template" in config:  # written by save_pretrained: gkd's own kinds round-trip
