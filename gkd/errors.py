@@ -33,3 +33,7 @@ class ModelFileError(UserError, ValueError):
 
 class StoreError(UserError, ValueError):
   """A teacher store cannot serve this run (written for other data, damaged, incomplete)."""
+
+
+class ModelConfigError(ModelFileError):
+  """A checkpoint's config (config.json, GGUF metadata) asks for something gkd does not compute."""

@@ -94,6 +94,35 @@ def test_unsupported_architecture_quant_and_vocab(tmp_path, monkeypatch):
     gguf_io.load_gguf(small)
 
 
+def test_linear_rope_scaling_round_trips(tmp_path):
+  model = tiny_model(rope_scaling="linear", rope_factor=4.0)
+  path = str(tmp_path / "linear.gguf")
+  gguf_io.save_gguf(model, tiny_bpe(), path)
+  loaded, _ = gguf_io.load_gguf(path)
+  assert (loaded.config.rope_scaling, loaded.config.rope_factor) == ("linear", 4.0)
+  tokens = jnp.arange(12)[None]
+  np.testing.assert_allclose(loaded(tokens), model(tokens), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("rope_freqs.weight", "'rope_freqs.weight' .* not supported"),
+    ("blk.0.attn_q_norm.weight", "does not use, e.g. 'blk.0.attn_q_norm.weight'")])
+def test_tensors_the_model_would_not_use_are_refused(tmp_path, monkeypatch, extra, message):
+  add = gguf.GGUFWriter.add_tensor
+
+  def add_with_extra(self, name, tensor, *args, **kw):
+    add(self, name, tensor, *args, **kw)
+    if name == "token_embd.weight":
+      add(self, extra, np.ones(4, np.float32))
+
+  monkeypatch.setattr(gguf.GGUFWriter, "add_tensor", add_with_extra)
+  path = str(tmp_path / "extra.gguf")
+  gguf_io.save_gguf(tiny_model(), tiny_bpe(), path)
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match=message):
+    gguf_io.load_gguf(path)
+
+
 def test_smollm2_metadata_and_tokenizer():
   """Fast checks on the real file: config from metadata, the tokenizer, the chat template."""
   reader = gguf.GGUFReader(gguf_io.smollm2_gguf_path())

@@ -164,3 +164,24 @@ def test_config_validation():
   with pytest.raises(ValueError, match="dtype"):
     TINY.replace(dtype="float64")
   assert llama.LlamaConfig.from_dict(TINY.to_dict()) == TINY
+  for bad, message in [({"family": "gpt2"}, "family='gpt2'"), ({"activation": "relu"}, "activation"),
+                       ({"layer_types": ("full",)}, "layer_types"),
+                       ({"layer_types": ("full", "sliding")}, "sliding_window > 0"),
+                       ({"nope_layers": (2,)}, "nope_layers"), ({"rope_scaling": "yarn"}, "rope_scaling")]:
+    with pytest.raises(ValueError, match=message):
+      TINY.replace(**bad)
+  # Lists (from ml_collections or JSON) become tuples: the config stays hashable.
+  cfg = TINY.replace(layer_types=["sliding", "full"], sliding_window=3, nope_layers=[1])
+  assert hash(cfg) and cfg.layer_types == ("sliding", "full") and cfg.window(0) == 3
+  assert cfg.rope_of(1) is None and cfg.select_layers([1, 0]).layer_types == ("full", "sliding")
+  assert cfg.select_layers([1, 0]).nope_layers == (0,)
+
+
+def test_a_sliding_window_sees_only_its_last_positions():
+  """Token t of a window-3 model depends on tokens t-2..t only; a full-attention one on all."""
+  sliding = llama.init_model(TINY.replace(layer_types=("sliding", "sliding"), sliding_window=3), 0)
+  tokens = _tokens(1, 8)
+  changed = tokens.at[0, 2].set((tokens[0, 2] + 1) % TINY.vocab_size)
+  delta = np.abs(np.asarray(sliding(tokens) - sliding(changed)))[0].max(-1)
+  # Two layers of window 3 reach 4 positions back: 2..6 change, 7 does not.
+  assert (delta[2:7] > 1e-4).all() and delta[7] < 1e-6 and delta[:2].max() < 1e-6

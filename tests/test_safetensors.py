@@ -67,7 +67,7 @@ def test_bad_inputs(tmp_path):
     load_pretrained(str(tmp_path))
   json.dump({**cfg, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
             open(tmp_path / "config.json", "w"))
-  with pytest.raises(ValueError, match="rope_scaling"):
+  with pytest.raises(ValueError, match="rope_scaling has no high_freq_factor"):
     load_pretrained(str(tmp_path))
   # Tokenizer larger than the embedding.
   json.dump({**cfg, "vocab_size": 256}, open(tmp_path / "config.json", "w"))
@@ -82,6 +82,11 @@ def test_bad_inputs(tmp_path):
   os.remove(tmp_path / "model.safetensors")
   with pytest.raises(FileNotFoundError, match="safetensors"):
     load_pretrained(str(tmp_path))
+
+
+def test_settings_a_family_cannot_state_are_not_exported(tmp_path):
+  with pytest.raises(ValueError, match="LlamaForCausalLM has no config.json field for nope_layers"):
+    save_pretrained(tiny(nope_layers=(1,)), tiny_bpe(), str(tmp_path))
 
 
 def test_vocab_mismatch_message(tmp_path):

@@ -15,6 +15,7 @@ import os
 import gguf
 import numpy as np
 
+from gkd.errors import ModelConfigError
 from gkd.models import llama
 from gkd.models.tokenizer import Tokenizer, chat_template_jinja, check_fits
 
@@ -83,8 +84,14 @@ def config_from_gguf(reader: gguf.GGUFReader, *, dtype: str = "float32",
   arch = _field(reader, "general.architecture", required=True)
   if arch not in SUPPORTED_ARCHITECTURES:
     raise ValueError(f"Unsupported GGUF architecture {arch!r}; supported: {SUPPORTED_ARCHITECTURES}.")
-  if _field(reader, f"{arch}.rope.scaling.type", "none") not in ("none", "linear"):
-    raise ValueError(f"Unsupported RoPE scaling {_field(reader, f'{arch}.rope.scaling.type')!r}.")
+  scaling = _field(reader, f"{arch}.rope.scaling.type", "none")
+  if scaling not in ("none", "linear"):
+    raise ModelConfigError(f"GGUF metadata {arch}.rope.scaling.type={scaling!r} is not supported "
+                           "(gkd reads 'none' and 'linear').")
+  rope = {}
+  if scaling == "linear":
+    rope = {"rope_scaling": "linear",
+            "rope_factor": float(_field(reader, f"{arch}.rope.scaling.factor", required=True))}
   n_heads = int(_field(reader, f"{arch}.attention.head_count", required=True))
   dim = int(_field(reader, f"{arch}.embedding_length", required=True))
   names = {t.name for t in reader.tensors}
@@ -103,7 +110,7 @@ def config_from_gguf(reader: gguf.GGUFReader, *, dtype: str = "float32",
     norm_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
     tie_embeddings="output.weight" not in names,
     head_dim=None if head_dim == dim // n_heads else head_dim,
-    dtype=dtype, param_dtype=param_dtype or dtype)
+    dtype=dtype, param_dtype=param_dtype or dtype, **rope)
   rope_dim = _field(reader, f"{arch}.rope.dimension_count", cfg.hd)
   if int(rope_dim) != cfg.hd:
     raise ValueError(f"Partial RoPE (rope.dimension_count={rope_dim} < head_dim={cfg.hd}) "
@@ -153,10 +160,15 @@ def load_gguf(path: str | None = None, *, dtype: str = "float32",
   reader = _read(path)
   cfg = config_from_gguf(reader, dtype=dtype, param_dtype=param_dtype)
   tensors = {t.name: t for t in reader.tensors}
+  if "rope_freqs.weight" in tensors:  # llama.cpp's form of Llama 3.1+ RoPE scaling
+    raise ModelConfigError(f"{path}: tensor 'rope_freqs.weight' (per-frequency RoPE factors) is "
+                           "not supported; load the Hugging Face checkpoint with load_pretrained.")
+  used = set()
 
   def get(name):
     if name not in tensors:
       raise ValueError(f"{path}: tensor {name!r} is missing.")
+    used.add(name)
     return _dequantize(tensors[name])
 
   params = {"embed.embedding": get("token_embd.weight"), "final_norm.scale": get("output_norm.weight")}
@@ -172,6 +184,9 @@ def load_gguf(path: str | None = None, *, dtype: str = "float32",
       params[f"layers.{i}.{dst}.kernel"] = w.T
     for src, dst in _NORMS.items():
       params[f"layers.{i}.{dst}"] = get(f"blk.{i}.{src}.weight")
+  if unused := sorted(set(tensors) - used):
+    raise ValueError(f"{path}: {len(unused)} tensor(s) the llama model does not use, e.g. "
+                     f"{unused[0]!r}: the metadata does not describe these weights.")
   tokenizer = tokenizer_from_gguf(reader)
   check_fits(tokenizer, cfg.vocab_size, path)
   return llama.from_flat_params(cfg, params), tokenizer
@@ -193,7 +208,14 @@ def save_gguf(model: llama.Llama, tokenizer: Tokenizer, path: str) -> None:
   w.add_feed_forward_length(cfg.ffn_dim)
   w.add_head_count(cfg.n_heads)
   w.add_head_count_kv(cfg.n_kv_heads)
+  if cfg.family != "llama" or cfg.rope_scaling not in ("default", "linear") or cfg.layer_types \
+      or cfg.nope_layers or cfg.query_pre_attn_scalar or cfg.activation != "silu" or cfg.qkv_bias:
+    raise ModelConfigError("save_gguf writes plain Llama models (no q/k/v biases, windows, "
+                           f"RoPE-less layers or {cfg.rope_scaling!r} RoPE); use save_pretrained.")
   w.add_rope_freq_base(cfg.rope_theta)
+  if cfg.rope_scaling == "linear":
+    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    w.add_rope_scaling_factor(cfg.rope_factor)
   w.add_layer_norm_rms_eps(cfg.norm_eps)
   w.add_rope_dimension_count(cfg.hd)
   w.add_vocab_size(cfg.vocab_size)

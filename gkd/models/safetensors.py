@@ -1,9 +1,9 @@
-"""Hugging Face checkpoints: config.json + *.safetensors (sharded too) + tokenizer.json.
+"""Hugging Face checkpoints: config.json + *.safetensors (sharded too) + tokenizer files.
 
-`load_pretrained` reads Llama / Qwen2 / Mistral-style (SmolLM) causal LMs; `save_pretrained`
-writes a LlamaForCausalLM (Qwen2ForCausalLM when q/k/v have biases) directory that
-`transformers` loads, so a distilled student can leave gkd. HF stores Linear weights as
-[out, in]; gkd kernels are [in, out], hence the transposes.
+`load_pretrained` reads the causal LMs of every family in `families.FAMILIES` (config.json in
+either transformers layout, see hf_config.py); `save_pretrained` writes a directory that
+`transformers` loads as the model's own family, so a distilled student can leave gkd. HF stores
+Linear weights as [out, in]; gkd kernels are [in, out], hence the transposes.
 """
 
 from __future__ import annotations
@@ -15,14 +15,27 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from gkd.errors import ModelConfigError
 from gkd.models import llama
-from gkd.models.tokenizer import CHATML, Tokenizer, chat_template_jinja, check_fits
+from gkd.models.families import FAMILIES
+from gkd.models.hf_config import config_from_hf, config_to_hf  # noqa: F401  (config_from_hf: API)
+from gkd.models.tokenizer import CHATML, JINJA, Tokenizer, chat_template_jinja, check_fits
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 _PROJ = {"self_attn.q_proj": "attn.q", "self_attn.k_proj": "attn.k", "self_attn.v_proj": "attn.v",
          "self_attn.o_proj": "attn.o", "mlp.gate_proj": "mlp.gate", "mlp.up_proj": "mlp.up",
          "mlp.down_proj": "mlp.down"}
-_NORMS = {"input_layernorm": "attn_norm", "post_attention_layernorm": "mlp_norm"}
+# Buffers older transformers saved beside the weights; gkd recomputes them from config.json.
+_DERIVED = ("rotary_emb.inv_freq",)
+
+
+def _layer_names(cfg: llama.LlamaConfig) -> dict[str, str]:
+  """{HF per-layer tensor name: gkd parameter name} of one layer, for the config's family."""
+  names = {f"{src}.weight": f"{dst}.kernel" for src, dst in _PROJ.items()}
+  if cfg.qkv_bias:
+    names.update({f"self_attn.{x}_proj.bias": f"attn.{x}.bias" for x in "qkv"})
+  family = FAMILIES[cfg.family]
+  names.update({f"{src}.weight": f"{dst}.scale" for src, dst in family.hf_norms.items()})
+  return names
 
 
 def _read_json(path: str) -> dict:
@@ -33,37 +46,6 @@ def _read_json(path: str) -> dict:
     raise FileNotFoundError(f"{path} not found.") from None
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON (truncated?): {e}") from e
-
-
-def config_from_hf(hf: dict, *, dtype: str = "float32",
-                   param_dtype: str | None = None) -> llama.LlamaConfig:
-  """A LlamaConfig from a Hugging Face config.json dict; unsupported features fail loudly.
-
-  `dtype` is the compute dtype, `param_dtype` the storage dtype (None: the same as `dtype`).
-  """
-  archs = hf.get("architectures") or [hf.get("model_type", "?")]
-  if archs[0] not in SUPPORTED_ARCHITECTURES:
-    raise ValueError(f"Unsupported architecture {archs[0]!r}; supported: {SUPPORTED_ARCHITECTURES}.")
-  scaling = hf.get("rope_scaling")
-  if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
-    raise ValueError(f"Unsupported rope_scaling {scaling!r}.")
-  if hf.get("mlp_bias") or (archs[0] != "Qwen2ForCausalLM" and hf.get("attention_bias")):
-    raise ValueError("Unsupported: biases on the MLP or attention output projections.")
-  if hf.get("use_sliding_window") or (archs[0] == "MistralForCausalLM" and hf.get("sliding_window")):
-    raise ValueError("Unsupported: sliding-window attention.")
-  if hf.get("hidden_act", "silu") != "silu":
-    raise ValueError(f"Unsupported activation {hf['hidden_act']!r} (SwiGLU with silu only).")
-  n_heads = hf["num_attention_heads"]
-  head_dim = hf.get("head_dim") or hf["hidden_size"] // n_heads
-  return llama.LlamaConfig(
-    vocab_size=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-    n_heads=n_heads, n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-    ffn_dim=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
-    rope_theta=float(hf.get("rope_theta", 10000.0)), norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-    tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-    head_dim=None if head_dim == hf["hidden_size"] // n_heads else head_dim,
-    qkv_bias=archs[0] == "Qwen2ForCausalLM", dtype=dtype,
-    param_dtype=param_dtype or dtype)
 
 
 def _weight_files(hf_dir: str) -> list[str]:
@@ -103,35 +85,43 @@ def _read_tensors(files: list[str]) -> dict[str, np.ndarray]:
 
 def load_pretrained(hf_dir: str, *, dtype: str = "float32",
                     param_dtype: str | None = None) -> tuple[llama.Llama, Tokenizer]:
-  """Loads a Llama/Qwen2/SmolLM-style Hugging Face directory into (Llama, Tokenizer).
+  """Loads a Hugging Face causal-LM directory of a supported family into (Llama, Tokenizer).
 
   `dtype` is the compute dtype; `param_dtype` stores the weights (None: as `dtype`), e.g.
-  float32 master weights with bf16 compute for a student that is trained.
+  float32 master weights with bf16 compute for a student that is trained. Tensors the model
+  does not use are an error, not skipped: they would mean a part of the network is missing.
   """
   hf_dir = os.fspath(hf_dir)
   if not os.path.isdir(hf_dir):
     raise FileNotFoundError(f"Checkpoint directory not found: {hf_dir}")
-  cfg = config_from_hf(_read_json(os.path.join(hf_dir, "config.json")), dtype=dtype,
-                       param_dtype=param_dtype)
+  config_path = os.path.join(hf_dir, "config.json")
+  try:
+    cfg = config_from_hf(_read_json(config_path), dtype=dtype, param_dtype=param_dtype)
+  except ModelConfigError as e:
+    raise ModelConfigError(f"{config_path}: {e}") from None
   raw = _read_tensors(_weight_files(hf_dir))
+  used = set()
 
   def get(name):
     if name not in raw:
       raise ValueError(f"{hf_dir}: tensor {name!r} is missing.")
+    used.add(name)
     return raw[name]
 
   params = {"embed.embedding": get("model.embed_tokens.weight"),
             "final_norm.scale": get("model.norm.weight")}
   if not cfg.tie_embeddings:
     params["lm_head.kernel"] = get("lm_head.weight").T
+  else:  # some tied checkpoints store the shared matrix twice; transformers uses the embedding
+    used.add("lm_head.weight")
   for i in range(cfg.n_layers):
-    pre = f"model.layers.{i}."
-    for src, dst in _PROJ.items():
-      params[f"layers.{i}.{dst}.kernel"] = get(f"{pre}{src}.weight").T
-      if cfg.qkv_bias and dst in ("attn.q", "attn.k", "attn.v"):
-        params[f"layers.{i}.{dst}.bias"] = get(f"{pre}{src}.bias")
-    for src, dst in _NORMS.items():
-      params[f"layers.{i}.{dst}.scale"] = get(f"{pre}{src}.weight")
+    for src, dst in _layer_names(cfg).items():
+      value = get(f"model.layers.{i}.{src}")
+      params[f"layers.{i}.{dst}"] = value.T if dst.endswith(".kernel") else value
+  unused = sorted(k for k in set(raw) - used if not k.endswith(_DERIVED))
+  if unused:
+    raise ValueError(f"{hf_dir}: {len(unused)} tensor(s) the {cfg.family} model does not use, "
+                     f"e.g. {unused[0]!r}: the config.json does not describe these weights.")
   tokenizer = _load_tokenizer(hf_dir)
   check_fits(tokenizer, cfg.vocab_size, hf_dir)
   return llama.from_flat_params(cfg, params), tokenizer
@@ -143,8 +133,10 @@ def _load_tokenizer(hf_dir: str) -> Tokenizer:
     raise FileNotFoundError(f"{path} not found (only fast tokenizers are supported).")
   config_path = os.path.join(hf_dir, "tokenizer_config.json")
   config = _read_json(config_path) if os.path.exists(config_path) else {}
+  template_path = os.path.join(hf_dir, "chat_template.jinja")  # newer transformers' own file
+  template = open(template_path).read() if os.path.exists(template_path) else None
   try:
-    return Tokenizer.from_tokenizer_json(path, config=config)
+    return Tokenizer.from_tokenizer_json(path, config=config, template=template)
   except Exception as e:
     if isinstance(e, ValueError) and "EOS" in str(e):
       raise
@@ -157,6 +149,7 @@ def save_pretrained(model: llama.Llama, tokenizer: Tokenizer, out_dir: str) -> N
   if tokenizer.vocab_size > cfg.vocab_size:
     raise ValueError(f"Tokenizer has {tokenizer.vocab_size} tokens, the model only "
                      f"{cfg.vocab_size} embedding rows.")
+  hf = config_to_hf(cfg, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
   os.makedirs(out_dir, exist_ok=True)
   flat = {k: np.asarray(v) for k, v in llama.flat_params(model).items()}
   out = {"model.embed_tokens.weight": flat["embed.embedding"],
@@ -164,31 +157,16 @@ def save_pretrained(model: llama.Llama, tokenizer: Tokenizer, out_dir: str) -> N
   if not cfg.tie_embeddings:
     out["lm_head.weight"] = flat["lm_head.kernel"].T
   for i in range(cfg.n_layers):
-    pre = f"model.layers.{i}."
-    for src, dst in _PROJ.items():
-      out[f"{pre}{src}.weight"] = flat[f"layers.{i}.{dst}.kernel"].T
-      if f"layers.{i}.{dst}.bias" in flat:
-        out[f"{pre}{src}.bias"] = flat[f"layers.{i}.{dst}.bias"]
-    for src, dst in _NORMS.items():
-      out[f"{pre}{src}.weight"] = flat[f"layers.{i}.{dst}.scale"]
+    for src, dst in _layer_names(cfg).items():
+      value = flat[f"layers.{i}.{dst}"]
+      out[f"model.layers.{i}.{src}"] = value.T if dst.endswith(".kernel") else value
   out = {k: np.ascontiguousarray(v) for k, v in out.items()}
   save_file(out, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-
-  arch = "Qwen2ForCausalLM" if cfg.qkv_bias else "LlamaForCausalLM"
-  hf = {"architectures": [arch], "model_type": "qwen2" if cfg.qkv_bias else "llama",
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
-        "head_dim": cfg.hd, "intermediate_size": cfg.ffn_dim, "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len, "rope_theta": cfg.rope_theta,
-        "rms_norm_eps": cfg.norm_eps, "tie_word_embeddings": cfg.tie_embeddings,
-        "attention_bias": False, "mlp_bias": False, "rope_scaling": None,
-        "torch_dtype": cfg.param_dtype, "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)
 
   tokenizer.backend.save(os.path.join(out_dir, "tokenizer.json"))
-  name = lambda i: None if i is None else tokenizer.backend.id_to_token(i)  # noqa: E731
+  name = tokenizer.special_token
   tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": name(tokenizer.bos_id),
              "eos_token": name(tokenizer.eos_id), "pad_token": name(tokenizer.pad_id),
              "unk_token": name(tokenizer.unk_id),
@@ -196,5 +174,7 @@ def save_pretrained(model: llama.Llama, tokenizer: Tokenizer, out_dir: str) -> N
              "gkd_default_system": tokenizer.default_system}
   if tokenizer.chat_template == CHATML:
     tok_cfg["chat_template"] = chat_template_jinja(tokenizer)
+  elif tokenizer.chat_template == JINJA:
+    tok_cfg["chat_template"] = tokenizer.jinja_template
   with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
     json.dump(tok_cfg, f, indent=2)

@@ -2,7 +2,9 @@
 
 Every tokenizer in gkd (SmolLM2's BPE rebuilt from GGUF metadata, a Hugging Face
 tokenizer.json, or the small character-level one of the CPU testbed) is this class,
-so the data pipeline, the sampler and the trainer see one interface.
+so the data pipeline, the sampler and the trainer see one interface. A Hugging Face
+tokenizer keeps its model's own chat template and renders it as transformers does
+(chat_template.py).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Sequence
 
 import tokenizers
 
-CHATML = "chatml"  # <|im_start|>role\ncontent<|im_end|>\n  (SmolLM2, Qwen2)
+from gkd.models import chat_template as jinja
+
+CHATML = "chatml"  # <|im_start|>role\ncontent<|im_end|>\n  (SmolLM2 from GGUF)
 PLAIN = "plain"  # "role: content\n" lines, for tokenizers without chat special tokens
+JINJA = "jinja"  # the model's own Jinja template (`jinja_template`), from Hugging Face files
 
 
 @dataclasses.dataclass
@@ -31,6 +36,7 @@ class Tokenizer:
   chat_template: str = PLAIN
   unk_id: int | None = None  # if set, text that encodes to it is an error, not silently mangled
   default_system: str | None = None  # ChatML: system message added when the chat has none (SmolLM2)
+  jinja_template: str | None = None  # the template's source, when chat_template is JINJA
 
   def __post_init__(self):
     n = self.vocab_size
@@ -38,28 +44,53 @@ class Tokenizer:
       value = getattr(self, name)
       if value is not None and not 0 <= value < n:
         raise ValueError(f"Tokenizer {name}={value} is outside the vocabulary of size {n}.")
-    if self.chat_template not in (CHATML, PLAIN):
-      raise ValueError(f"Unknown chat template {self.chat_template!r}; use {CHATML!r} or {PLAIN!r}.")
+    if self.chat_template not in (CHATML, PLAIN, JINJA):
+      raise ValueError(f"Unknown chat template {self.chat_template!r}; use {CHATML!r}, "
+                       f"{PLAIN!r} or {JINJA!r}.")
+    if (self.chat_template == JINJA) != (self.jinja_template is not None):
+      raise ValueError("A Jinja chat template needs its source (jinja_template), and only it.")
 
   @property
   def vocab_size(self) -> int:
     return self.backend.get_vocab_size(with_added_tokens=True)
 
   def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+    """Token ids of `text`, special tokens written in it included; `add_bos` puts BOS first.
+
+    A Jinja chat template writes the BOS its model expects (as transformers' templates do), so
+    a BOS such a prompt already starts with is not repeated.
+    """
     encoding = self.backend.encode(text, add_special_tokens=False)
     ids = encoding.ids
     if self.unk_id is not None and self.unk_id in ids:
       unknown = sorted({text[a:b] for (a, b), i in zip(encoding.offsets, ids) if i == self.unk_id})
       raise ValueError(f"Text has characters outside the tokenizer's vocabulary: {unknown!r}")
-    if add_bos and self.bos_id is not None:
+    if add_bos and self.bos_id is not None and not (self.chat_template == JINJA
+                                                    and ids[:1] == [self.bos_id]):
       ids = [self.bos_id] + ids
     return ids
 
   def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
     return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
-  def apply_chat_template(self, messages: Sequence[dict], *, add_generation_prompt: bool = True) -> str:
-    """Formats [{"role": ..., "content": ...}] as a prompt string."""
+  def special_token(self, token_id: int | None) -> str | None:
+    return None if token_id is None else self.backend.id_to_token(token_id)
+
+  def apply_chat_template(self, messages: Sequence[dict], *, add_generation_prompt: bool = True,
+                          **template_kwargs) -> str:
+    """Formats [{"role": ..., "content": ...}] as a prompt string.
+
+    `template_kwargs` are variables of a Jinja template (e.g. Qwen3's enable_thinking=False).
+    """
+    if self.chat_template == JINJA:
+      ids = {"bos_token": self.bos_id, "eos_token": self.eos_id, "unk_token": self.unk_id}
+      special = {name: self.special_token(i) for name, i in ids.items() if i is not None}
+      return jinja.render(self.jinja_template, messages,
+                          add_generation_prompt=add_generation_prompt, special_tokens=special,
+                          **template_kwargs)
+    if template_kwargs:
+      raise ValueError(f"The {self.chat_template!r} chat template takes no variables, got "
+                       f"{sorted(template_kwargs)}.")
     if self.chat_template == CHATML:
       if self.default_system is not None and (not messages or messages[0]["role"] != "system"):
         messages = [{"role": "system", "content": self.default_system}, *messages]
@@ -100,10 +131,13 @@ class Tokenizer:
                chat_template=template, default_system=system)
 
   @classmethod
-  def from_tokenizer_json(cls, path: str, *, config: dict | None = None) -> "Tokenizer":
+  def from_tokenizer_json(cls, path: str, *, config: dict | None = None,
+                          template: str | None = None) -> "Tokenizer":
     """Reads a Hugging Face tokenizer.json; special ids come from `config` (tokenizer_config.json).
 
-    Without a config, eos is the first of <|im_end|>, <|endoftext|>, </s> that exists.
+    Without a config, eos is the first of <|im_end|>, <|endoftext|>, </s> that exists. The chat
+    template is `template` (a chat_template.jinja file's text), else the config's
+    `chat_template` (its "default" entry when it lists several), rendered with Jinja.
     """
     backend = tokenizers.Tokenizer.from_file(path)
     config = config or {}
@@ -121,13 +155,16 @@ class Tokenizer:
     eos = token_id("eos_token", ["<|im_end|>", "<|endoftext|>", "</s>"])
     if eos is None:
       raise ValueError(f"{path}: cannot determine the EOS token (no eos_token in tokenizer_config).")
-    template, system = _template_kind(config.get("chat_template"))
-    if "gkd_chat_template" in config:
-      template = config["gkd_chat_template"]
-      system = config.get("gkd_default_system")
+    source = template if template is not None else config.get("chat_template")
+    if isinstance(source, list):  # [{"name": "default", "template": ...}, {"name": ...}, ...]
+      source = {t.get("name"): t.get("template") for t in source}.get("default")
+    kind, system = (JINJA, None) if source else (PLAIN, None)
+    if "gkd_chat_template" in config:  # written by save_pretrained: gkd's own kinds round-trip
+      kind, system = config["gkd_chat_template"], config.get("gkd_default_system")
     return cls(backend, bos_id=token_id("bos_token"), eos_id=eos,
                pad_id=token_id("pad_token") if token_id("pad_token") is not None else eos,
-               unk_id=token_id("unk_token"), chat_template=template, default_system=system)
+               unk_id=token_id("unk_token"), chat_template=kind, default_system=system,
+               jinja_template=source if kind == JINJA else None)
 
 
 def _template_kind(text: str | None) -> tuple[str, str | None]:

@@ -46,8 +46,8 @@ def model_config(config, role: str, *, vocab_size=None, teacher=None) -> llama.L
       with open(os.path.join(cfg.path, "config.json")) as f:
         return safetensors.config_from_hf(json.load(f), **kinds)
   if cfg.source == "derive":
-    n = len(list(cfg.derive_layers)) or len(range(0, teacher.n_layers, cfg.derive_every_k))
-    return teacher.replace(n_layers=n, **kinds)
+    layers = list(cfg.derive_layers) or list(range(0, teacher.n_layers, cfg.derive_every_k))
+    return teacher.select_layers(layers).replace(**kinds)
   return llama_config(cfg, vocab_size, role)
 
 
