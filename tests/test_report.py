@@ -44,10 +44,9 @@ def make(start_acc, final_acc, teacher_acc=None, example=None):
   key = "accuracy"
   i = report.choose_example(start, final, key)
   ex = {"index": i, "prompt": "p", "response": "r", **(example or {})}
-  teacher = start if teacher_acc is not None else None
   return report.build(distil_config(), "runs/x", HISTORY, {"student": 210_000,
                                                            "teacher": 1_590_000},
-                      final=final, example=ex, start=start, teacher=teacher), start, final
+                      final=final, example=ex, start=start), start, final
 
 
 def test_the_table_shows_before_after_the_paired_change_and_the_teacher_with_cis():
@@ -155,3 +154,30 @@ def test_the_figure_has_the_train_loss_and_each_eval_metric(tmp_path):
 def test_the_figure_of_a_run_without_train_rows_still_draws(tmp_path, bad):
   assert report.plot_curves(bad, str(tmp_path / "c.png"))[0] == "loss"
   assert os.path.getsize(tmp_path / "c.png") > 0
+
+
+def test_rows_of_other_examples_are_not_paired():
+  """A step-0 file from another eval (other example ids) gives no paired change or example."""
+  start = rows([0] * N)
+  for row in start:
+    row["example_id"] += 1000
+  final = rows([1] * N)
+  assert report.choose_example(start, final, "accuracy") == 0
+  r = report.build(distil_config(), "w", HISTORY, {"student": 1}, final=final, start=start,
+                   example={"index": 0, "prompt": "p", "response": "r"})
+  assert dict(r.example)["student"] == "'x0'" and "student before" not in dict(r.example)
+  assert {row[0]: row[3] for row in r.results}["accuracy (greedy)"] == "+0.500"
+  assert not any("paired" in s for s in r.verdict)
+
+
+def test_a_text_task_shows_rouge_once_and_is_judged_by_it():
+  final = [{"example_id": i, "completion": "c", "accuracy": s, "rougeL": s, "rouge1": s}
+           for i, s in enumerate(np.linspace(0, 1, N))]
+  start = [dict(r, accuracy=0.0, rougeL=0.0, rouge1=0.0) for r in final]
+  history = [{"step": 0, "eval/accuracy": 0.0, "eval/rougeL": 0.0},
+             {"step": 9, "eval/accuracy": 0.5, "eval/rougeL": 0.5}]
+  r = report.build(distil_config(), "w", history, {"student": 1}, final=final, start=start,
+                   example={"index": 1, "prompt": "p", "response": "r"})
+  assert [row[0] for row in r.results] == ["ROUGE-L (greedy)"]
+  assert report.choose_example(start, final, report.task_metric(final)) == 1
+  assert "The student's ROUGE-L (greedy) rose from 0.000 to 0.500" in r.verdict[0]

@@ -39,7 +39,9 @@ ROWS = (  # (metric, label): the rows shown when the run measured them; the task
     ("rougeL", "ROUGE-L (greedy)"),
     ("accuracy", "accuracy (greedy)"),
 )
-TASK_METRICS = ("accuracy", "rougeL")  # the first the run has is the one the verdict is about
+# Means over examples, shown with CIs. A text task (graded by ROUGE) also logs its ROUGE-L as
+# "accuracy": the report shows it once, as ROUGE-L.
+TASK_METRICS = ("rougeL", "accuracy")
 RESAMPLES = 2000  # enough for 2-digit CIs, and fast on a few thousand examples
 
 
@@ -120,6 +122,17 @@ def _setup(config, sizes: dict) -> list[tuple[str, str]]:
   return rows
 
 
+def task_metric(final: list[dict]) -> str | None:
+  """The task metric the verdict and the example are about: ROUGE-L for text tasks, else
+  accuracy; None for an ungraded task."""
+  return next((k for k in TASK_METRICS if _values(final, k)), None)
+
+
+def _paired_rows(start, final) -> bool:
+  """Whether step 0's rows and the final ones are the same examples in the same order."""
+  return bool(start) and [r["example_id"] for r in start] == [r["example_id"] for r in final]
+
+
 def _values(rows: list[dict] | None, key: str) -> list[float] | None:
   if not rows or any(key not in r for r in rows):
     return None
@@ -146,14 +159,14 @@ def _results(history: list[dict], start, final, teacher) -> tuple[list[str], lis
   header = ["metric", "before", "after", "change"] + (["teacher"] if teacher else [])
   table = []
   for key, label in ROWS:
-    if f"eval/{key}" not in after:
+    if f"eval/{key}" not in after or (key == "accuracy" and "eval/rougeL" in after):
       continue
     digits = 3 if key in TASK_METRICS else 4
     b, a = (_values(start, key), _values(final, key)) if key in TASK_METRICS else (None, None)
     was, now = before.get(f"eval/{key}"), after[f"eval/{key}"]
     row = [label, _ci(b, digits) if b else _plain(was, digits), _ci(a, digits) if a else
            _plain(now, digits)]
-    if a and b and len(a) == len(b):
+    if a and b and _paired_rows(start, final):
       d = _paired(a, b)
       row.append(f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]")
     else:
@@ -172,7 +185,7 @@ def _plain(value, digits: int) -> str:
 def _verdict(config, start, final, teacher) -> list[str]:
   """Sentences on the task metric: the teacher's score, and whether the student's moved
   beyond its interval."""
-  key = next((k for k in TASK_METRICS if _values(final, k)), None)
+  key = task_metric(final)
   if key is None:
     return []
   label = dict(ROWS)[key]
@@ -184,7 +197,7 @@ def _verdict(config, start, final, teacher) -> list[str]:
     out.append(f"The teacher scores {ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}] {label} on the "
                f"same {n:,} {config.eval.split} examples.")
   b, a = _values(start, key), _values(final, key)
-  if b and len(b) == len(a):
+  if b and _paired_rows(start, final):
     d = _paired(a, b)
     where = ("beyond its 95% CI" if d.excludes_zero else "within its 95% CI: not resolved")
     direction = "rose" if d.mean > 0 else "fell" if d.mean < 0 else "stayed"
@@ -194,11 +207,15 @@ def _verdict(config, start, final, teacher) -> list[str]:
   return out
 
 
+def _scored_teacher(start) -> bool:
+  return bool(start) and TEACHER + "completion" in start[0]
+
+
 def choose_example(start, final, key: str | None) -> int:
   """The index of the example to show: the first whose task score went up where the teacher
   (when scored, in `start`) does at least as well, else the first whose score went up, else
   the first."""
-  if not (key and start and len(start) == len(final)):
+  if not (key and _paired_rows(start, final)):
     return 0
   rose = [i for i, (b, a) in enumerate(zip(start, final)) if a.get(key, 0.0) > b.get(key, 0.0)]
   taught = [i for i in rose if start[i].get(TEACHER + key, -np.inf) >= final[i][key]]
@@ -234,15 +251,15 @@ def _outputs(workdir: str) -> list[tuple[str, str]]:
 
 
 def build(config, workdir: str, history: list[dict], sizes: dict, *, final: list[dict],
-          example: dict, start: list[dict] | None = None,
-          teacher: list[dict] | None = None) -> Report:
+          example: dict, start: list[dict] | None = None) -> Report:
   """The report of a finished run. `history`: metrics.jsonl's rows; `final`/`start`: the
   per-example rows of the final and step-0 evaluations (start holds the teacher's as
-  "teacher/..." keys when it was evaluated); `sizes`: parameter counts by role; `example`:
-  the chosen example's "prompt", "response" and, when known, "teacher" texts."""
-  key = next((k for k in TASK_METRICS if _values(final, k)), None)
+  "teacher/..." keys when it was scored); `sizes`: parameter counts by role; `example`: the
+  chosen example's "index", "prompt", "response" and, when known, "teacher" texts."""
+  teacher = start if _scored_teacher(start) else None
+  key = task_metric(final)
   i = example["index"]
-  before = start[i] if start and len(start) == len(final) else None
+  before = start[i] if _paired_rows(start, final) else None
   scores = {"after": final[i].get(key), "before": before.get(key) if before else None,
             "teacher": teacher[i].get(TEACHER + key) if teacher and key else None}
   header, results = _results(history, start, final, teacher)
@@ -258,7 +275,7 @@ def build(config, workdir: str, history: list[dict], sizes: dict, *, final: list
       outputs=_outputs(workdir))
 
 
-def _aligned(rows: list[list[str]], indent: str = "  ") -> list[str]:
+def _columns(rows: list[list[str]], indent: str = "  ") -> list[str]:
   widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
   return [indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
 
@@ -266,14 +283,14 @@ def _aligned(rows: list[list[str]], indent: str = "  ") -> list[str]:
 def text(report: Report) -> str:
   """The report as the terminal shows it."""
   lines = [report.title]
-  lines += _aligned([[k, v] for k, v in report.setup])
+  lines += _columns([[k, v] for k, v in report.setup])
   if report.results:
     lines += ["", "  What moved (task metrics with 95% bootstrap CIs over the examples, the change "
               "paired by example):"]
-    lines += _aligned([report.header] + report.results)
+    lines += _columns([report.header] + report.results)
   lines += [""] + [f"  {s}" for s in report.verdict]
-  lines += ["", "  Example:"] + _aligned([[k, v] for k, v in report.example], "    ")
-  lines += ["", "  Outputs:"] + _aligned([[p, w] for p, w in report.outputs], "    ")
+  lines += ["", "  Example:"] + _columns([[k, v] for k, v in report.example], "    ")
+  lines += ["", "  Outputs:"] + _columns([[p, w] for p, w in report.outputs], "    ")
   return "\n".join(lines)
 
 
@@ -364,13 +381,12 @@ def write(run, workdir: str, result) -> Report | None:
   if not final:
     return None
   start = rundir.read_jsonl(os.path.join(workdir, START_EXAMPLES)) or None
-  teacher = start if start and any(k.startswith(TEACHER) for k in start[0]) else None
-  key = next((k for k in TASK_METRICS if _values(final, k)), None)
+  key = task_metric(final)
   i = choose_example(start, final, key)
   raw = run.evaluator.examples[final[i]["example_id"]]
   example = {"index": i, "prompt": raw["prompt"], "response": raw["response"]}
-  if teacher:
-    example["teacher"] = teacher[i][TEACHER + "completion"]
+  if _scored_teacher(start):
+    example["teacher"] = start[i][TEACHER + "completion"]
   else:
     generator = run.teacher.generator(run.teacher_params)
     if generator is not None:
@@ -380,7 +396,7 @@ def write(run, workdir: str, result) -> Report | None:
     sizes["teacher"] = sum(llama.count_params(t) for t in run.teacher.modules(run.teacher_params))
   history = rundir.read_jsonl(os.path.join(workdir, rundir.METRICS))
   report = build(run.config, workdir, history, sizes, final=final, example=example,
-                 start=start, teacher=teacher)
+                 start=start)
   plot_curves(history, os.path.join(workdir, FIGURE))
   rundir.atomic_write(os.path.join(workdir, REPORT), markdown(report))
   return report
