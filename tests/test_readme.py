@@ -148,7 +148,7 @@ def _check_report(stdout: str, workdir) -> None:
 
 
 @pytest.mark.e2e
-def test_demo_command_runs_short(tmp_path):
+def test_demo_command_runs_short(tmp_path, shared_data_dir):
   """The demo as written, two steps long on 20 examples, ends with its report."""
   stdout = _run_demo(tmp_path, "--config.train.num_steps=2", "--config.eval.num_examples=20")
   _check_report(stdout, tmp_path / "demo")
@@ -156,14 +156,14 @@ def test_demo_command_runs_short(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_command_runs_as_written(tmp_path):
+def test_demo_command_runs_as_written(tmp_path, shared_data_dir):
   stdout = _run_demo(tmp_path)
   _check_report(stdout, tmp_path / "demo")
   assert "beyond its 95% CI" in stdout
 
 
 @pytest.mark.slow
-def test_pretrained_demo_runs_short(tmp_path):
+def test_pretrained_demo_runs_short(tmp_path, shared_data_dir):
   """The second demo (the real SmolLM2-135M-Instruct), as docs/config.md's table names it."""
   stdout = _run([sys.executable, "-m", "gkd.main", "--config=configs/demo_smollm2.py",
                  "--workdir=x", "--config.train.num_steps=2"], tmp_path, "smollm2", timeout=1800)

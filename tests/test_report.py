@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gkd.eval import stats
+from gkd.eval import plots
 from gkd.train import defaults, report
 
 N = 40
@@ -141,7 +142,7 @@ def test_ordinals():
 
 def test_the_figure_has_the_train_loss_and_each_eval_metric(tmp_path):
   path = tmp_path / "curves.png"
-  panels = report.plot_curves(HISTORY, str(path))
+  panels = plots.metric_curves(HISTORY, str(path))
   assert panels == ["loss", "eval/accuracy", "eval/forward_kl", "eval/nll"]  # no teacher panels
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -152,7 +153,7 @@ def test_the_figure_has_the_train_loss_and_each_eval_metric(tmp_path):
 
 @pytest.mark.parametrize("bad", [[], [{"step": 3, "eval/accuracy": 0.5}]])
 def test_the_figure_of_a_run_without_train_rows_still_draws(tmp_path, bad):
-  assert report.plot_curves(bad, str(tmp_path / "c.png"))[0] == "loss"
+  assert plots.metric_curves(bad, str(tmp_path / "c.png"))[0] == "loss"
   assert os.path.getsize(tmp_path / "c.png") > 0
 
 

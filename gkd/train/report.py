@@ -318,41 +318,6 @@ def markdown(report: Report) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot_curves(history: list[dict], path: str) -> list[str]:
-  """Saves the learning curves: the train loss and each eval metric against the step, the
-  teacher's own score (eval/teacher/...) as a dashed line where it was measured. Returns the
-  metrics drawn, one panel each."""
-  import matplotlib  # here, not at import: only the end of a run needs it
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  train = [r for r in history if isinstance(r.get("loss"), (int, float))]
-  names = sorted({k[5:] for r in history for k, v in r.items() if k.startswith("eval/")
-                  and not k.startswith("eval/" + TEACHER) and isinstance(v, (int, float))
-                  and k != "eval/num_examples"})
-  panels = [("loss", "train loss", train)] + [
-      (f"eval/{n}", f"eval {n}", [r for r in history if f"eval/{n}" in r]) for n in names]
-  cols = min(4, len(panels))
-  rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
-  for ax, (key, title, points) in zip(axes.flat, panels):
-    ax.plot([r["step"] for r in points], [r[key] for r in points], marker="o" if key != "loss"
-            else None, ms=3)
-    teacher = next((r[f"eval/{TEACHER}{key[5:]}"] for r in history
-                    if f"eval/{TEACHER}{key[5:]}" in r), None)
-    if teacher is not None:
-      ax.axhline(teacher, ls="--", color="gray", label="teacher")
-      ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
-    ax.tick_params(labelsize=7)
-  for ax in list(axes.flat)[len(panels):]:
-    ax.axis("off")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return [key for key, _, _ in panels]
-
-
 def start_rows(student, teacher) -> list[dict]:
   """Step 0's per-example rows: the student's, with the teacher's under TEACHER keys."""
   rows = [dict(r) for r in student.examples]
@@ -397,7 +362,8 @@ def write(run, workdir: str, result) -> Report | None:
   history = rundir.read_jsonl(os.path.join(workdir, rundir.METRICS))
   report = build(run.config, workdir, history, sizes, final=final, example=example,
                  start=start)
-  plot_curves(history, os.path.join(workdir, FIGURE))
+  from gkd.eval import plots  # here: matplotlib is only needed at the end of a run
+  plots.metric_curves(history, os.path.join(workdir, FIGURE), teacher_prefix=TEACHER)
   rundir.atomic_write(os.path.join(workdir, REPORT), markdown(report))
   return report
 
