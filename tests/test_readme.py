@@ -70,7 +70,7 @@ def test_every_path_a_document_names_exists(document):
                      text)
   named = [p for p in named if not re.search(r"[A-Z]{3,}", p)]  # placeholders: configs/NAME.py
   missing = [p for p in named if not os.path.exists(os.path.join(ROOT, p.rstrip(".,;")))]
-  links = [p for p in re.findall(r"\]\(([^)#\s]+)\)", text) if "://" not in p]
+  links = [p for p in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if "://" not in p]
   missing += [p for p in links if not os.path.exists(os.path.join(base, p))]
   assert not missing, f"{document} names paths that do not exist: {missing}"
 
