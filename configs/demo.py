@@ -15,7 +15,7 @@ prompt the student got wrong before and right after, beside the teacher's answer
 "How long to distil"), where the committed 5-seed runs gained +10.0 [+8.5, +11.4] points
 (experiments/results/testbed_v3/prompts_b/). 1,000 test examples keep the paired CI of the gain
 near ±2.5 points. (While building the demo, a 300-step run's test numbers were seen too: +7.8.)
-`steps=` and `examples=` change them; the run takes about 3 minutes on a quiet 2-core CPU
+`steps=` and `examples=` change them. The run uses about 2.5 minutes of CPU time on a 2-core CPU
 (experiments/results/demo/timing.txt).
 """
 
