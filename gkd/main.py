@@ -55,6 +55,8 @@ def main(argv):
   if _CONFIG.value is None or not _WORKDIR.value:
     raise UserError("--config and --workdir are required (or --verify_workdir=DIR).")
   import jax
+  from gkd.train import compile_cache
+  compile_cache.enable()  # a rerun loads its compiled programs (GKD_COMPILATION_CACHE=off: not)
   if _COORDINATOR.value or _NUM_PROCESSES.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from gkd.train.loop import train

@@ -8,6 +8,8 @@ WORKDIR/
   eval_examples.jsonl   the final evaluation, one row per held-out example
   final_metrics.json    the final evaluation's metrics; its presence marks a finished run
   export/               the student in Hugging Face format (loadable with source="pretrained")
+  eval_examples_start.jsonl  the step-0 evaluation per example (eval.at_start; gkd.train.report)
+  report.md, learning_curves.png  the run's report and its learning curves (gkd.train.report)
   .lock                 held (flock) by the process running the workdir; holds its pid
 
 Files are written to `NAME.tmp.<pid>` and renamed, so a reader never sees half a file; a kill

@@ -5,6 +5,9 @@ import os
 
 # Must be set before JAX initializes its backend; tests use 1 device unless they build a mesh.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The command-line runs the tests start compile afresh and write nothing into the user's cache
+# (gkd.train.compile_cache); a test that wants the cache sets its own directory.
+os.environ["GKD_COMPILATION_CACHE"] = "off"
 
 import pytest  # noqa: E402
 

@@ -2,7 +2,8 @@
 
 Reads results.jsonl and each point's files under points/NAME/ (see gkd.eval.summary for how the
 intervals are formed). Used by notebooks/analysis.ipynb; every function returns the matplotlib
-Figure and saves a PNG into `save_to` when given.
+Figure and saves a PNG into `save_to` when given. `metric_curves` draws one run's learning curves
+for its report (gkd.train.report).
 """
 
 import json
@@ -238,3 +239,34 @@ def teacher_student_gap(rows, sweep_dir, teacher_metrics: dict, metric="accuracy
   ax.set_ylabel(f"teacher − student {metric}")
   ax.set_title("Teacher–student gap")
   return _save(fig, save_to, f"gap_{metric}.png")
+
+
+def metric_curves(history: list[dict], path: str, *, teacher_prefix: str = "teacher/") -> list[str]:
+  """One run's learning curves from its metrics.jsonl rows: the train loss and each eval metric
+  against the step, one panel each, with the teacher's own score (`eval/<teacher_prefix>NAME`,
+  measured once) as a dashed line. Saves a PNG at `path`; returns the metrics drawn."""
+  teacher_key = f"eval/{teacher_prefix}"
+  names = sorted({k for r in history for k, v in r.items() if k.startswith("eval/")
+                  and not k.startswith(teacher_key) and isinstance(v, (int, float))
+                  and k != "eval/num_examples"})
+  keys = ["loss"] + names
+  cols = min(4, len(keys))
+  rows = -(-len(keys) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+  for ax, key in zip(axes.flat, keys):
+    points = [r for r in history if isinstance(r.get(key), (int, float))]
+    ax.plot([r["step"] for r in points], [r[key] for r in points], ms=3,
+            marker=None if key == "loss" else "o")
+    teacher = next((r[teacher_key + key[5:]] for r in history if teacher_key + key[5:] in r), None)
+    if key != "loss" and teacher is not None:
+      ax.axhline(teacher, ls="--", color="gray", label="teacher")
+      ax.legend(fontsize=7)
+    ax.set_title("train loss" if key == "loss" else key[5:], fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+  for ax in list(axes.flat)[len(keys):]:
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return keys

@@ -175,6 +175,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict({
       "every": 50,  # steps; 0 disables periodic eval (the final eval still runs)
       "at_start": False,  # also evaluate at step 0: the "before" of learning curves and the report
+      # With at_start: also evaluate the teacher once at step 0 on the same examples, so that the
+      # report shows its score beside the student's (logged as eval/teacher/...).
+      "score_teacher": False,
       "split": "validation",
       "num_examples": 64,
       "batch_size": 32,

@@ -6,8 +6,8 @@ Metrics are fetched one step late so the host never stalls the device, and check
 everything a resumed run needs (see Run.save), so a killed run resumes to the same parameters
 as an uninterrupted one. Only states whose step metrics were fetched and found finite are
 saved, and SIGTERM stops at a saved step (see gkd.train.guards). A run ends by writing
-export/, eval_examples.jsonl and last final_metrics.json, whose presence marks it finished:
-rerunning it then only reports it.
+export/, eval_examples.jsonl, its report (gkd.train.report) and last final_metrics.json, whose
+presence marks it finished: rerunning it then only reports it.
 """
 
 import json
@@ -40,7 +40,8 @@ def train(config, workdir: str) -> dict:
     if final is not None:
       if hosts.is_primary():
         print(f"{workdir} is finished (step {final.get('step')}); nothing to do. "
-              f"Its metrics: {os.path.join(workdir, rundir.FINAL_METRICS)}", flush=True)
+              f"Its metrics: {os.path.join(workdir, rundir.FINAL_METRICS)}; its report: "
+              f"{os.path.join(workdir, report.REPORT)}", flush=True)
       return {k: v for k, v in final.items() if k != "step"}
     if hosts.is_primary():
       rundir.remove_stale_tmp(workdir)
@@ -107,7 +108,12 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     for source in run.sources.values():
       source.begin()
     if start == 0 and config.eval.at_start:  # the "before" point of learning curves and the report
-      log.write(0, run.evaluate().metrics, prefix="eval/")
+      first = run.evaluate()
+      teacher = run.evaluate_teacher() if config.eval.score_teacher else None
+      scores = {report.TEACHER + k: v for k, v in teacher.metrics.items()} if teacher else {}
+      log.write(0, {**first.metrics, **scores}, prefix="eval/")
+      if primary:
+        report.save_start(workdir, report.start_rows(first, teacher))
     warned = False
     for step in range(start, tc.num_steps):
       source = run.source_for_step(step)
@@ -144,7 +150,7 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
   bar.close()
   log.close()
   with jax.set_mesh(run.mesh):
-    example = report.summary_example(run, result)
+    example = report.chosen_example(run, workdir, result)
   # Process 0 writes the export, one tensor at a time gathered from all processes into host
   # memory: no device ever holds a whole model, however it is sharded.
   student = run.host_student()
@@ -154,7 +160,10 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
                       lambda path: models.save_pretrained(student, run.tokenizer, path))
     rundir.atomic_write(os.path.join(workdir, rundir.EVAL_EXAMPLES),
                         "".join(json.dumps(row) + "\n" for row in result.examples))
+    with jax.set_mesh(run.mesh):
+      summary = report.write(run, workdir, result, example)
     rundir.atomic_write(os.path.join(workdir, rundir.FINAL_METRICS),
                         json.dumps({"step": tc.num_steps, **final}, indent=2))
-    report.print_summary(run, workdir, example)
+    if summary is not None:
+      print(report.text(summary), flush=True)
   return final

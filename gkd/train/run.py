@@ -110,6 +110,15 @@ class Run:
   def evaluate(self):
     return self.evaluator(self.student_params(), self.teacher_params)
 
+  def evaluate_teacher(self):
+    """The teacher's own evaluation on the eval examples (its task metrics and NLL), as the
+    student's is made; None for a teacher without a model (a store)."""
+    generator = self.teacher.generator(self.teacher_params)
+    if generator is None:
+      return None
+    graph, params = generator
+    return Evaluator(self.config, self.tokenizer, self.mesh, student_graph=graph)(params)
+
   def restore(self) -> int:
     """Loads the newest intact checkpoint (see gkd.train.checkpoint); returns its step (0: none)."""
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
