@@ -12,3 +12,11 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
   """A config field holds a value gkd cannot run with."""
+
+
+class ServiceError(UserError):
+  """A service the run depends on (a teacher's scoring server) failed or answered nonsense.
+
+  The training loop stops at a checkpoint of the last finished step and says so; rerunning the
+  same command resumes exactly once the service is back.
+  """

@@ -5,7 +5,7 @@ reports a finished DIR. `--verify_workdir=DIR [--config=...]` says whether DIR c
 (which checkpoint steps are intact, whether its config matches, whether it is finished).
 
 A run that cannot go on (a bad config, an unusable checkpoint, a busy workdir, a non-finite
-loss) prints one `error:` line and exits 1 (`--traceback` shows the traceback too); SIGTERM
+loss, a teacher's server that stays down) prints one `error:` line and exits 1 (`--traceback` shows the traceback too); SIGTERM
 saves the current step and exits 143.
 """
 
@@ -52,14 +52,14 @@ def main(argv):
   import jax
   if _COORDINATOR.value or _NUM_PROCESSES.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  from gkd.errors import UserError
   from gkd.rundir import WorkdirBusy
   from gkd.train import guards
   from gkd.train.checkpoint import CheckpointError
   from gkd.train.loop import train
-  from gkd.train.validate import ConfigError
   try:
     train(_CONFIG.value, _WORKDIR.value)
-  except (ConfigError, CheckpointError, WorkdirBusy, guards.NonFiniteError, guards.Preempted) as e:
+  except (UserError, CheckpointError, WorkdirBusy, guards.NonFiniteError, guards.Preempted) as e:
     if _TRACEBACK.value:
       raise
     print(f"error: {e}", file=sys.stderr, flush=True)

@@ -38,6 +38,10 @@ def _describe(model_cfg) -> str:
 def _describe_teachers(config) -> str:
   if config.get("teacher_store", ""):
     return f"the teacher store {config.teacher_store}"
+  if config.teacher.source == "self":
+    return f"itself with privileged context ({config.teacher.self_weights} weights)"
+  if config.teacher.source == "scorer":
+    return f"the scoring server {config.teacher.url}"
   listed = teacher_configs(config)
   more = f" and {len(listed) - 1} more teacher(s)" if len(listed) > 1 else ""
   return _describe(listed[0]) + more
@@ -46,6 +50,8 @@ def _describe_teachers(config) -> str:
 def _describe_loss(objective) -> str:
   if objective.get("cross_tokenizer", "") == "uld":
     return f"ULD (cross-tokenizer), alpha {objective.alpha}"
+  if objective.get("estimator", "full") == "sampled_token":
+    return "reverse KL, sampled-token estimator"
   return f"divergence {objective.divergence} {dict(objective.divergence_kw) or ''}"
 
 
