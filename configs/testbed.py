@@ -30,7 +30,7 @@ TINY = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, sweep="grid",
+  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, sweep="grid", seeds=5,
                   teacher="runs/testbed_v3/teacher/export",
                   student="runs/testbed_v3/student_n2000/export")
   c = default_config()
