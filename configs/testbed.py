@@ -28,7 +28,7 @@ TINY = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, sweep="grid",
+  arg = parse_arg(arg, stage="gkd", steps=0, runlocal=False, seed=0, sweep="grid", seeds=5,
                   teacher="runs/testbed_v3/teacher/export",
                   student="runs/testbed_v3/student_n2000/export")
   c = default_config()
@@ -56,6 +56,10 @@ def get_config(arg=None):
     c.train.num_steps = 500
     c.data.num_train_examples = LABELLED
     c.eval.update(split="test", num_examples=2000)
+    # With teacher.source='self' (on-policy self-distillation) the student's weights read the
+    # reference solution before the prompt: 72 tokens hold nearly every reference with its
+    # prompt, and 72 + 56 fits the models' 128 positions.
+    c.teacher.update(self_template="{reference}\n{prompt}", self_prompt_len=72)
   else:
     raise ValueError(f"stage={arg.stage!r}; expected teacher, student or gkd.")
   if arg.runlocal:  # a smoke run: tiny random models, a handful of steps
@@ -135,6 +139,12 @@ def get_sweep(arg=None):
                DistiLLM's adaptive off-policy replay at the baseline's p = λ = 1 (1,000 rows; the
                fresh share decays to 0 over the run; p is adapted every 50 steps on 256
                validation references): fewer generations for the same on-policy fraction.
+  after_gkd    the on-policy methods of 2025-26 against on-policy JSD(0.9) (the baseline, the
+               prompts sweep's points) × 3 seeds on the 20,000 prompts, pre-registered in
+               experiments/results/testbed_v3/after_gkd/plan.md: on-policy reverse KL (full),
+               the sampled-token estimator of it (Thinking Machines, 2025), and on-policy
+               self-distillation (OPSD: the student reading its reference solution is the
+               teacher; current weights, JSD(0.9)).
   store        supervised top-8 KD (forward KL on the dataset's responses) with the live teacher
                against the same from an offline teacher store (written by launch.sh to
                runs/testbed_v3/store_k8) × 3 seeds: the store must train as the teacher does.
@@ -174,11 +184,16 @@ def get_sweep(arg=None):
     points = [base, {**base, "sampling.speculative_topk": 1}, {**base, **layers},
               {**base, "objective.rl_weight": 0.1}, {**base, "lora.rank": 8},
               {**base, "mix.replay.capacity": 1000}]
+  elif arg.sweep == "after_gkd":
+    base = {**best, "data.num_train_examples": 20000}
+    rkl = {**DIVERGENCES["RKL"], **on_policy(1.0), "data.num_train_examples": 20000}
+    points = [base, rkl, {**rkl, "objective.estimator": "sampled_token"},
+              {**base, "teacher.source": "self"}]
   elif arg.sweep == "store":
     top8 = {**METHODS["supervised_kd"], "objective.teacher_topk": 8}
     return [{**p, "seed": seed} for seed in range(3)
             for p in (top8, {**top8, "teacher_store": STORE})]
   else:
     raise ValueError(f"sweep={arg.sweep!r}; expected curves, paper, temperature, prompts, beyond, "
-                     "store, grid or methods.")
+                     "after_gkd, store, grid or methods.")
   return [{**p, "seed": seed} for seed in range(arg.seeds) for p in points]

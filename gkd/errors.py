@@ -37,3 +37,11 @@ class StoreError(UserError, ValueError):
 
 class ModelConfigError(ModelFileError):
   """A checkpoint's config (config.json, GGUF metadata) asks for something gkd does not compute."""
+
+
+class ServiceError(UserError):
+  """A service the run depends on (a teacher's scoring server) failed or answered nonsense.
+
+  The training loop stops at a checkpoint of the last finished step and says so; rerunning the
+  same command resumes exactly once the service is back.
+  """

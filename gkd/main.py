@@ -5,8 +5,9 @@ reports a finished DIR. `--verify_workdir=DIR [--config=...]` says whether DIR c
 (which checkpoint steps are intact, whether its config matches, whether it is finished).
 
 A run that cannot go on (a bad config, flag or file, an unusable checkpoint or store, a busy
-workdir, a non-finite loss) prints one `error:` line and exits 1 (`--traceback` shows the
-traceback too; see gkd.cli); SIGTERM saves the current step and exits 143.
+workdir, a non-finite loss, a teacher's scoring server that stays down) prints one `error:` line
+and exits 1 (`--traceback` shows the traceback too; see gkd.cli); SIGTERM saves the current step
+and exits 143.
 """
 
 from absl import flags, logging

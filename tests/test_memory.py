@@ -30,6 +30,26 @@ def test_state_bytes_match_the_closed_form_and_the_peak_covers_them():
   assert out["peak"] >= max(out["train_step"], out["state"] + out["teacher"] + out["student_sampler"])
 
 
+def test_teachers_without_a_model_hold_no_teacher_weights():
+  """A scoring server's log-probs come in the batch and the current-weights self teacher reads
+  the student's: neither holds teacher weights; an EMA self teacher adds one copy of the
+  student's weights to the train state, a frozen initial copy one to the teacher's."""
+  def analyzed(**overrides):
+    c = testbed.get_config("stage=gkd,runlocal=true")
+    return memory.analyze(apply_overrides(c, {"mesh.num_devices": 1, **overrides}))
+  live = analyzed(**{"objective.estimator": "sampled_token", "objective.divergence": "reverse_kl"})
+  scorer = analyzed(**{"teacher.source": "scorer", "teacher.url": "http://x",
+                       "objective.estimator": "sampled_token", "objective.divergence": "reverse_kl"})
+  assert live["teacher"] > 0 and scorer["teacher"] == 0
+  assert scorer["train_step"] < live["train_step"] - live["teacher"] // 2
+  current = analyzed(**{"teacher.source": "self"})
+  initial = analyzed(**{"teacher.source": "self", "teacher.self_weights": "initial"})
+  ema = analyzed(**{"teacher.source": "self", "teacher.self_weights": "ema"})
+  n_bytes = current["state"] // 3  # float32 weights and Adam's two moments
+  assert current["teacher"] == 0 and initial["teacher"] == ema["state"] - current["state"]
+  assert abs(initial["teacher"] - n_bytes) <= 64
+
+
 @pytest.mark.slow  # compiles 45- and 54-layer programs: minutes on a small CPU
 @pytest.mark.parametrize("module", [smollm2_gpu, teacher_1b], ids=lambda m: m.__name__)
 def test_accelerator_configs_fit_the_memory_they_claim(module):

@@ -105,10 +105,14 @@ def test_labels():
       "FKL + SKD(K=1) + RL(0.1) + LoRA(r=8)"
   assert plots.method_label({"objective.layer_map": "0:1", "teacher_store": "s",
                              "sampling.speculative_topk": 0}) == "JSD(0.5) + layers + store"
+  assert plots.method_label({"objective.divergence": "reverse_kl",
+                             "objective.estimator": "sampled_token"}) == "RKL + sampled-token"
+  assert plots.method_label({"teacher.source": "self"}) == "JSD(0.5) + OPSD"
 
 
 @pytest.mark.parametrize("arg, count, methods", [("sweep=paper", 85, 17), ("sweep=temperature", 20, 4),
                                                  ("sweep=prompts", 20, 4), ("sweep=beyond", 30, 6), ("sweep=store", 6, 2),
+                                                 ("sweep=after_gkd", 20, 4),
                                                  ("runlocal=true", 2, 2)])
 def test_testbed_sweeps_are_seed_major_valid_configs(arg, count, methods):
   from configs import testbed

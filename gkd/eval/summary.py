@@ -49,7 +49,7 @@ def method_label(overrides: dict) -> str:
   """'JSD(0.5)', 'FKL', 'SeqKD', 'SFT', ... from a point's overrides (the default config's
   divergence is generalized_jsd with β=0.5; λ is shown separately), with the methods after
   GKD appended: 'JSD(0.9) + SKD(K=1)', '+ replay', '+ layers', '+ RL(0.1)', '+ LoRA(r=8)',
-  '+ store'."""
+  '+ store', 'RKL + sampled-token', 'JSD(0.9) + OPSD' (teacher.source='self')."""
   flat = flat_overrides(overrides)
   return _base_label(overrides, flat) + "".join(
       f" + {fmt(flat[key])}" for key, fmt in _ADDED_METHODS if flat.get(key))
@@ -60,7 +60,9 @@ _ADDED_METHODS = (("sampling.speculative_topk", lambda k: f"SKD(K={k})"),
                   ("objective.layer_map", lambda m: "layers"),
                   ("objective.rl_weight", lambda w: f"RL({w})"),
                   ("lora.rank", lambda r: f"LoRA(r={r})"),
-                  ("teacher_store", lambda path: "store"))
+                  ("teacher_store", lambda path: "store"),
+                  ("objective.estimator", lambda e: e.replace("_", "-")),
+                  ("teacher.source", lambda s: {"self": "OPSD"}.get(s, s)))
 
 
 def _base_label(overrides: dict, flat: dict) -> str:

@@ -5,12 +5,13 @@
   hidden.py           hidden-state alignment terms; layer_distill.py pairs intermediate blocks
   uld.py              Universal Logit Distillation across vocabularies
   policy_gradient.py  the REINFORCE term on graded on-policy samples (RL + GKD)
+  sampled_token.py    the reverse KL estimated from the teacher's log-prob of each sampled token
 """
 
 from gkd.objectives.chunked import chunked_distillation_loss
-from gkd.objectives.core import (HIDDEN_KINDS, REDUCTIONS, Objective, distillation_loss,
-                                 masked_reduce, position_weights)
+from gkd.objectives.core import (ESTIMATORS, HIDDEN_KINDS, REDUCTIONS, Objective,
+                                 distillation_loss, masked_reduce, position_weights)
 from gkd.objectives.hidden import hidden_state_loss
 
-__all__ = ["HIDDEN_KINDS", "REDUCTIONS", "Objective", "chunked_distillation_loss",
+__all__ = ["ESTIMATORS", "HIDDEN_KINDS", "REDUCTIONS", "Objective", "chunked_distillation_loss",
            "distillation_loss", "hidden_state_loss", "masked_reduce", "position_weights"]

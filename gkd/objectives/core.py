@@ -23,6 +23,7 @@ from gkd import divergences as D
 from gkd import scoring
 
 REDUCTIONS = ("sequence", "token")
+ESTIMATORS = ("full", "sampled_token")  # how the step forms the loss (gkd.train.step.loss_terms)
 HIDDEN_KINDS = ("cosine", "mse")  # the hidden-state terms (gkd.objectives.hidden)
 
 
@@ -91,6 +92,10 @@ class Objective:
                 added with weight `hidden_weight`
   rl_weight     > 0: add a policy-gradient term on graded on-policy samples
                 (gkd.objectives.policy_gradient) with this weight
+  estimator     "full": the divergence over the vocabulary; "sampled_token": the reverse KL's
+                policy-gradient estimate from the teacher's log-prob of each sampled token
+                (gkd.objectives.sampled_token)
+  sampled_token_clip  > 0: cap the sampled-token estimator's importance weights at this value
   Bad values raise ValueError on construction.
   """
 
@@ -103,6 +108,8 @@ class Objective:
   hidden_loss: str = ""
   hidden_weight: float = 0.0
   rl_weight: float = 0.0
+  estimator: str = "full"
+  sampled_token_clip: float = 0.0
 
   def __post_init__(self):
     if not isinstance(self.divergence, D.Divergence):
@@ -116,7 +123,9 @@ class Objective:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
     if self.hidden_loss not in ("",) + HIDDEN_KINDS:
       raise ValueError(f"hidden_loss must be one of {('',) + HIDDEN_KINDS}, got {self.hidden_loss!r}.")
-    for name in ("hidden_weight", "rl_weight"):
+    if self.estimator not in ESTIMATORS:
+      raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}.")
+    for name in ("hidden_weight", "rl_weight", "sampled_token_clip"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
 
@@ -128,7 +137,9 @@ class Objective:
                reduction=objective.reduction, teacher_topk=int(objective.teacher_topk),
                chunk_size=int(objective.chunk_size), hidden_loss=objective.hidden_loss,
                hidden_weight=objective.hidden_weight,
-               rl_weight=float(objective.get("rl_weight", 0.0)))
+               rl_weight=float(objective.get("rl_weight", 0.0)),
+               estimator=objective.get("estimator", "full"),
+               sampled_token_clip=float(objective.get("sampled_token_clip", 0.0)))
 
 
 def _per_position(student_logits, teacher, labels, cfg: Objective):

@@ -248,7 +248,7 @@ def _sample_jit(graphdef, s: SamplerSettings, state, prompt, pmask, rng) -> Samp
 BUCKETS = (16, 32, 64, 128, 256, 512)
 # Batch entries laid out along the response axis (axis 1): what trimming cuts.
 RESPONSE_ALIGNED = ("response_tokens", "response_mask", "teacher_topk_logprobs",
-                    "teacher_topk_indices")
+                    "teacher_topk_indices", "teacher_token_logprobs", "sampler_logprobs")
 
 
 def bucket_width(mask, buckets=BUCKETS) -> int:

@@ -37,6 +37,9 @@ from gkd.sources.base import Source
 
 PREFIX = "replay_"
 FIELDS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
+# Kept too when the samples carry it: the sampler's log-probs, which the sampled-token
+# estimator weighs replayed (older) samples against (gkd.objectives.sampled_token).
+OPTIONAL = ("sampler_logprobs",)
 
 
 class ReplayBuffer:
@@ -55,10 +58,10 @@ class ReplayBuffer:
 
   def add(self, rows: dict) -> None:
     """Appends rows ({field: [B, ...]}) and drops the oldest beyond capacity."""
-    new = {k: np.asarray(rows[k]) for k in FIELDS}
+    new = {k: np.asarray(rows[k]) for k in FIELDS + OPTIONAL if k in rows}
     if self.rows and new["response_tokens"].shape[1:] != self.rows["response_tokens"].shape[1:]:
       raise ValueError("replay rows must keep one response width: add them before trimming.")
-    joined = {k: np.concatenate([self.rows[k], new[k]]) if self.rows else new[k] for k in FIELDS}
+    joined = {k: np.concatenate([self.rows[k], new[k]]) if self.rows else new[k] for k in new}
     self.rows = {k: v[-self.capacity:] for k, v in joined.items()}
 
   def sample(self, key: jax.Array, n: int) -> dict:
@@ -142,7 +145,7 @@ class Replay(Source):
 
   def observe(self, source, batch):
     if source == "student":  # fresh samples join the buffer (before trimming: one width)
-      self.buffer.add({k: sharding.fetch(batch[k]) for k in FIELDS})
+      self.buffer.add({k: sharding.fetch(batch[k]) for k in FIELDS + OPTIONAL if k in batch})
 
   def _adapt(self) -> float:
     """Measures the validation NLL and lets the schedule adapt p to it; returns the NLL."""

@@ -3,12 +3,15 @@
 Samples follow the sampling settings (T=1, no top-k/top-p by default: the student's true
 distribution) and no gradient flows through them; the teacher scores the exact sequences the
 student trains on. Under speculative KD (`sampling.speculative_topk=K`, gkd.sampling.speculative)
-the teacher vets every token as it is drawn, and the share it replaced is logged.
+the teacher vets every token as it is drawn, and the share it replaced is logged. Under the
+sampled-token estimator (objective.estimator='sampled_token') the sampler also returns its
+log-probs of the tokens it drew, as the batch's "sampler_logprobs", for the importance weights.
 """
 
 from __future__ import annotations
 
 from gkd import sampling
+from gkd.objectives import sampled_token
 from gkd.sampling import speculative
 from gkd.sources.base import Source
 
@@ -20,8 +23,9 @@ class OnPolicy(Source):
     super().__init__(ctx)
     s, tok = ctx.config.sampling, ctx.tokenizer
     ids = dict(eos_id=tok.eos_id, pad_id=tok.pad_id)
+    self.logprobs = ctx.config.objective.get("estimator", "full") == "sampled_token"
     self.sampler = sampling.Sampler(ctx.student_graph, temperature=s.temperature, top_k=s.top_k,
-                                    top_p=s.top_p, **ids)
+                                    top_p=s.top_p, return_logprobs=self.logprobs, **ids)
     self.speculative = None
     if s.speculative_topk:
       teacher_graph, _ = ctx.teacher.generator(ctx.teacher_params())
@@ -41,6 +45,9 @@ class OnPolicy(Source):
       out = self.speculative(self.ctx.student_params(), teacher, *args, rng=rng,
                              max_new_tokens=length)
       self.replacement_rate = out.replacement_rate()
+    if self.logprobs:
+      return {"response_tokens": out.tokens, "response_mask": out.mask,
+              sampled_token.SAMPLER_LOGPROBS: out.logprobs}
     return {"response_tokens": out.tokens, "response_mask": out.mask}
 
   def after_step(self, step):

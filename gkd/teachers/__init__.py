@@ -6,6 +6,8 @@
   ensemble   several weighted teacher models                         ensemble.py  config.teachers
   uld        a teacher model with another tokenizer                  uld.py       objective.cross_tokenizer
   store      teacher outputs written to disk once                    store.py     config.teacher_store
+  self       the student reading privileged context (OPSD)           self_distill.py  teacher.source='self'
+  scorer     a server that returns per-token log-probs               scorer.py    teacher.source='scorer'
 
 The store's writers sit beside it (`python -m gkd.teacher_store` = store_writer.py, and
 `python -m gkd.blackbox` = blackbox.py for a teacher that cannot be run), and build.py builds the
@@ -20,10 +22,13 @@ from gkd.teachers.base import StudentView, Teacher
 from gkd.teachers.ensemble import Ensemble
 from gkd.teachers.labels import Labels
 from gkd.teachers.live import Live
+from gkd.teachers.scorer import Scorer
+from gkd.teachers.self_distill import SelfDistill
 from gkd.teachers.store import Stored
 from gkd.teachers.uld import CrossTokenizer
 
-KINDS = {cls.kind: cls for cls in (Labels, Live, Ensemble, CrossTokenizer, Stored)}
+KINDS = {cls.kind: cls for cls in (Labels, Live, Ensemble, CrossTokenizer, Stored, SelfDistill,
+                                   Scorer)}
 
 __all__ = ["KINDS", "StudentView", "Teacher", "check", "from_config", "kind_of"]
 
@@ -39,6 +44,8 @@ def kind_of(config) -> str:
     return Labels.kind
   if config.get("teacher_store", ""):
     return Stored.kind
+  if config.teacher.source in models_lib.MODEL_FREE_TEACHERS:  # "self" or "scorer"
+    return config.teacher.source
   if config.objective.get("cross_tokenizer", "") == "uld":
     return CrossTokenizer.kind
   if len(models_lib.teacher_configs(config)) > 1:

@@ -10,8 +10,9 @@ What every kind answers (`Teacher` gives the defaults of a teacher that cannot d
 
   loss_terms(student, params, batch, weight, objective)   in jit: (loss, metrics) of the
       student's response positions (`StudentView`) against this teacher
-  token_logprobs(params, batch)   in jit: log p(y_t | y_<t, x) [B, R] of the batch's response
-      tokens, all a sampled-token estimator needs
+  token_logprobs(params, batch, student)   in jit: log p(y_t | y_<t, x) [B, R] of the batch's
+      response tokens, all the sampled-token estimator needs (`scores_tokens` says whether a kind
+      can); `student` (a StudentView, or None) is read by a teacher that is the student itself
   eval_logits(params, batch)   in jit: (logits [B, R, V], {"teacher_k": logits}) for the
       evaluator's held-out KLs; only called when `in_eval` is true
   prepare(batch, keys, mesh)   on the host, before the step: arrays the teacher reads from the
@@ -21,6 +22,9 @@ What every kind answers (`Teacher` gives the defaults of a teacher that cannot d
       responses (sequence-level KD); by default drawn from `generator`'s model
   generator(params)   (graphdef, params) of a model that samples as the teacher, or None
   modules(params)   the teacher's models (for sizes and sequence limits); [] without a model
+  moves   true for a teacher that training moves (an EMA of the student): the run keeps its
+      params in the train state (checkpointed), and after each update the step replaces them
+      with `follow(params, the student's new params)`
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Teacher:
   kind: ClassVar[str] = ""
   in_eval: ClassVar[bool] = False  # the evaluator measures held-out KLs against it
   fixed_responses: ClassVar[bool] = False  # its responses are stored already: nothing to cache
+  scores_tokens: ClassVar[bool] = False  # it implements token_logprobs
 
   @classmethod
   def check(cls, config) -> list[str]:
@@ -71,7 +76,7 @@ class Teacher:
   def loss_terms(self, student: StudentView, params, batch, weight, objective):
     raise NotImplementedError(f"a {self.kind} teacher has no loss")
 
-  def token_logprobs(self, params, batch) -> jax.Array:
+  def token_logprobs(self, params, batch, student: StudentView | None = None) -> jax.Array:
     raise ConfigError(f"a {self.kind} teacher cannot score the student's tokens.")
 
   def eval_logits(self, params, batch):
@@ -99,6 +104,13 @@ class Teacher:
   def modules(self, params) -> list[nnx.Module]:
     del params
     return []
+
+  @property
+  def moves(self) -> bool:
+    return False
+
+  def follow(self, params, student_params):
+    raise NotImplementedError(f"a {self.kind} teacher does not move with training")
 
   def describe(self) -> str:
     return f"a {self.kind} teacher"

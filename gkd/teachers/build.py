@@ -22,6 +22,10 @@ from gkd.models import llama
 
 
 MODEL_SOURCES = ("init", "gguf", "pretrained", "derive")  # where a model's weights come from
+# teacher.source values of teachers that build no model of their own: the student itself with a
+# privileged prompt (gkd.teachers.self_distill) and a scoring server (gkd.teachers.scorer). Each
+# is also the name of its teacher kind.
+MODEL_FREE_TEACHERS = ("self", "scorer")
 
 
 class Built(NamedTuple):
@@ -120,7 +124,8 @@ def build_all(config):
   tokenizer, teacher, teacher_tokenizer = None, None, None
   if config.tokenizer == "testbed":
     tokenizer = testbed_tokenizer()
-  runs_teacher = config.mode == "gkd" and not config.get("teacher_store", "")  # a store replaces it
+  runs_teacher = (config.mode == "gkd" and not config.get("teacher_store", "")  # a store replaces it
+                  and teacher_configs(config)[0].source not in MODEL_FREE_TEACHERS)
   # A derived student is cut from the teacher's layers, so even SFT of one loads the teacher.
   if runs_teacher or config.student.source == "derive":
     teacher, teacher_tokenizer = _load(teacher_configs(config)[0], "teacher",

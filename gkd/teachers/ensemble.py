@@ -87,6 +87,7 @@ class Ensemble(Teacher):
 
   kind = "ensemble"
   in_eval = True
+  scores_tokens = True
 
   check = staticmethod(check)
 
@@ -114,7 +115,8 @@ class Ensemble(Teacher):
     logits = [scoring.response_logits(t, batch) for t in self.members(params)]
     return mixture_logits(logits, self.weights), {f"teacher_{k}": z for k, z in enumerate(logits)}
 
-  def token_logprobs(self, params, batch):
+  def token_logprobs(self, params, batch, student=None):
+    del student
     return scoring.label_logprobs(self.eval_logits(params, batch)[0], batch["response_tokens"])
 
   def generator(self, params):

@@ -20,6 +20,23 @@ from gkd.objectives import chunked, hidden, layer_distill
 from gkd.teachers.base import StudentView, Teacher, place
 
 
+def logit_terms(student: StudentView, teacher_hidden, teacher_kernel, batch, weight, objective):
+  """(loss, metrics) of the objective's divergence between the student's response logits and a
+  teacher's, given as its final hidden states [B, R, D] and output table (both under
+  stop_gradient): formed whole, or a chunk of positions at a time (objective.chunk_size)."""
+  h_t = jax.lax.stop_gradient(teacher_hidden)
+  t_kernel = jax.lax.stop_gradient(teacher_kernel)
+  labels, mask = batch["response_tokens"], batch["response_mask"]
+  if objective.chunk_size:
+    loss, aux = chunked.chunked_distillation_loss(
+        student.hidden, student.model.unembed_kernel(), h_t, t_kernel, labels, mask, objective,
+        weight=weight)
+  else:
+    loss, aux = objectives.distillation_loss(student.logits(), scoring.head(h_t, t_kernel),
+                                             labels, mask, objective, weight=weight)
+  return loss, {"divergence": aux["divergence"], "hard_ce": aux["hard_ce"], "loss": loss}
+
+
 @dataclasses.dataclass(frozen=True)
 class Live(Teacher):
   """A teacher model: its graphdef (static) and, for intermediate-layer terms, the layer map."""
@@ -29,6 +46,7 @@ class Live(Teacher):
 
   kind = "live"
   in_eval = True
+  scores_tokens = True
 
   @classmethod
   def build(cls, config, built, mesh):
@@ -44,16 +62,8 @@ class Live(Teacher):
   def loss_terms(self, student: StudentView, params, batch, weight, objective):
     teacher = self._model(params)
     h_t, t_layers = jax.lax.stop_gradient(scoring.response_layers(teacher, batch))
-    labels, mask = batch["response_tokens"], batch["response_mask"]
-    t_kernel = jax.lax.stop_gradient(teacher.unembed_kernel())
-    if objective.chunk_size:
-      loss, aux = chunked.chunked_distillation_loss(
-          student.hidden, student.model.unembed_kernel(), h_t, t_kernel, labels, mask, objective,
-          weight=weight)
-    else:
-      loss, aux = objectives.distillation_loss(student.logits(), scoring.head(h_t, t_kernel),
-                                               labels, mask, objective, weight=weight)
-    metrics = {"divergence": aux["divergence"], "hard_ce": aux["hard_ce"]}
+    loss, metrics = logit_terms(student, h_t, teacher.unembed_kernel(), batch, weight, objective)
+    mask = batch["response_mask"]
     if objective.hidden_loss:
       if self.layer_map:
         total = layer_distill.layer_loss(
@@ -67,7 +77,8 @@ class Live(Teacher):
     metrics["loss"] = loss
     return loss, metrics
 
-  def token_logprobs(self, params, batch):
+  def token_logprobs(self, params, batch, student=None):
+    del student
     return scoring.token_scores(self._model(params), batch)
 
   def eval_logits(self, params, batch):

@@ -47,6 +47,19 @@ def default_config() -> ml_collections.ConfigDict:
   c.mode = "gkd"  # "gkd": distil the teacher into the student; "sft": fine-tune `student` on the data
 
   c.teacher = model_config()
+  # teacher.source="self": on-policy self-distillation (gkd.teachers.self_distill). The teacher is
+  # the student reading self_template, rendered with {prompt}, {reference} (the example's
+  # reference response) and {answer}; the student reads only its prompt. self_weights: "current"
+  # (stop-gradient, no copy), "initial" (frozen copy) or "ema" (decay self_ema_decay per step).
+  # self_prompt_len: the teacher prompt's length in tokens (0: max_prompt_len + max_response_len).
+  c.teacher.update(self_template="Reference solution: {reference}\n{prompt}",
+                   self_weights="current", self_ema_decay=0.99, self_prompt_len=0)
+  # teacher.source="scorer": a server that returns per-token log-probs (gkd.teachers.scorer; with
+  # objective.estimator="sampled_token"): an OpenAI-compatible completions endpoint at `url`
+  # serving `served_model`; each request waits timeout_s, failed ones are retried `retries`
+  # times (back-off from backoff_s, doubling); at most max_prompts sequences per request.
+  c.teacher.update(url="", served_model="", timeout_s=60.0, retries=3, backoff_s=1.0,
+                   max_prompts=64)
   # Several teachers (gkd.teachers.ensemble): a list of model_config(weight=w, ...) entries; weights
   # are relative (normalized to sum 1). Empty: the single `teacher` above, a list of one.
   # Sequence-level KD (mix.teacher) samples from the first. See objective.multi_teacher.
@@ -139,6 +152,13 @@ def default_config() -> ml_collections.ConfigDict:
       # the task's grader, with a leave-one-out baseline (gkd.objectives.policy_gradient). Needs
       # mix.student > 0 and a graded task; not with chunk_size.
       "rl_weight": 0.0,
+      # "full": the divergence over the whole vocabulary at every response position. "sampled_token":
+      # the reverse KL estimated from the teacher's log-prob of each token the student sampled, as a
+      # policy gradient (gkd.objectives.sampled_token): needs divergence='reverse_kl', mix.student=1
+      # and a teacher that scores tokens (a model, teacher.source='scorer' or 'self').
+      "estimator": "full",
+      # > 0: cap the sampled-token estimator's importance weights (current student / sampler) here.
+      "sampled_token_clip": 0.0,
   })
 
   # A LoRA student (gkd.models.lora): rank > 0 trains only low-rank adapters (nnx.LoRA) on the student

@@ -5,7 +5,8 @@ its own jitted program, outside the gradient), then run the one jit-compiled tra
 Metrics are fetched one step late so the host never stalls the device, and checkpoints carry
 everything a resumed run needs (see Run.save), so a killed run resumes to the same parameters
 as an uninterrupted one. Only states whose step metrics were fetched and found finite are
-saved, and SIGTERM stops at a saved step (see gkd.train.guards). A run ends by writing
+saved, and SIGTERM stops at a saved step (see gkd.train.guards), as does a teacher's service
+that fails (errors.ServiceError, e.g. a scoring server that stays down). A run ends by writing
 export/, eval_examples.jsonl, its report (gkd.train.report) and last final_metrics.json, whose
 presence marks it finished: rerunning it then only reports it.
 """
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 import tqdm
 
-from gkd import hosts, models, rundir, sources
+from gkd import errors, hosts, models, rundir, sources
 from gkd.train import checkpoint, guards, report, validate, writer
 from gkd.train.run import Run
 
@@ -117,7 +118,13 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     warned = False
     for step in range(start, tc.num_steps):
       source = run.source_for_step(step)
-      batch = run.make_batch(step, source)
+      try:
+        batch = run.make_batch(step, source)
+      except errors.ServiceError as e:  # the teacher's server: stop at this step, resumable
+        save(step)
+        run.checkpointer.wait()
+        raise errors.ServiceError(f"{e} Saved step {step} in {workdir}; rerun the same command "
+                                  "to resume once the service is back.") from None
       if not warned and run.truncated:
         warned = True
         _log.warning("some training examples are longer than data.max_prompt_len=%d or "

@@ -27,7 +27,8 @@ from gkd import sampling, sharding, teachers
 from gkd.data.tasks import testbed_tokenizer
 from gkd.models import gguf, llama, lora, safetensors
 from gkd.objectives import Objective
-from gkd.teachers.build import dtypes, llama_config, model_files
+from gkd.teachers.build import MODEL_FREE_TEACHERS, dtypes, llama_config, model_files
+from gkd.teachers.scorer import SCORES
 from gkd.train import step as step_lib
 from gkd.train.optimizer import make_optimizer
 
@@ -74,9 +75,13 @@ def _own(compiled) -> int:
 
 def analyze(config) -> dict:
   """Per-device bytes: {"state", "teacher", "frozen_student" (a LoRA student's base), "train_step",
-  "student_sampler", "teacher_sampler", "peak"}."""
+  "student_sampler", "teacher_sampler", "peak"}. A scoring-server teacher has no weights here
+  (its log-probs come in the batch); a self-distilling one reads the student's weights, a copy
+  of them ("initial") or an EMA in the train state."""
   vocab = testbed_tokenizer().vocab_size if config.tokenizer == "testbed" else None
-  t_cfg = model_config(config, "teacher", vocab_size=vocab) if config.mode == "gkd" else None
+  kind = teachers.kind_of(config)
+  has_model = config.mode == "gkd" and kind not in MODEL_FREE_TEACHERS
+  t_cfg = model_config(config, "teacher", vocab_size=vocab) if has_model else None
   s_cfg = model_config(config, "student", vocab_size=vocab or (t_cfg and t_cfg.vocab_size), teacher=t_cfg)
   mesh = sharding.make_mesh(config)
   put = lambda tree, shardings: jax.tree.map(  # noqa: E731
@@ -94,16 +99,33 @@ def analyze(config) -> dict:
   if t_cfg is not None:
     t_params = put(t_params, sharding.param_shardings(mesh, t_params))
   optimizer = make_optimizer(config.optim, config.train.num_steps)
-  state = step_lib.TrainState(jax.ShapeDtypeStruct((), jnp.int32), params,
-                              jax.eval_shape(optimizer.init, params))
-  state = put(state, sharding.param_shardings(mesh, state))
   b, p, r = config.train.batch_size, config.data.max_prompt_len, config.data.max_response_len
   rows = sharding.batch_sharding(mesh)
-  batch = {"prompt_tokens": jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=rows),
-           "prompt_mask": jax.ShapeDtypeStruct((b, p), bool, sharding=rows),
-           "response_tokens": jax.ShapeDtypeStruct((b, r), jnp.int32, sharding=rows),
-           "response_mask": jax.ShapeDtypeStruct((b, r), bool, sharding=rows)}
+  arrays = {"prompt_tokens": ((b, p), jnp.int32), "prompt_mask": ((b, p), bool),
+            "response_tokens": ((b, r), jnp.int32), "response_mask": ((b, r), bool)}
+  moving = None
   teacher = teachers.Live(t_graph) if t_graph is not None else teachers.Labels()
+  if config.mode == "gkd" and kind == "scorer":
+    teacher = teachers.KINDS[kind]()
+    arrays[SCORES] = ((b, r), jnp.float32)
+  elif config.mode == "gkd" and kind == "self":
+    weights = config.teacher.self_weights
+    teacher = teachers.KINDS[kind](weights, None if weights == "current" else s_graph)
+    length = config.teacher.self_prompt_len or p + r
+    arrays.update(teacher_prompt_tokens=((b, length), jnp.int32),
+                  teacher_prompt_mask=((b, length), bool))
+    copy = params["student"] if base is None else base  # the merged student's shapes
+    if weights == "ema":
+      moving = copy
+    elif weights == "initial":
+      t_params = put(copy, sharding.param_shardings(mesh, copy))
+  if config.objective.get("estimator", "full") == "sampled_token":
+    arrays["sampler_logprobs"] = ((b, r), jnp.float32)
+  batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=rows)
+           for k, (shape, dtype) in arrays.items()}
+  state = step_lib.TrainState(jax.ShapeDtypeStruct((), jnp.int32), params,
+                              jax.eval_shape(optimizer.init, params), moving)
+  state = put(state, sharding.param_shardings(mesh, state))
   step = functools.partial(step_lib.train_step, student_graph=s_graph, teacher=teacher,
                            objective=Objective.from_config(config.objective), optimizer=optimizer,
                            grad_accum_steps=config.optim.grad_accum_steps, lora_scale=lora_scale)

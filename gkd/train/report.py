@@ -83,6 +83,10 @@ def _short(path: str) -> str:
 def _describe_teachers(config) -> str:
   if config.get("teacher_store", ""):
     return f"the teacher store {config.teacher_store}"
+  if config.teacher.source == "self":
+    return f"itself with privileged context ({config.teacher.self_weights} weights)"
+  if config.teacher.source == "scorer":
+    return f"the scoring server {config.teacher.url}"
   listed = teacher_configs(config)
   more = f" and {len(listed) - 1} more" if len(listed) > 1 else ""
   return describe_model(listed[0]) + more
@@ -91,6 +95,8 @@ def _describe_teachers(config) -> str:
 def describe_objective(objective) -> str:
   if objective.get("cross_tokenizer", "") == "uld":
     return f"ULD (cross-tokenizer), alpha {objective.alpha}"
+  if objective.get("estimator", "full") == "sampled_token":
+    return "reverse KL, sampled-token estimator"
   kw = ", ".join(f"{k}={v}" for k, v in sorted(dict(objective.divergence_kw).items()))
   parts = [f"{objective.divergence}({kw})"]
   if objective.alpha != 1.0:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import hosts, scoring, sharding, sources, teachers
+from gkd import errors, hosts, scoring, sharding, sources, teachers
 from gkd.data.pipeline import check_data, eval_examples_for_config, loader_for_config
 from gkd.eval.evaluator import Evaluator
 from gkd.models import lora
@@ -56,6 +56,8 @@ class Run:
     params.update(_hidden_projections(config, built))
     self.optimizer = make_optimizer(config.optim, config.train.num_steps)
     state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
+    if self.teacher.moves:  # its params are the train state's (updated and checkpointed with it)
+      state, self.teacher_params = state._replace(teacher=self.teacher_params), None
     self.state_shardings = sharding.param_shardings(self.mesh, state)
     self.state = jax.device_put(state, self.state_shardings)
     self.train_step = jax.jit(
@@ -185,12 +187,14 @@ class Run:
 
   def make_batch(self, step: int, source: str):
     """The step's batch: prompts from the loader, responses from `source` (or, for
-    sources.MIXED, from each row's own source), then what the teacher reads from it.
+    sources.MIXED, from each row's own source), then what the teacher reads from it. When the
+    teacher's service fails (errors.ServiceError), the loader is put back: nothing is used up.
 
     With sampling.num_samples = n every prompt appears n times in a row (as TRL's
     num_generations): sampled sources give n different responses per prompt, the teacher
     cache keeps n per example, and dataset rows repeat their one reference response.
     """
+    before = self.loader.get_state(), self.truncated  # restored if the teacher fails
     local = next(self.loader)
     n = self.num_samples
     if n > 1:
@@ -214,9 +218,14 @@ class Run:
       batch.update(response_tokens=tokens, response_mask=mask)
     else:
       batch.update(self.sources[source].respond(batch, keys, rng))
+    try:
+      batch.update(self.teacher.prepare(batch, keys, self.mesh))
+    except errors.ServiceError:  # nothing is consumed: a resumed run makes this batch again
+      self.loader.set_state(before[0])
+      self.truncated = before[1]
+      raise
     for each in self.sources.values():
       each.observe(source, batch)
-    batch.update(self.teacher.prepare(batch, keys, self.mesh))
     if self.config.train.trim_responses:  # the teacher and the update skip all-padding columns
       batch = trim_to_bucket(batch)
     if self.rewarder is not None:  # every step carries it (zeros off-policy): one jit signature

@@ -16,7 +16,7 @@ from flax import nnx
 
 from gkd import objectives
 from gkd.models import lora
-from gkd.objectives import Objective, policy_gradient
+from gkd.objectives import Objective, policy_gradient, sampled_token
 from gkd.scoring import response_layers
 from gkd.teachers import StudentView, Teacher
 
@@ -27,19 +27,44 @@ class TrainState(NamedTuple):
   # gkd.models.lora); optionally "projection" [Ds, Dt] or "layer_projections" (one per layer_map pair)}
   params: Any
   opt_state: Any
+  # The params of a teacher that training moves (Teacher.follow: self-distillation's EMA of the
+  # student), updated by each step and checkpointed with it; None for every other teacher.
+  teacher: Any = None
+
+
+def _full(view, teacher: Teacher, teacher_params, batch, weight, objective: Objective):
+  """The teacher's own loss over the vocabulary (the divergence, and whatever it adds)."""
+  return teacher.loss_terms(view, teacher_params, batch, weight, objective)
+
+
+def _sampled_token(view, teacher: Teacher, teacher_params, batch, weight, objective: Objective):
+  """The reverse KL's policy-gradient estimate from the teacher's log-prob of each sampled token."""
+  labels = batch["response_tokens"]
+  student_lp = sampled_token.student_logprobs(view.hidden, view.model.unembed_kernel(), labels,
+                                              objective.chunk_size)
+  return sampled_token.loss(student_lp, teacher.token_logprobs(teacher_params, batch, student=view),
+                            batch["response_mask"], weight, reduction=objective.reduction,
+                            sampler_lp=batch.get(sampled_token.SAMPLER_LOGPROBS),
+                            clip=objective.sampled_token_clip)
+
+
+ESTIMATES = {"full": _full, "sampled_token": _sampled_token}  # by objective.estimator
 
 
 def loss_terms(params, teacher_params, batch, weight, student_base=None, *, student_graph,
                teacher: Teacher, objective: Objective, lora_scale: float | None = None):
   """(loss, metrics) for one (micro-)batch; `weight` is the global denominator.
 
-  The student is scored at the response positions (`gkd.teachers.StudentView`) and the teacher
-  turns that into the loss (supervised fine-tuning is the `Labels` teacher). A LoRA student's
+  The student is scored at the response positions (`gkd.teachers.StudentView`) and the
+  objective's estimator (`ESTIMATES`) turns that into the loss with the teacher: its own loss
+  over the vocabulary (supervised fine-tuning is the `Labels` teacher), or the sampled-token
+  estimate from its log-prob of each response token. A LoRA student's
   frozen weights come in `student_base` (not differentiated), its adapters in params["lora"].
   """
   student = nnx.merge(student_graph, lora.student_params(params, student_base, lora_scale))
   view = StudentView(student, *response_layers(student, batch), params)  # unused blocks compile away
-  loss, metrics = teacher.loss_terms(view, teacher_params, batch, weight, objective)
+  loss, metrics = ESTIMATES[objective.estimator](view, teacher, teacher_params, batch, weight,
+                                                  objective)
   if objective.rl_weight:  # REINFORCE on the graded on-policy samples (gkd.objectives.policy_gradient)
     metrics["pg_loss"] = policy_gradient.loss(view.logits(), batch, weight, objective.reduction)
     loss = metrics["loss"] = loss + objective.rl_weight * metrics["pg_loss"]
@@ -62,6 +87,8 @@ def train_step(state: TrainState, batch, teacher_params, student_base=None, *, s
   The denominator (sequences with response tokens, or response tokens) is computed once for
   the whole global batch, so accumulation and data parallelism do not change the loss.
   """
+  if state.teacher is not None:  # a teacher that training moves reads its params from the state
+    teacher_params = state.teacher
   _, weight = objectives.masked_reduce(jnp.zeros(batch["response_mask"].shape, jnp.float32),
                                        batch["response_mask"], objective.reduction)
   weight = jnp.maximum(weight, 1.0)
@@ -84,4 +111,6 @@ def train_step(state: TrainState, batch, teacher_params, student_base=None, *, s
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.global_norm(grads),
                  response_tokens=jnp.sum(batch["response_mask"]).astype(jnp.float32))
-  return TrainState(state.step + 1, params, opt_state), metrics
+  moved = None if state.teacher is None else teacher.follow(
+      state.teacher, lora.student_params(params, student_base, lora_scale))
+  return TrainState(state.step + 1, params, opt_state, moved), metrics

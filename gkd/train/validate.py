@@ -12,8 +12,8 @@ from gkd import divergences, sharding, sources, teachers
 from gkd.data.pipeline import TRUNCATION_POLICIES
 from gkd.data.tasks import TASK_NAMES
 from gkd.errors import ConfigError
-from gkd.objectives import Objective, layer_distill
-from gkd.teachers.build import MODEL_SOURCES
+from gkd.objectives import Objective, layer_distill, sampled_token
+from gkd.teachers.build import MODEL_FREE_TEACHERS, MODEL_SOURCES
 
 MODES = ("gkd", "sft")
 
@@ -28,7 +28,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
   _check(config.mode in MODES, f"mode={config.mode!r}; expected one of {MODES}.")
   for role in ("teacher", "student"):
     src = config[role].source
-    _check(src in MODEL_SOURCES, f"{role}.source={src!r}; expected one of {MODEL_SOURCES}.")
+    known = MODEL_SOURCES + (MODEL_FREE_TEACHERS if role == "teacher" else ())
+    _check(src in known, f"{role}.source={src!r}; expected one of {known}.")
     _check(src != "derive" or role == "student", "teacher.source='derive' is not possible.")
     _check(src != "pretrained" or config[role].path,
            f"{role}.source={src!r} needs {role}.path.")
@@ -36,7 +37,9 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _check(bool(config.student.derive_every_k) != bool(list(config.student.derive_layers)),
            "student.source='derive' needs exactly one of derive_every_k, derive_layers.")
 
-  problems = teachers.check(config) + sources.check(config)
+  kind = teachers.kind_of(config)
+  problems = (teachers.check(config) + sources.check(config) + sampled_token.check(
+      config, teacher_scores_tokens=teachers.KINDS[kind].scores_tokens, teacher_kind=kind))
   _check(not problems, problems[0] if problems else "")
 
   mix = config.mix
