@@ -178,14 +178,14 @@ def test_cli_writes_gate_json(tmp_path, shared_data_dir):
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   proc = subprocess.run(
       [sys.executable, "-m", "gkd.eval.gate", "--config=configs/testbed.py:stage=gkd,runlocal=true",
-       f"--out={out}", "--num_examples=8", "--prefix_lengths=2,4",
-       "--config.data.max_response_len=16"], cwd=ROOT, env=env, capture_output=True, text=True)
+       f"--out={out}", "--num_examples=4", "--prefix_lengths=2,4",
+       "--config.data.max_response_len=8"], cwd=ROOT, env=env, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
   report = json.loads((out / "gate.json").read_text())
-  assert report["split"] == "validation" and report["num_examples"] == 8
+  assert report["split"] == "validation" and report["num_examples"] == 4
   assert report["verdict"] in ("can_rank", "cannot_rank") and report["thresholds"] == gate.THRESHOLDS
   assert set(report["recovery"]["by_prefix_length"]) == {"2", "4"}
   assert report["setting"]["task"] == "arithmetic"
   with gzip.open(out / "gate_examples.jsonl.gz", "rt") as f:
-    assert len(f.readlines()) == 8
+    assert len(f.readlines()) == 4
   assert "gate.json" in proc.stdout

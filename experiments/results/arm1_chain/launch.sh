@@ -2,7 +2,8 @@
 # Arm 1 end to end (configs/arm1_chain.py), from the repo root; every step skips what is already
 # finished, so rerunning this script continues where a killed one stopped:
 #   nohup env PY=.venv/bin/python bash experiments/results/arm1_chain/launch.sh STEP > runs/arm1_chain/STEP.log 2>&1 &
-# STEP: stages (teacher and student, side by side), gate, methods (the pre-registered sweep).
+# STEP: stages (teacher and student, side by side), gate, tests (the two stages' test evals),
+# methods (the pre-registered sweep, then the exposure analysis).
 set -euo pipefail
 export PYTHONPATH=$PWD XLA_FLAGS="--xla_force_host_platform_device_count=1"
 PY=${PY:-python}
@@ -19,6 +20,12 @@ case "${1:-all}" in
     wait ;;&
   gate|all)
     [ -f $R/methods/gate.json ] || $PY -m gkd.eval.gate --config=$C --out=$R/methods ;;&
+  tests|all)  # one step at a negligible learning rate is an eval of the export on test
+    for who in teacher student; do
+      train $R/${who}_test --config=$C:stage=gkd,student=$R/$who/export,steps=1 \
+        --config.optim.learning_rate=1e-12 --config.mix.student=0.0 --config.mix.dataset=1.0
+    done ;;&
   methods|all)
-    $PY -m gkd.sweep --config=$C:sweep=methods --workdir=$R/methods --parallel=${PARALLEL:-2} ;;
+    $PY -m gkd.sweep --config=$C:sweep=methods --workdir=$R/methods --parallel=${PARALLEL:-2}
+    $PY experiments/results/arm1_chain/exposure.py $R/methods $R/teacher_test ;;
 esac
