@@ -52,8 +52,9 @@ def token_scores(model, batch):
 def label_logprobs(logits, labels):
   """log softmax(logits)[label] [...] from logits [..., V], as z[label] − logsumexp(z).
 
-  A full log-softmax would write a [..., V] array (100 MB for 8 × 64 positions at V ≈ 49k)
-  only to read one entry per position; skipping it saves 6% of SmolLM2's scoring time on CPU.
+  A full log-softmax would write a [..., V] array only to read one entry per position; at a
+  large vocabulary skipping it shows in the teacher's scoring time (experiments/README.md,
+  "Figures behind code choices").
   """
   label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
   return label_logits - jax.nn.logsumexp(logits, axis=-1)

@@ -64,6 +64,14 @@ def global_batch(mesh, local_batch: dict) -> dict:
           for k, v in local_batch.items()}
 
 
+def place_rows(mesh, rows: dict) -> dict:
+  """Global NumPy rows (every host holds the whole batch) as arrays sharded like the batch:
+  each host keeps its own shards."""
+  place = batch_sharding(mesh)
+  return {k: jax.make_array_from_callback(v.shape, place, lambda index, v=v: v[index])
+          for k, v in rows.items()}
+
+
 def fetch(x) -> np.ndarray:
   """A global array's full value on every host (an all-gather when it spans other hosts)."""
   if x.is_fully_addressable:

@@ -95,6 +95,7 @@ def test_mismatches_are_reported_by_line_and_nothing_is_written(tmp_path):
     blackbox.import_jsonl(config, _write(tmp_path / "uneven.jsonl", uneven), str(tmp_path / "s"))
 
 
+@pytest.mark.e2e
 def test_runs_train_on_imports_with_and_without_logprobs(tmp_path):
   config = _config()
   lines, _, _ = _api_lines(config)

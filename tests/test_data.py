@@ -328,6 +328,7 @@ def test_global_batch_places_the_loader_batch_on_the_mesh(data_dir, tok):
 
 
 
+@pytest.mark.e2e
 def test_prepare_waits_while_another_process_prepares(tmp_path):
   """Parallel sweep points preparing one dataset take turns under a file lock."""
   import concurrent.futures

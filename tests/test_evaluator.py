@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import sharding
+from gkd import sharding, teachers
 from gkd.eval.evaluator import Evaluator
 from gkd.teachers.build import build_models
 
@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
 
 def test_evaluates_parameters_without_a_run(setup):
   c, tokenizer, mesh, (tg, tp), (sg, sp) = setup
-  result = Evaluator(c, tokenizer, mesh, student_graph=sg, teacher_graph=tg)(sp, tp)
+  result = Evaluator(c, tokenizer, mesh, student_graph=sg, teacher=teachers.Live(tg))(sp, tp)
   m = result.metrics
   assert m["num_examples"] == c.eval.num_examples == len(result.examples)
   assert sorted(r["example_id"] for r in result.examples) == list(range(c.eval.num_examples))
@@ -42,7 +42,7 @@ def test_evaluates_parameters_without_a_run(setup):
 
 def test_a_student_equal_to_its_teacher_has_zero_kl(setup):
   c, tokenizer, mesh, (tg, tp), _ = setup
-  m = Evaluator(c, tokenizer, mesh, student_graph=tg, teacher_graph=tg)(tp, tp).metrics
+  m = Evaluator(c, tokenizer, mesh, student_graph=tg, teacher=teachers.Live(tg))(tp, tp).metrics
   assert abs(m["forward_kl"]) < 1e-5 and abs(m["reverse_kl"]) < 1e-5
   np.testing.assert_allclose(m["nll"], m["teacher_nll"], rtol=1e-6)
 

@@ -82,6 +82,7 @@ def _config(**overrides):
   return helpers.apply_overrides(c, overrides)
 
 
+@pytest.mark.e2e
 def test_a_run_with_a_layer_map_trains_its_projection_and_exports_a_plain_student(tmp_path, shared_data_dir):
   from gkd.models import load_pretrained
   from gkd.rundir import read_jsonl

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import models
+from gkd import models, teachers
 from gkd.models import lora
 from gkd.objectives import Objective
 from gkd.train import loop, validate
@@ -60,7 +60,7 @@ def test_adapter_gradients_follow_the_chain_rule(batch):  # noqa: F811
   adapters = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 0.1, jnp.float32),
                           lora.init(base, rank=2, targets=("v",), seed=0))
   scale = 4.0
-  kw = dict(student_graph=sg, teacher_graph=tg, objective=Objective(), sft=False)
+  kw = dict(student_graph=sg, teacher=teachers.Live(tg), objective=Objective())
   loss = lambda p, b=None, **k: step_lib.loss_terms(p, ts.to_pure_dict(), batch, 3.0, b, **kw, **k)[0]
   merged = lora.merged(base, adapters, scale)
   g_full = jax.grad(loss)({"student": merged})["student"]
@@ -81,6 +81,7 @@ def _config(**overrides):
   return helpers.apply_overrides(c, overrides)
 
 
+@pytest.mark.e2e
 def test_only_adapters_are_trained_checkpointed_and_merged_at_export(tmp_path):
   config = _config()
   run = loop.Run(config, str(tmp_path / "probe"))
@@ -98,6 +99,7 @@ def test_only_adapters_are_trained_checkpointed_and_merged_at_export(tmp_path):
   assert changed and all(any(f"['{m}']['kernel']" in n for m in ("q", "v", "up")) for n in changed)
 
 
+@pytest.mark.e2e
 def test_a_killed_lora_run_resumes_exactly(tmp_path):
   config = _config()
   loop.train(config, str(tmp_path / "straight"))

@@ -35,6 +35,7 @@ def _float_dtypes(tree):
   return {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
 
 
+@pytest.mark.e2e
 def test_bf16_run_keeps_float32_master_weights_and_optimizer_state(tmp_path):
   run = loop.Run(smoke_config(**BF16), str(tmp_path))
   assert run.student().config.dtype == "bfloat16"
@@ -58,6 +59,7 @@ def _train_steps(config, workdir, n):
   return losses, jax.device_get(run.state.params["student"])
 
 
+@pytest.mark.e2e
 def test_bf16_compute_tracks_float32_over_a_few_steps(tmp_path):
   """Same float32 weights (float32 storage for both models here, so the inits are identical),
   same dataset batches; only the compute dtype differs. Over 4 steps the bf16 loss stays

@@ -23,6 +23,9 @@ DEVICES = 4  # in all, over the processes
 STEPS = 6
 
 
+pytestmark = pytest.mark.e2e  # every test here trains or drives the command line
+
+
 def _cmd(workdir, *extra):
   return [sys.executable, "-m", "gkd.main", "--config=configs/testbed.py:stage=gkd,runlocal=true",
           f"--workdir={workdir}", "--config.train.progress_bar=false", "--config.mix.dataset=0.4",

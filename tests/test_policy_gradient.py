@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import divergences
+from gkd import divergences, teachers
 from gkd.data import tasks
 from gkd.objectives import Objective, policy_gradient
 from gkd.train import loop, validate
@@ -56,7 +56,7 @@ def test_the_step_adds_the_weighted_term(batch):  # noqa: F811
   def loss(weight, b):
     objective = Objective(divergence=divergences.get("forward_kl"), rl_weight=weight)
     return step_lib.loss_terms(params, ts.to_pure_dict(), b, 3.0, student_graph=sg,
-                               teacher_graph=tg, objective=objective, sft=False)
+                               teacher=teachers.Live(tg), objective=objective)
 
   base, _ = loss(0.0, batch)
   total, metrics = loss(0.7, with_adv)
@@ -93,6 +93,7 @@ def test_config_errors():
     Objective(rl_weight=-1.0)
 
 
+@pytest.mark.e2e
 def test_a_run_logs_rewards_and_the_term(tmp_path):
   c = helpers.smoke_gkd_config()
   c.objective.rl_weight = 1.0

@@ -19,6 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/testbed.py:stage=gkd,runlocal=true"
 
 
+pytestmark = pytest.mark.e2e  # every test here trains or drives the command line
+
+
 @pytest.fixture
 def env(tmp_path_factory, monkeypatch):
   data = str(tmp_path_factory.getbasetemp() / "tfds")

@@ -40,6 +40,7 @@ def _run_demo(tmp_path, *extra):
   return out.stdout
 
 
+@pytest.mark.e2e
 def test_demo_command_runs_short(tmp_path):
   """The demo as written, two steps long, ends with its summary of what distillation did."""
   stdout = _run_demo(tmp_path, "--config.train.num_steps=2")
@@ -53,6 +54,7 @@ def test_demo_command_runs_as_written(tmp_path):
   assert "held-out KL(teacher‖student)" in stdout
 
 
+@pytest.mark.e2e
 def test_own_data_example_runs_as_documented(tmp_path):
   """The README's 'Your own data' example, in its tiny-model form, trains end to end."""
   with open(os.path.join(ROOT, "README.md")) as f:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gkd.sources import replay
+from gkd.sources.teacher import TeacherCache
 from gkd.train import loop, validate
 from tests import helpers
 from tests.test_resume import final_state
@@ -38,7 +39,9 @@ def test_buffer_is_first_in_first_out_and_round_trips():
   again.load_state_dict({**buf.state_dict(), "ids": np.zeros(1)})  # others' arrays are ignored
   for k in replay.FIELDS:
     np.testing.assert_array_equal(again.sample(key, 4)[k], drawn[k])
-  assert set(replay.without_replay({**buf.state_dict(), "ids": 1})) == {"ids"}
+  cache = TeacherCache()  # the teacher cache, restored from the same arrays, ignores the buffer's
+  cache.load_state_dict(buf.state_dict())
+  assert len(cache) == 0
   with pytest.raises(ValueError, match="one response width"):
     buf.add(_rows(9, 1, width=4))
   with pytest.raises(ValueError, match="empty"):
@@ -83,6 +86,7 @@ def test_bad_replay_configs_fail_clearly():
       validate.validate(_config(**overrides))
 
 
+@pytest.mark.e2e
 def test_a_replaying_run_resumes_exactly(tmp_path):
   loop.train(_config(), str(tmp_path / "straight"))
   rows = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl")]
@@ -104,16 +108,20 @@ def test_a_replaying_run_resumes_exactly(tmp_path):
       json.loads((tmp_path / "straight" / "final_metrics.json").read_text())
 
 
+@pytest.mark.e2e
 def test_the_checkpoint_holds_p_its_reference_and_the_buffer(tmp_path):
   run = loop.Run(_config(), str(tmp_path))
-  run.schedule.p, run.schedule.reference = 0.9, 3.25
-  run.replay.add(_rows(0, 5, width=run.config.data.max_response_len))
+  saved = run.sources["replay"]
+  saved.schedule.p, saved.schedule.reference = 0.9, 3.25
+  saved.buffer.add(_rows(0, 5, width=run.config.data.max_response_len))
   run.save(1, force=True)
   run.checkpointer.wait()
   again = loop.Run(_config(), str(tmp_path))
   assert again.restore() == 1
-  assert (again.schedule.p, again.schedule.reference, len(again.replay)) == (0.9, 3.25, 5)
-  np.testing.assert_array_equal(again.replay.rows["prompt_tokens"], run.replay.rows["prompt_tokens"])
-  assert len(again.teacher_cache) == 0
+  restored = again.sources["replay"]
+  assert (restored.schedule.p, restored.schedule.reference, len(restored.buffer)) == (0.9, 3.25, 5)
+  np.testing.assert_array_equal(restored.buffer.rows["prompt_tokens"],
+                                saved.buffer.rows["prompt_tokens"])
+  assert "teacher" not in again.sources  # mix.teacher=0: no teacher cache is built or saved
   run.checkpointer.close()
   again.checkpointer.close()

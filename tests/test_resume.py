@@ -18,14 +18,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gkd import rundir
-from gkd.sources import mixing
+from gkd import rundir, sources
 from gkd.train import checkpoint, loop
 from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 7
 MIX = dict(dataset=0.4, teacher=0.3, student=0.3)
+
+
+pytestmark = pytest.mark.e2e  # every test here trains or drives the command line
 
 
 def config(**overrides):
@@ -51,8 +53,8 @@ def straight(tmp_path_factory):
 
 
 def test_the_reference_run_draws_every_source():
-  sources = [mixing.source_for_step(0, s, MIX) for s in range(STEPS)]
-  assert sources == ["student", "dataset", "dataset", "teacher", "student", "teacher", "teacher"]
+  drawn = [sources.source_for_step(0, s, MIX) for s in range(STEPS)]
+  assert drawn == ["student", "dataset", "dataset", "teacher", "student", "teacher", "teacher"]
 
 
 def cut(straight, dst, step: int):

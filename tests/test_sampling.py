@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from flax import nnx
 
-from gkd import sampling, scoring
+from gkd import sampling, scoring, teachers
 from gkd.models import llama
 from tests import helpers
 from tests.helpers import count_traces
@@ -283,7 +282,7 @@ def test_trim_to_bucket_keeps_loss_and_gradients(chunk):
   tg, ts = nnx.split(teacher)
   objective = Objective(chunk_size=chunk, alpha=0.7)
   grad = jax.jit(jax.value_and_grad(functools.partial(
-      step_lib.loss_terms, student_graph=sg, teacher_graph=tg, objective=objective, sft=False),
+      step_lib.loss_terms, student_graph=sg, teacher=teachers.Live(tg), objective=objective),
       has_aux=True))
   batch = _trim_batch()
   full = {k: batch[k] for k in scoring.BATCH_KEYS}

@@ -4,11 +4,16 @@ its sweep compares the three methods from one start, the paired baseline first."
 import os
 import sys
 
+import pytest
+
 from helpers import ROOT, apply_overrides
 
 sys.path.insert(0, ROOT)
 from configs import smollm2_shakespeare as cfg  # noqa: E402
 from gkd.train import loop  # noqa: E402
+
+
+pytestmark = pytest.mark.e2e  # every test here trains or drives the command line
 
 
 def test_sweep_starts_with_sft_and_shares_the_start():

@@ -93,6 +93,7 @@ def test_topk_below_one_is_refused(models):
 
 
 
+@pytest.mark.e2e
 def test_a_testbed_run_with_speculative_kd_trains_and_logs_the_replacement_rate(tmp_path, shared_data_dir):
   from gkd.rundir import read_jsonl
   from gkd.train import loop

@@ -56,6 +56,7 @@ def finished_sweep(tmp_path_factory):
   return workdir, first_mtime, first
 
 
+@pytest.mark.e2e
 def test_interrupted_sweep_completes_without_losing_or_repeating_points(finished_sweep):
   workdir, first_mtime, first = finished_sweep
   rows = [json.loads(line) for line in open(workdir / "results.jsonl")]
@@ -72,6 +73,7 @@ def test_interrupted_sweep_completes_without_losing_or_repeating_points(finished
   assert (workdir / "differences.csv").read_text().count("\n") == 1 + 2
 
 
+@pytest.mark.e2e
 def test_analysis_notebook_runs_headless_and_saves_figures(finished_sweep):
   nbformat = pytest.importorskip("nbformat")
   from nbclient import NotebookClient

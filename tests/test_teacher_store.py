@@ -30,6 +30,7 @@ def _params(workdir):
   return jax.tree.leaves(nnx.state(model).to_pure_dict())
 
 
+@pytest.mark.e2e
 def test_the_store_holds_the_teachers_topk_logprobs_of_each_dataset_response(tmp_path):
   config = _config()
   teacher_store.write(config, str(tmp_path / "s"), kind="dataset", topk=K, shard_examples=16,
@@ -59,6 +60,7 @@ def test_the_store_holds_the_teachers_topk_logprobs_of_each_dataset_response(tmp
     assert np.all(rows["teacher_topk_logprobs"][b, n:] == -np.inf)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("source", ["dataset", "teacher"])
 def test_training_on_a_store_equals_training_with_the_live_teacher(tmp_path, source):
   # Top-k KD on dataset responses, and SeqKD on greedy teacher generations (T = 0, so the
@@ -74,6 +76,7 @@ def test_training_on_a_store_equals_training_with_the_live_teacher(tmp_path, sou
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
+@pytest.mark.e2e
 def test_a_killed_writer_resumes_to_the_same_store(tmp_path):
   config = _config("teacher", **{"sampling.num_samples": 2})
   whole, partial = str(tmp_path / "whole"), str(tmp_path / "partial")
@@ -118,6 +121,7 @@ def test_a_store_refuses_runs_it_cannot_serve(tmp_path):
   json.dumps(store.TeacherStore(str(tmp_path / "s")).meta)  # plain JSON
 
 
+@pytest.mark.e2e
 def test_the_command_line_writes_a_store(tmp_path):
   import subprocess
   import sys

@@ -4,9 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from gkd import divergences, sharding
+from gkd import divergences, sharding, teachers
 from gkd.objectives import Objective
 from gkd.teachers import build as build_models
 from gkd.teachers import ensemble
@@ -111,10 +110,9 @@ def test_a_list_of_one_teacher_builds_the_single_teacher_run():
   for name, c in {"single": _smoke(),
                   "list": _smoke(teachers=[defaults.model_config(**_smoke().teacher, weight=3.0)])
                   }.items():
-    _, _, teacher, _ = build_models.build_all(c)
-    built[name] = ensemble.split([teacher], c, sharding.make_mesh(c))
+    built[name] = teachers.from_config(c, build_models.build(c), sharding.make_mesh(c))
   (g1, p1), (g2, p2) = built["single"], built["list"]
-  assert isinstance(g2, nnx.GraphDef) and g1 == g2
+  assert isinstance(g2, teachers.Live) and g1 == g2
   jax.tree.map(np.testing.assert_array_equal, p1, p2)
 
 
@@ -136,9 +134,10 @@ def test_a_list_of_one_teacher_trains_exactly_as_the_single_teacher(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.e2e
 def test_two_teachers_score_on_policy_samples_and_eval_reports_each(tmp_path):
   run = loop.Run(_two_teachers(), str(tmp_path))
-  assert isinstance(run.teacher_graph, ensemble.Ensemble) and len(run.teacher_params) == 2
+  assert isinstance(run.teacher, ensemble.Ensemble) and len(run.teacher_params) == 2
   run.state, metrics = run.train_step(run.state, run.make_batch(0, "student"), run.teacher_params)
   assert np.isfinite(float(metrics["loss"])) and float(metrics["divergence"]) > 0
   final = run.evaluate().metrics

@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from gkd import sharding
-from gkd.sources import mixing
+from gkd import sharding, sources
+from gkd.sources.teacher import TeacherCache
 from gkd.teachers import build
 from gkd.train import defaults, validate
 from tests.helpers import apply_overrides
@@ -67,18 +67,18 @@ def test_vocab_mismatch_fails_clearly():
 
 def test_source_coin_is_deterministic_and_matches_the_mix():
   mix = {"dataset": 0.2, "teacher": 0.3, "student": 0.5}
-  draws = [mixing.source_for_step(0, s, mix) for s in range(1500)]
-  assert draws == [mixing.source_for_step(0, s, mix) for s in range(1500)]  # resumable
+  draws = [sources.source_for_step(0, s, mix) for s in range(1500)]
+  assert draws == [sources.source_for_step(0, s, mix) for s in range(1500)]  # resumable
   counts = collections.Counter(draws)
   for name, p in mix.items():  # binomial: 4 standard deviations
     assert abs(counts[name] / 1500 - p) < 4 * np.sqrt(p * (1 - p) / 1500), (name, counts)
-  assert draws != [mixing.source_for_step(1, s, mix) for s in range(1500)]  # the seed matters
+  assert draws != [sources.source_for_step(1, s, mix) for s in range(1500)]  # the seed matters
 
 
 @pytest.mark.parametrize("lam, expected", [(0.0, {"dataset"}), (1.0, {"student"})])
 def test_source_coin_extremes(lam, expected):
   mix = {"dataset": 1 - lam, "teacher": 0.0, "student": lam}
-  assert {mixing.source_for_step(3, s, mix) for s in range(200)} == expected
+  assert {sources.source_for_step(3, s, mix) for s in range(200)} == expected
 
 
 def test_fsdp_spec_splits_the_largest_divisible_dim():
@@ -90,13 +90,13 @@ def test_fsdp_spec_splits_the_largest_divisible_dim():
 
 
 def test_teacher_cache_keeps_first_generation_and_round_trips():
-  cache = mixing.TeacherCache()
+  cache = TeacherCache()
   cache.add([5, 7], np.array([[1, 2], [3, 4]]), np.array([[1, 1], [1, 0]], bool))
   cache.add([7, 9], np.array([[9, 9], [5, 6]]), np.array([[1, 1], [1, 1]], bool))
   assert not cache.missing([9, 5]) and cache.missing([5, 8])
   tokens, mask = cache.lookup([7, 9])
   np.testing.assert_array_equal(tokens, [[3, 4], [5, 6]])  # 7 kept its first generation
-  restored = mixing.TeacherCache()
+  restored = TeacherCache()
   restored.load_state_dict(cache.state_dict())
   np.testing.assert_array_equal(restored.lookup([5, 7, 9])[1], cache.lookup([5, 7, 9])[1])
 

@@ -32,6 +32,7 @@ def _losses(workdir):
   return [r["loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
 
 
+@pytest.mark.e2e
 def test_one_eight_devices_and_fsdp_give_the_same_loss_curve(tmp_path):
   assert jax.device_count() == 8  # conftest forces 8 host devices
   curves = {}
@@ -60,6 +61,7 @@ def _final_params(workdir):
   return jax.tree.leaves(restored["state"])
 
 
+@pytest.mark.e2e
 def test_sigkill_and_resume_ends_with_the_same_parameters(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
   straight = tmp_path / "straight"
@@ -83,6 +85,7 @@ def test_sigkill_and_resume_ends_with_the_same_parameters(tmp_path):
     assert json.load(f) == json.load(g)
 
 
+@pytest.mark.e2e
 def test_cli_rejects_a_bad_config_before_running(tmp_path):
   out = subprocess.run(_cli(tmp_path / "bad", "--config.objective.divergence_kw={'beta': 1.5}"),
                        cwd=ROOT, capture_output=True, text=True)
@@ -95,6 +98,7 @@ def test_cli_rejects_a_bad_config_before_running(tmp_path):
   assert out.returncode != 0 and "Traceback" in out.stderr and "train.log_every=0" in out.stderr
 
 
+@pytest.mark.e2e
 def test_trimmed_responses_train_as_the_full_width(tmp_path):
   # train.trim_responses cuts all-padding columns (sampling.trim_to_bucket): the same run.
   from flax import nnx

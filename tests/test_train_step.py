@@ -9,10 +9,11 @@ import optax
 import pytest
 from flax import nnx
 
-from gkd import divergences
+from gkd import divergences, teachers
 from gkd.models import llama
 from gkd.objectives import Objective
-from gkd.train import defaults, step as step_lib
+from gkd.train import defaults
+from gkd.train import step as step_lib
 
 V, P, R, B = 48, 5, 7, 4
 
@@ -67,9 +68,9 @@ def make_step(objective, grad_accum=1, lr=1e-2, sft=False):
   params = {"student": ss.to_pure_dict()}
   opt = optax.sgd(lr)
   state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))
-  fn = jax.jit(functools.partial(step_lib.train_step, student_graph=sg, teacher_graph=tg,
-                                 objective=objective, optimizer=opt, grad_accum_steps=grad_accum,
-                                 sft=sft))
+  teacher_kind = teachers.Labels() if sft else teachers.Live(tg)
+  fn = jax.jit(functools.partial(step_lib.train_step, student_graph=sg, teacher=teacher_kind,
+                                 objective=objective, optimizer=opt, grad_accum_steps=grad_accum))
   return fn, state, ts.to_pure_dict(), student, teacher
 
 
@@ -127,8 +128,8 @@ def test_teacher_gets_no_gradient(batch):
   sg, ss = nnx.split(student)
   tg, ts = nnx.split(teacher)
   grads = jax.grad(lambda t: step_lib.loss_terms({"student": ss.to_pure_dict()}, t, batch, 4.0,
-                                                 student_graph=sg, teacher_graph=tg,
-                                                 objective=objective, sft=False)[0])(ts.to_pure_dict())
+                                                 student_graph=sg, teacher=teachers.Live(tg),
+                                                 objective=objective)[0])(ts.to_pure_dict())
   assert all(np.all(g == 0) for g in jax.tree.leaves(grads))
 
 

@@ -12,6 +12,7 @@ from gkd.data.tasks import TESTBED_ALPHABET
 from gkd.models import llama
 from gkd.models import tokenizer as tok
 from gkd.objectives import Objective
+from gkd.objectives import uld as uld_loss
 from gkd.teachers import build as build_models
 from gkd.teachers import uld
 from gkd.train import loop, validate
@@ -37,7 +38,7 @@ RNG = np.random.default_rng(0)
 def test_uld_distance_matches_numpy_across_vocabulary_sizes(vs, vt):
   zs, zt = RNG.normal(size=(2, 3, vs)) * 2, RNG.normal(size=(2, 3, vt)) * 3
   for temperature in (1.0, 1.5):
-    got = uld.uld_distance(student_logits=jnp.asarray(zs, jnp.float32),
+    got = uld_loss.uld_distance(student_logits=jnp.asarray(zs, jnp.float32),
                            teacher_logits=jnp.asarray(zt, jnp.float32), temperature=temperature)
     np.testing.assert_allclose(got, _numpy_uld(zs, zt, temperature), rtol=1e-5, atol=1e-6)
 
@@ -47,10 +48,10 @@ def test_uld_is_zero_for_one_distribution_up_to_permutation_and_zero_padding():
   permuted = zs[:, RNG.permutation(6)]
   padded = np.concatenate([permuted, np.full((4, 3), -np.inf)], -1)  # 3 tokens of probability 0
   for zt in (permuted, padded):
-    got = uld.uld_distance(student_logits=jnp.asarray(zs, jnp.float32),
+    got = uld_loss.uld_distance(student_logits=jnp.asarray(zs, jnp.float32),
                            teacher_logits=jnp.asarray(zt, jnp.float32))
     np.testing.assert_allclose(got, 0.0, atol=1e-6)
-  other = uld.uld_distance(student_logits=jnp.asarray(zs, jnp.float32),
+  other = uld_loss.uld_distance(student_logits=jnp.asarray(zs, jnp.float32),
                            teacher_logits=jnp.asarray(zs * 0.3, jnp.float32))
   assert np.all(np.asarray(other) > 1e-3)
 
@@ -60,7 +61,7 @@ def test_uld_loss_truncates_to_the_shorter_tokenization_and_adds_student_ce():
   labels = RNG.integers(0, 6, (2, 5))
   s_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], bool)  # 5 and 2 student tokens
   t_mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)  # 3 and 4 teacher tokens
-  loss, aux = uld.uld_loss(jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32),
+  loss, aux = uld_loss.uld_loss(jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32),
                            jnp.asarray(labels), jnp.asarray(s_mask), jnp.asarray(t_mask),
                            Objective(alpha=0.4, temperature=2.0))
   per = _numpy_uld(zs[:, :4], zt, 2.0)
@@ -152,11 +153,12 @@ def test_bad_uld_configs_fail_clearly(other_teacher, change, message):
     validate.validate(c)
 
 
+@pytest.mark.e2e
 def test_uld_trains_a_testbed_student_under_a_teacher_with_another_tokenizer(other_teacher, tmp_path):
   c = uld_config(other_teacher)
   c.optim.update(learning_rate=1e-2, warmup_steps=0, schedule="constant")
   run = loop.Run(c, str(tmp_path / "fixed"))
-  assert run.tokenizer.vocab_size != run.teacher_view.teacher_tokenizer.vocab_size
+  assert run.tokenizer.vocab_size != run.teacher.teacher_tokenizer.vocab_size
   batch = run.make_batch(0, "student")  # on-policy samples, re-tokenized for the teacher
   losses = []
   for _ in range(8):

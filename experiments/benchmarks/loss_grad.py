@@ -31,7 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from gkd import divergences  # noqa: E402
 from roofline import machine, program_cost  # noqa: E402
 
-_traced_kl = divergences._kl.fun  # the same forward, without its written-out gradient
+_traced_kl = divergences.core._kl.fun  # the same forward, without its written-out gradient
 
 
 def _traced(name: str, beta: float):
@@ -42,7 +42,7 @@ def _traced(name: str, beta: float):
     return lambda ls, lt: _traced_kl(ls, lt)
 
   def jsd(ls, lt):
-    lm = divergences._log_mix(beta, lt, ls)
+    lm = divergences.core._log_mix(beta, lt, ls)
     return beta * _traced_kl(lt, lm) + (1 - beta) * _traced_kl(ls, lm)
   return jsd
 

@@ -26,11 +26,10 @@ from flax import nnx
 from gkd import divergences, sampling, scoring, sharding
 from gkd.data import pipeline, tasks
 from gkd.eval import metrics as text_metrics
-from gkd.teachers import ensemble
 
 
-@functools.partial(jax.jit, static_argnames=("student_graph", "teacher_graph"))
-def _reference_sums(student_params, teacher_params, batch, *, student_graph, teacher_graph):
+@functools.partial(jax.jit, static_argnames=("student_graph", "teacher"))
+def _reference_sums(student_params, teacher_params, batch, *, student_graph, teacher):
   """Per-row sums [B] over the reference response tokens: the student's NLL and, with a
   teacher, the two KLs and the teacher's NLL."""
   student = nnx.merge(student_graph, student_params)
@@ -38,10 +37,12 @@ def _reference_sums(student_params, teacher_params, batch, *, student_graph, tea
   labels = batch["response_tokens"]
   s_logits = scoring.response_logits(student, batch)
   sums = {"tokens": mask.sum(-1), "nll": -(scoring.label_logprobs(s_logits, labels) * mask).sum(-1)}
-  if teacher_graph is not None:
+  if teacher is not None:
     # Several teachers: KLs to their mixture, plus each teacher's forward KL (gkd.teachers.ensemble).
-    t_logits, per_teacher = ensemble.eval_logits(teacher_graph, teacher_params, batch)
-    sums.update(ensemble.per_teacher_forward_kl(s_logits, per_teacher, batch["response_mask"]))
+    t_logits, per_teacher = teacher.eval_logits(teacher_params, batch)
+    sums.update({f"forward_kl/{name}": (divergences.forward_kl(student_logits=s_logits,
+                                                              teacher_logits=z) * mask).sum(-1)
+                 for name, z in per_teacher.items()})
     kl_args = dict(student_logits=s_logits, teacher_logits=t_logits)
     sums["forward_kl"] = (divergences.forward_kl(**kl_args) * mask).sum(-1)
     sums["reverse_kl"] = (divergences.reverse_kl(**kl_args) * mask).sum(-1)
@@ -49,10 +50,10 @@ def _reference_sums(student_params, teacher_params, batch, *, student_graph, tea
   return sums
 
 
-@functools.partial(jax.jit, static_argnames=("teacher_graph",))
-def _teacher_logprob_sums(teacher_params, batch, *, teacher_graph):
+@functools.partial(jax.jit, static_argnames=("teacher",))
+def _teacher_logprob_sums(teacher_params, batch, *, teacher):
   """Per-row sums [B] of the teacher's log-probabilities of the batch's responses."""
-  scores = ensemble.token_scores(teacher_graph, teacher_params, batch)
+  scores = teacher.token_logprobs(teacher_params, batch)
   mask = batch["response_mask"].astype(jnp.float32)
   return {"sample_logprob": (scores * mask).sum(-1), "sample_tokens": mask.sum(-1)}
 
@@ -66,10 +67,12 @@ class EvalResult:
 class Evaluator:
   """Evaluates student parameters (and their distance to a teacher's) on `config.eval.split`."""
 
-  def __init__(self, config, tokenizer, mesh, *, student_graph, teacher_graph=None):
+  def __init__(self, config, tokenizer, mesh, *, student_graph, teacher=None):
+    """`teacher` (a gkd.teachers.Teacher) is measured against only when it can be (`in_eval`)."""
     ec = config.eval
     self.config, self.tokenizer, self.mesh = config, tokenizer, mesh
-    self.student_graph, self.teacher_graph = student_graph, teacher_graph
+    self.student_graph = student_graph
+    self.teacher = teacher if teacher is not None and teacher.in_eval else None
     self.task = tasks.get_task(config.data.task)
     self.examples = pipeline.eval_examples_for_config(config, ec.split, ec.num_examples)
     self.batch_size = min(ec.batch_size, len(self.examples))
@@ -80,7 +83,7 @@ class Evaluator:
         shuffle=False, num_epochs=1, num_examples=len(self.examples))
 
   def __call__(self, student_params, teacher_params=None) -> EvalResult:
-    has_teacher = self.teacher_graph is not None
+    has_teacher = self.teacher is not None
     rows, completions = [], []
     key = jax.random.fold_in(jax.random.key(self.config.seed), 2**30)  # fixed: evals are comparable
     generate = functools.partial(self.sampler, student_params, max_new_tokens=self.max_new_tokens)
@@ -88,13 +91,13 @@ class Evaluator:
       ids = local["example_id"]  # -1 marks the padding rows of the last batch (masks all False)
       batch = sharding.global_batch(self.mesh, {k: local[k] for k in scoring.BATCH_KEYS})
       sums = _reference_sums(student_params, teacher_params, batch,
-                             student_graph=self.student_graph, teacher_graph=self.teacher_graph)
+                             student_graph=self.student_graph, teacher=self.teacher)
       greedy = generate(batch["prompt_tokens"], batch["prompt_mask"], rng=key, temperature=0.0)
       if has_teacher:
         sampled = generate(batch["prompt_tokens"], batch["prompt_mask"],
                            rng=jax.random.fold_in(key, i), temperature=1.0)
         scored = dict(batch, response_tokens=sampled.tokens, response_mask=sampled.mask)
-        sums.update(_teacher_logprob_sums(teacher_params, scored, teacher_graph=self.teacher_graph))
+        sums.update(_teacher_logprob_sums(teacher_params, scored, teacher=self.teacher))
       # Every host gathers every row (multi-host: a global array is not fetchable as a whole).
       sums = {k: sharding.fetch(v) for k, v in sums.items()}
       tokens, mask = sharding.fetch(greedy.tokens), sharding.fetch(greedy.mask)
@@ -112,7 +115,7 @@ class Evaluator:
     for local in self._make_loader():
       batch = sharding.global_batch(self.mesh, {k: local[k] for k in scoring.BATCH_KEYS})
       sums = _reference_sums(student_params, None, batch, student_graph=self.student_graph,
-                             teacher_graph=None)
+                             teacher=None)
       total += float(np.sum(sharding.fetch(sums["nll"])))
       tokens += float(np.sum(sharding.fetch(sums["tokens"])))
     return total / max(tokens, 1.0)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gkd import objectives
+from gkd.objectives.hidden import hidden_state_loss
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -56,10 +56,10 @@ def init_projections(pairs: Pairs, ds: int, dt: int, seed: int) -> list[jax.Arra
 
 def layer_loss(student_layers, teacher_layers, mask, pairs: Pairs, *, kind: str,
                projections=None, reduction: str = "sequence") -> jax.Array:
-  """The mean over `pairs` of `objectives.hidden_state_loss` totals (divide by the global weight)."""
+  """The mean over `pairs` of `hidden_state_loss` totals (divide by the global weight)."""
   totals = []
   for i, (s, t) in enumerate(pairs):
-    total, _ = objectives.hidden_state_loss(
+    total, _ = hidden_state_loss(
         student_layers[s], jax.lax.stop_gradient(teacher_layers[t]), mask, kind=kind,
         projection=None if projections is None else projections[i], reduction=reduction)
     totals.append(total)

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gkd import objectives, scoring
+from gkd import scoring
+from gkd.objectives.core import masked_reduce
 from gkd.data import graders
 
 
@@ -36,9 +37,9 @@ def leave_one_out(rewards, sampled) -> np.ndarray:
 
 
 def loss(student_logits, batch, weight, reduction: str) -> jax.Array:
-  """−Σ A·log p(response) reduced as `objectives.masked_reduce` says, over `weight`."""
+  """−Σ A·log p(response) reduced as `masked_reduce` says, over `weight`."""
   token_logp = scoring.label_logprobs(student_logits.astype(jnp.float32), batch["response_tokens"])
-  total, _ = objectives.masked_reduce(-batch["rl_advantage"][:, None] * token_logp,
+  total, _ = masked_reduce(-batch["rl_advantage"][:, None] * token_logp,
                                       batch["response_mask"], reduction)
   return total / weight
 

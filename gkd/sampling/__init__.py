@@ -116,9 +116,10 @@ class Sampler:
 def _argmax(x: jax.Array) -> jax.Array:
   """jnp.argmax over the last axis (the first maximum), as two plain reductions.
 
-  XLA's CPU backend runs jnp.argmax's fused (value, index) reduction about 40x slower than a
-  max followed by a min over the matching indices; over a 49k vocabulary it took about 30% of
-  the sampler's time. (A NaN row, which has no matching index, gives the last token.)
+  XLA's CPU backend runs jnp.argmax's fused (value, index) reduction far slower than a max
+  followed by a min over the matching indices, and over a large vocabulary that showed in the
+  sampler's time (experiments/README.md, "Figures behind code choices"). (A NaN row, which has
+  no matching index, gives the last token.)
   """
   top = jnp.max(x, axis=-1, keepdims=True)
   idx = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
@@ -131,9 +132,9 @@ _CDF_BLOCK = 128  # vocabulary entries per block of the two-level inverse CDF
 def _inverse_cdf(logits: jax.Array, key: jax.Array) -> jax.Array:
   """One draw per row from softmax(logits) [B,V], by inverting the CDF with one uniform per row.
 
-  Gumbel-max (jax.random.categorical) needs V random numbers per row: over a 49k vocabulary,
-  generating them took 20% of the sampler's time on CPU, eight times what this draw costs. The
-  CDF is searched in two levels, so no V-long cumulative sum is needed: the block of 128
+  Gumbel-max (jax.random.categorical) needs V random numbers per row, and generating them is a
+  visible share of the sampler's time at a large vocabulary (experiments/README.md, "Figures
+  behind code choices"); this draw needs one. The CDF is searched in two levels, so no V-long cumulative sum is needed: the block of 128
   entries whose cumulative mass first exceeds u, then the entry within it. Entries with zero
   mass (−inf logits, e.g. cut by top-k or top-p) are never chosen: where float rounding leaves
   u past the last cumulative sum, the last entry with mass is taken. A row of NaNs gives a

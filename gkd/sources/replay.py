@@ -31,6 +31,10 @@ import dataclasses
 import jax
 import numpy as np
 
+from gkd import sharding
+from gkd.sources import mixing
+from gkd.sources.base import Source
+
 PREFIX = "replay_"
 FIELDS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
 
@@ -72,11 +76,6 @@ class ReplayBuffer:
     self.rows = {k[len(PREFIX):]: np.asarray(v) for k, v in arrays.items() if k.startswith(PREFIX)}
 
 
-def without_replay(arrays: dict) -> dict:
-  """A checkpoint's host arrays without the buffer's (what the teacher cache reads)."""
-  return {k: v for k, v in arrays.items() if not k.startswith(PREFIX)}
-
-
 @dataclasses.dataclass
 class AdaptiveSchedule:
   """p, the probability of student-generated data, and the validation loss it last rose at."""
@@ -106,24 +105,88 @@ class AdaptiveSchedule:
     self.p, self.reference = float(state["p"]), state["reference"]
 
 
-def check(config) -> list[str]:
-  """Problems with mix.replay (messages naming the fields); empty when it is off or fine."""
-  replay = config.mix.get("replay")
-  if not replay or not replay.capacity:
-    return []
-  why, mix = f"mix.replay.capacity={replay.capacity}", config.mix
-  problems = [
-      (config.mode != "gkd", f"{why} replays student samples for a teacher to score: mode='gkd'."),
-      (mix.teacher > 0 or mix.get("per_example", False), f"{why} draws each step's source itself "
-       "(student, replay or dataset): set mix.teacher=0 and per_example=False."),
-      (bool(config.get("teacher_store", "")), f"{why} needs a live teacher to score replayed "
-       "samples, not a teacher_store."),
-      (config.objective.get("rl_weight", 0.0) > 0, f"{why} does not combine with "
-       "objective.rl_weight: replayed rows are not graded."),
-      (replay.capacity < config.train.batch_size, f"{why} must hold at least one batch "
-       f"(train.batch_size={config.train.batch_size})."),
-      (replay.every < 1 or replay.val_examples < 1, "mix.replay.every and val_examples must be >= 1."),
-      (not (replay.eps >= 0 and 0 < replay.increment <= 1),
-       "mix.replay.eps must be >= 0 and increment in (0, 1]."),
-  ]
-  return [message for bad, message in problems if bad]
+class Replay(Source):
+  """Replayed student samples, and the schedule that picks every step's source under mix.replay."""
+
+  name, letter, label = "replay", "r", "replayed student samples (DistiLLM)"
+  per_row = False
+  schedules = True
+
+  @classmethod
+  def enabled(cls, config) -> bool:
+    replay = config.mix.get("replay")
+    return bool(replay and replay.capacity)
+
+  def __init__(self, ctx):
+    super().__init__(ctx)
+    c = ctx.config
+    rc = c.mix.replay
+    self.buffer = ReplayBuffer(rc.capacity)
+    self.schedule = AdaptiveSchedule(p=c.mix.student, eps=rc.eps, increment=rc.increment)
+    from gkd.eval.evaluator import Evaluator  # here: the config defaults import this registry
+    on_validation = c.copy_and_resolve_references()
+    on_validation.eval.update(split="validation", num_examples=rc.val_examples)
+    self.validation = Evaluator(on_validation, ctx.tokenizer, ctx.mesh,
+                                student_graph=ctx.student_graph)
+
+  def source_for_step(self, step: int) -> str:
+    """Student (fresh samples), replay or dataset, by the adaptive schedule and the step's key."""
+    c = self.ctx.config
+    return self.schedule.source(mixing.step_uniform(c.seed, step), step, c.train.num_steps,
+                                self.buffer.full)
+
+  def respond(self, batch, keys, rng):
+    del batch, keys
+    rows = self.buffer.sample(jax.random.fold_in(rng, 2), self.ctx.config.train.batch_size)
+    return sharding.place_rows(self.ctx.mesh, rows)  # earlier samples, prompts included
+
+  def observe(self, source, batch):
+    if source == "student":  # fresh samples join the buffer (before trimming: one width)
+      self.buffer.add({k: sharding.fetch(batch[k]) for k in FIELDS})
+
+  def _adapt(self) -> float:
+    """Measures the validation NLL and lets the schedule adapt p to it; returns the NLL."""
+    nll = self.validation.reference_nll(self.ctx.student_params())
+    self.schedule.update(nll)
+    return nll
+
+  def begin(self):
+    if self.schedule.reference is None:  # the loss p adapts against
+      self._adapt()
+
+  def after_step(self, step):
+    info, adapted = {}, step % self.ctx.config.mix.replay.every == 0
+    if adapted:  # before a save at this step: the checkpoint holds the new p
+      info["replay_validation_nll"] = self._adapt()
+    info.update(replay_p=self.schedule.p, replay_size=len(self.buffer))
+    return info, adapted
+
+  def state(self):
+    return self.buffer.state_dict(), self.schedule.state()
+
+  def load(self, arrays, data):
+    self.buffer.load_state_dict(arrays)
+    self.schedule.load(data)
+
+  @classmethod
+  def check(cls, config) -> list[str]:
+    """Problems with mix.replay (messages naming the fields); empty when it is off or fine."""
+    replay = config.mix.get("replay")
+    if not replay or not replay.capacity:
+      return []
+    why, mix = f"mix.replay.capacity={replay.capacity}", config.mix
+    problems = [
+        (config.mode != "gkd", f"{why} replays student samples for a teacher to score: mode='gkd'."),
+        (mix.teacher > 0 or mix.get("per_example", False), f"{why} draws each step's source itself "
+         "(student, replay or dataset): set mix.teacher=0 and per_example=False."),
+        (bool(config.get("teacher_store", "")), f"{why} needs a live teacher to score replayed "
+         "samples, not a teacher_store."),
+        (config.objective.get("rl_weight", 0.0) > 0, f"{why} does not combine with "
+         "objective.rl_weight: replayed rows are not graded."),
+        (replay.capacity < config.train.batch_size, f"{why} must hold at least one batch "
+         f"(train.batch_size={config.train.batch_size})."),
+        (replay.every < 1 or replay.val_examples < 1, "mix.replay.every and val_examples must be >= 1."),
+        (not (replay.eps >= 0 and 0 < replay.increment <= 1),
+         "mix.replay.eps must be >= 0 and increment in (0, 1]."),
+    ]
+    return [message for bad, message in problems if bad]

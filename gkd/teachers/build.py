@@ -9,6 +9,7 @@ half the memory). Logits, the loss and the divergences are float32 in every case
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import jax.numpy as jnp
 from flax import nnx
@@ -17,7 +18,32 @@ from gkd import models
 from gkd.data.tasks import testbed_tokenizer
 from gkd.errors import ConfigError
 from gkd.models import llama
-from gkd.teachers import ensemble
+
+
+MODEL_SOURCES = ("init", "gguf", "pretrained", "derive")  # where a model's weights come from
+
+
+class Built(NamedTuple):
+  """A run's models: the data's tokenizer, the teacher's own (None when it is the same or there
+  is none), the teacher models (none when no teacher model runs) and the student."""
+
+  tokenizer: object
+  teacher_tokenizer: object
+  teachers: list
+  student: nnx.Module
+
+
+def teacher_configs(config) -> list:
+  """The run's teacher model configs: `config.teachers`, or [`config.teacher`] when it is empty."""
+  listed = list(config.get("teachers", None) or [])
+  return listed or [config.teacher]
+
+
+def build(config) -> Built:
+  """Every model the config asks for (see `build_all` and `build_other_teachers`)."""
+  tokenizer, teacher_tokenizer, teacher, student = build_all(config)
+  teachers = [] if teacher is None else [teacher, *build_other_teachers(config, teacher)]
+  return Built(tokenizer, teacher_tokenizer, teachers, student)
 
 
 def _check(ok: bool, message: str):
@@ -82,7 +108,7 @@ def build_all(config):
   runs_teacher = config.mode == "gkd" and not config.get("teacher_store", "")  # a store replaces it
   # A derived student is cut from the teacher's layers, so even SFT of one loads the teacher.
   if runs_teacher or config.student.source == "derive":
-    teacher, teacher_tokenizer = _load(ensemble.configs(config)[0], "teacher",
+    teacher, teacher_tokenizer = _load(teacher_configs(config)[0], "teacher",
                                        seed=config.seed + 1,
                                        vocab_size=tokenizer.vocab_size if tokenizer else None)
     if not uld:
@@ -105,7 +131,7 @@ def build_other_teachers(config, first) -> list:
   """The teachers after the first in `config.teachers` (none for a single teacher), built on
   the first one's vocabulary; teacher k takes seed `config.seed + 1 + k`."""
   others = []
-  for k, cfg in enumerate(ensemble.configs(config)[1:], start=1):
+  for k, cfg in enumerate(teacher_configs(config)[1:], start=1):
     model, _ = _load(cfg, "teacher", seed=config.seed + 1 + k, vocab_size=first.config.vocab_size)
     if model.config.vocab_size != first.config.vocab_size:
       raise ValueError(f"teachers[{k}] has vocab_size={model.config.vocab_size}, teachers[0] "

@@ -5,9 +5,9 @@ empty list means the single `config.teacher`, a list of one. Weights are relativ
 normalized to sum to 1. One teacher (either way) takes the plain single-teacher path, so
 `teachers=[t]` trains exactly as `teacher=t`.
 
-With several teachers the run's "teacher graph" is an `Ensemble` (the teachers' graphdefs,
-weights and how to combine them: static, part of the jit cache key) and its parameters a
-tuple of the teachers' pure dicts, so the one jit-compiled train step takes them all.
+With several teachers the run's teacher is an `Ensemble` (the teachers' graphdefs, weights and
+how to combine them: static, part of the jit cache key) and its parameters a tuple of the
+teachers' pure dicts, so the one jit-compiled train step takes them all.
 `objective.multi_teacher` picks the loss:
 
   "mixture" (default)  D(p̄ ‖ student) with p̄ = Σ_k w_k·p_k, the weighted average of the
@@ -22,7 +22,7 @@ tuple of the teachers' pure dicts, so the one jit-compiled train step takes them
                        mixture lets it settle on any one teacher's mode.
 
 On-policy samples are scored by every teacher. Sequence-level KD (mix.teacher) samples from the
-first teacher in the list (`primary`): its generations are the cached fixed targets, and the
+first teacher in the list (`Ensemble.generator`): its generations are the cached fixed targets, and the
 list's order is the user's statement of which teacher leads. Eval reports the held-out KLs to
 the mixture (`forward_kl`, `reverse_kl`) and each teacher's `forward_kl/teacher_k`.
 """
@@ -36,27 +36,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import divergences, objectives, scoring, sharding
-from gkd.teachers import uld
+from gkd import objectives, scoring
+from gkd.teachers.base import StudentView, Teacher, place
+from gkd.teachers.build import MODEL_SOURCES, teacher_configs
 
 COMBINE = ("mixture", "sum")
 
 
-def configs(config) -> list:
-  """The run's teacher model configs: `config.teachers`, or [`config.teacher`] when it is empty."""
-  listed = list(config.get("teachers", None) or [])
-  return listed or [config.teacher]
-
-
 def normalized_weights(config) -> tuple[float, ...]:
   """The teachers' weights normalized to sum to 1 (a config without `weight` counts 1)."""
-  raw = np.asarray([float(c.get("weight", 1.0)) for c in configs(config)], np.float64)
+  raw = np.asarray([float(c.get("weight", 1.0)) for c in teacher_configs(config)], np.float64)
   return tuple(float(w) for w in raw / raw.sum())
 
 
-def check(config, sources: tuple) -> list[str]:
-  """Problems with the teacher list (messages naming the field); empty when it is fine.
-  `sources` are the model sources a teacher may have."""
+def check(config) -> list[str]:
+  """Problems with the teacher list (messages naming the field); empty when it is fine."""
+  sources = MODEL_SOURCES[:-1]  # a teacher is not derived
   listed = list(config.get("teachers", None) or [])
   problems = []
   for i, c in enumerate(listed):
@@ -80,56 +75,57 @@ def check(config, sources: tuple) -> list[str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Ensemble:
-  """Several teachers as one static "teacher graph": graphdefs, normalized weights, combine rule."""
+class Ensemble(Teacher):
+  """Several teachers: their graphdefs, normalized weights and how their losses combine.
+
+  Its params are a tuple of the teachers' pure dicts, so the one jitted step takes them all.
+  """
 
   graphs: tuple
   weights: tuple[float, ...]
   combine: str = "mixture"
 
-  def loss_terms(self, student_logits, teacher_params, batch, weight, objective):
-    """(loss, metrics) of the student's response logits [B, R, V] against every teacher.
+  kind = "ensemble"
+  in_eval = True
 
-    Each teacher scores the batch's exact sequences under stop_gradient. `weight` is the step's
-    global denominator, as in `gkd.objectives.distillation_loss`.
-    """
+  check = staticmethod(check)
+
+  @classmethod
+  def build(cls, config, built, mesh):
+    graphs, params = zip(*(place(model, mesh) for model in built.teachers))
+    combine = config.objective.get("multi_teacher", "mixture")
+    return cls(tuple(graphs), normalized_weights(config), combine), tuple(params)
+
+  def members(self, params) -> list[nnx.Module]:
+    return [nnx.merge(g, p) for g, p in zip(self.graphs, params)]
+
+  def loss_terms(self, student: StudentView, params, batch, weight, objective):
+    """(loss, metrics) of the student's response logits against every teacher, each scoring the
+    batch's exact sequences under stop_gradient."""
     t_logits = [jax.lax.stop_gradient(scoring.response_logits(t, batch))
-                for t in members(self, teacher_params)]
-    return combined_loss(student_logits, t_logits, batch["response_tokens"],
+                for t in self.members(params)]
+    return combined_loss(student.logits(), t_logits, batch["response_tokens"],
                          batch["response_mask"], objective, weights=self.weights,
                          combine=self.combine, weight=weight)
 
+  def eval_logits(self, params, batch):
+    """The teachers' mixture at T = 1, whichever loss the run trains with, and each one's logits:
+    eval's KLs are to that one distribution, and to each teacher apart."""
+    logits = [scoring.response_logits(t, batch) for t in self.members(params)]
+    return mixture_logits(logits, self.weights), {f"teacher_{k}": z for k, z in enumerate(logits)}
 
-def split(teachers: list[nnx.Module], config, mesh):
-  """(teacher graph, teacher params) for the run, the params placed on `mesh` (replicated or
-  FSDP): a plain (graphdef, dict) for one teacher, an (Ensemble, tuple of dicts) for several, a
-  (gkd.teachers.uld.CrossTokenizer, dict) for one teacher with another tokenizer."""
-  graphs, params = [], []
-  for teacher in teachers:
-    graph, state = nnx.split(teacher)
-    graphs.append(graph)
-    pure = state.to_pure_dict()
-    params.append(jax.device_put(pure, sharding.param_shardings(mesh, pure)))
-  if config.objective.get("cross_tokenizer", "") == "uld":  # one teacher (checked)
-    return uld.CrossTokenizer(graphs[0]), params[0]
-  if len(graphs) == 1:
-    return graphs[0], params[0]
-  combine = config.objective.get("multi_teacher", "mixture")
-  return Ensemble(tuple(graphs), normalized_weights(config), combine), tuple(params)
+  def token_logprobs(self, params, batch):
+    return scoring.label_logprobs(self.eval_logits(params, batch)[0], batch["response_tokens"])
 
+  def generator(self, params):
+    """The first teacher: the list's order is the user's statement of which one leads."""
+    return self.graphs[0], params[0]
 
-def primary(teacher_graph, teacher_params):
-  """The first teacher's (graphdef, params): it generates for sequence-level KD."""
-  if isinstance(teacher_graph, Ensemble):
-    return teacher_graph.graphs[0], teacher_params[0]
-  return getattr(teacher_graph, "graph", teacher_graph), teacher_params  # gkd.teachers.uld.CrossTokenizer
+  def modules(self, params):
+    return self.members(params)
 
-
-def members(teacher_graph, teacher_params) -> list[nnx.Module]:
-  """Every teacher as a module (one for a plain teacher)."""
-  if isinstance(teacher_graph, Ensemble):
-    return [nnx.merge(g, p) for g, p in zip(teacher_graph.graphs, teacher_params)]
-  return [nnx.merge(*primary(teacher_graph, teacher_params))]
+  def describe(self) -> str:
+    return f"{len(self.graphs)} teachers ({self.combine})"
 
 
 def mixture_logits(teacher_logits, weights, temperature: float = 1.0) -> jax.Array:
@@ -166,30 +162,3 @@ def combined_loss(student_logits, teacher_logits: list, labels, mask, objective,
     metrics["divergence"] = metrics["divergence"] + w * aux["divergence"]
     metrics[f"divergence/teacher_{k}"] = aux["divergence"]
   return loss, dict(metrics, hard_ce=aux["hard_ce"], loss=loss)
-
-
-def eval_logits(teacher_graph, teacher_params, batch):
-  """(the teachers' combined logits [B, R, V], {"teacher_k": logits} or {} for one teacher).
-
-  Several teachers combine as their mixture at T = 1 (log-probabilities), whichever loss the
-  run trains with: eval's KLs are to that one distribution, and to each teacher apart.
-  """
-  logits = [scoring.response_logits(t, batch) for t in members(teacher_graph, teacher_params)]
-  if not isinstance(teacher_graph, Ensemble):
-    return logits[0], {}
-  per_teacher = {f"teacher_{k}": z for k, z in enumerate(logits)}
-  return mixture_logits(logits, teacher_graph.weights), per_teacher
-
-
-def token_scores(teacher_graph, teacher_params, batch):
-  """log p(y_t | y_<t, x) [B, R] of the responses under the teacher (or the teachers' mixture)."""
-  logits, _ = eval_logits(teacher_graph, teacher_params, batch)
-  return scoring.label_logprobs(logits, batch["response_tokens"])
-
-
-def per_teacher_forward_kl(student_logits, per_teacher: dict, mask) -> dict:
-  """{"forward_kl/teacher_k": per-row sums [B]} of KL(teacher_k ‖ student) over `mask`."""
-  m = mask.astype(jnp.float32)
-  return {f"forward_kl/{name}": (divergences.forward_kl(student_logits=student_logits,
-                                                       teacher_logits=z) * m).sum(-1)
-          for name, z in per_teacher.items()}

@@ -1,11 +1,12 @@
 """The offline teacher store's format, its reader, and the train step's stand-in for a teacher.
 
-A store (written by `python -m gkd.teachers.store_writer`, or imported by gkd.teachers.blackbox) holds, per sample
-key (example_id × n + sample index, as the in-memory teacher cache keys them), one response and,
-at each response position, the teacher's top-k log-probs and token ids. A run reads it with
-`config.teacher_store=DIR` instead of building a teacher: make_batch looks its rows up
-(`TeacherStore.lookup`), and `StoredTeacher` turns them into the loss (the top-k divergence of
-gkd.divergences; with k = 0, a response-only import, the hard CE alone: objective.alpha=0).
+A store (written by `python -m gkd.teacher_store`, or imported by `python -m gkd.blackbox`)
+holds, per sample key (example_id × n + sample index, as the in-memory teacher cache keys them),
+one response and, at each response position, the teacher's top-k log-probs and token ids. A run
+reads it with `config.teacher_store=DIR` instead of building a teacher: the `Stored` teacher
+looks each batch's rows up (`TeacherStore.lookup`) and turns them into the loss (the top-k
+divergence of gkd.divergences; with k = 0, a response-only import, the hard CE alone:
+objective.alpha=0).
 
 Layout: DIR/store.json (what was stored and for which data: checked against the run's config)
 and DIR/shard-NNNNN.array_record with its keys in DIR/shard-NNNNN.keys.json. A shard is written
@@ -26,12 +27,13 @@ import json
 import os
 
 import numpy as np
-import optax
 from array_record.python import array_record_module
 from flax import serialization
 
-from gkd import objectives, rundir
+from gkd import objectives, rundir, sharding
 from gkd.data.pipeline import task_kwargs
+from gkd.teachers.base import StudentView, Teacher
+from gkd.teachers.labels import hard_ce_terms
 
 FORMAT = 1
 KINDS = ("dataset", "teacher", "import")
@@ -39,7 +41,7 @@ META = "store.json"
 
 
 def source_of(kind: str) -> str:
-  """The batch source (gkd.sources.mixing.BATCH_SOURCES) a store of `kind` serves."""
+  """The batch source (a name in gkd.sources.SOURCES) a store of `kind` serves."""
   return "dataset" if kind == "dataset" else "teacher"
 
 
@@ -166,7 +168,7 @@ class TeacherStore:
     return serialization.msgpack_restore(self._readers[shard].read([index])[0])
 
   def lookup(self, keys, prompt_tokens, prompt_mask, response_len: int) -> dict:
-    """Host arrays for a batch: response_tokens/mask [B, R] and, with top-k, teacher_topk_logprobs
+    """Host arrays for the rows of `keys` (their prompts given to check them against): response_tokens/mask [B, R] and, with top-k, teacher_topk_logprobs
     f32[B, R, k] / teacher_topk_indices int32[B, R, k] (−inf / 0 past each response)."""
     b, k = len(keys), self.topk
     out = {"response_tokens": np.zeros((b, response_len), np.int32),
@@ -189,27 +191,57 @@ class TeacherStore:
 
 
 @dataclasses.dataclass(frozen=True)
-class StoredTeacher:
-  """The train step's "teacher graph" for a run on a store: its targets ride in the batch.
+class Stored(Teacher):
+  """A store standing in for the teacher: its targets ride in the batch (`prepare`).
 
   With top-k the loss is `objectives.distillation_loss` on the stored (log-probs, ids) pair
   (past each response the log-probs are −inf: the top-k divergences stay finite there, and the
   mask drops them). Without (k = 0) it is the hard CE on the stored responses.
   """
-  topk: int
 
-  def loss_terms(self, student_logits, teacher_params, batch, weight, objective):
-    del teacher_params  # there is no teacher to run
-    labels, mask = batch["response_tokens"], batch["response_mask"]
+  topk: int
+  reader: TeacherStore | None = dataclasses.field(compare=False, repr=False, default=None)
+
+  kind = "store"
+  fixed_responses = True
+
+  @classmethod
+  def check(cls, config) -> list[str]:
+    return check(config)
+
+  @classmethod
+  def build(cls, config, built, mesh):
+    del mesh
+    reader = TeacherStore(config.teacher_store)
+    reader.check(config, vocab_size=built.student.config.vocab_size)
+    return cls(reader.topk, reader), None
+
+  def loss_terms(self, student: StudentView, params, batch, weight, objective):
+    del params  # there is no teacher to run
     if not self.topk:
-      ce = optax.softmax_cross_entropy_with_integer_labels(student_logits, labels)
-      total, _ = objectives.masked_reduce(ce, mask, objective.reduction)
-      loss = total / weight
-      return loss, {"loss": loss, "hard_ce": loss}
+      return hard_ce_terms(student.logits(), batch, weight, objective)
     loss, aux = objectives.distillation_loss(
-        student_logits, (batch["teacher_topk_logprobs"], batch["teacher_topk_indices"]), labels,
-        mask, objective, weight=weight)
+        student.logits(), (batch["teacher_topk_logprobs"], batch["teacher_topk_indices"]),
+        batch["response_tokens"], batch["response_mask"], objective, weight=weight)
     return loss, {"loss": loss, "divergence": aux["divergence"], "hard_ce": aux["hard_ce"]}
+
+  def _rows(self, batch: dict, keys) -> dict:
+    """The stored rows of the global batch's keys (a dataset store is keyed by example id)."""
+    ids = keys["example_id"] if self.reader.kind == "dataset" else keys["sample"]
+    return self.reader.lookup(ids, sharding.fetch(batch["prompt_tokens"]),
+                              sharding.fetch(batch["prompt_mask"]),
+                              batch["response_tokens"].shape[1])
+
+  def prepare(self, batch: dict, keys, mesh) -> dict:
+    return sharding.place_rows(mesh, self._rows(batch, keys))
+
+  def respond(self, params, batch: dict, keys, rng, *, sampler):
+    del params, rng, sampler
+    rows = self._rows(batch, keys)
+    return rows["response_tokens"], rows["response_mask"]
+
+  def describe(self) -> str:
+    return f"the teacher store {self.reader.path}" if self.reader else "a teacher store"
 
 
 def check(config) -> list[str]:

@@ -1,19 +1,5 @@
-"""Teachers with another tokenizer: Universal Logit Distillation (Boizard et al., 2024).
-
-"Towards Cross-Tokenizer Distillation: the Universal Logit Distillation Loss" compares two
-next-token distributions over *different* vocabularies by the Wasserstein-1 distance between
-them under a cost that ignores which token is which: the closed form is the L1 distance between
-the two probability vectors sorted in decreasing order, the smaller one padded with zeros,
-
-  ULD(p_s, p_t) = Σ_i |sort↓(p_s)_i − sort↓(p_t)_i|.
-
-It is 0 exactly when the two distributions are equal up to a permutation of the tokens, so it
-says nothing about *which* token to predict; the student's cross-entropy on its own tokens does
-that. The loss is the objective's usual mix with ULD in place of the divergence:
-
-  loss = (α·T²·Σ ULD + (1−α)·Σ CE) / weight,   α < 1 required,
-
-with the temperature T dividing both logit sets and CE at T = 1 over every response token.
+"""A teacher with another tokenizer, distilled by Universal Logit Distillation
+(objective.cross_tokenizer='uld'; the loss is gkd.objectives.uld).
 
 Alignment (the paper's simple scheme): the teacher scores its own tokenization of the same
 prompt + response *text*; the two response token sequences are truncated to the shorter one and
@@ -22,90 +8,74 @@ tokenization add no ULD term (they still add CE). A character-offset alignment w
 tokens better where the tokenizations drift apart; it is not implemented.
 
 The text goes student tokens → text → teacher tokens on the host, between sampling and the train
-step (`TeacherView`), so on-policy samples and dataset responses are handled alike. Each model
-gets the same budgets in its own tokens: data.max_prompt_len (a prompt loses its start, keeping
-BOS) and data.max_response_len (a response loses its end).
+step (`CrossTokenizer.prepare`), so on-policy samples and dataset responses are handled alike.
+Each model gets the same budgets in its own tokens: data.max_prompt_len (a prompt loses its
+start, keeping BOS) and data.max_response_len (a response loses its end). The teacher neither
+generates nor enters eval (KLs across vocabularies are undefined).
 """
+
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import objectives, scoring, sharding
+from gkd import scoring, sharding
+from gkd.objectives.uld import uld_loss
+from gkd.teachers.base import StudentView, Teacher, place
 
 TEACHER_KEYS = ("teacher_prompt_tokens", "teacher_prompt_mask", "teacher_response_tokens",
                 "teacher_response_mask")
 
 
-def uld_distance(*, student_logits, teacher_logits, temperature: float = 1.0) -> jax.Array:
-  """Per-position ULD [...] between logits [..., Vs] and [..., Vt] (Vs and Vt may differ), f32.
-
-  Past the smaller vocabulary's size m = min(Vs, Vt) the zero-padded side is 0, so the sum
-  there is just the other side's tail mass: ULD = Σ_{i≤m} |a_i − b_i| + tail_a + tail_b with
-  a, b the top-m probabilities. So only a top-m selection is needed, not a sort of the larger
-  vocabulary (at Vs = 101, Vt = 49,152: 1.1 s instead of 19.5 s per [32, 56] batch, forward and
-  backward, on the 2-core CPU).
-  """
-  ps = jax.nn.softmax(jnp.asarray(student_logits, jnp.float32) / temperature, axis=-1)
-  pt = jax.nn.softmax(jnp.asarray(teacher_logits, jnp.float32) / temperature, axis=-1)
-  m = min(ps.shape[-1], pt.shape[-1])
-  a, b = jax.lax.top_k(ps, m)[0], jax.lax.top_k(pt, m)[0]  # decreasing
-  tails = (jnp.maximum(jnp.sum(ps, -1) - jnp.sum(a, -1), 0.0)
-           + jnp.maximum(jnp.sum(pt, -1) - jnp.sum(b, -1), 0.0))
-  return jnp.sum(jnp.abs(a - b), axis=-1) + tails
-
-
-def aligned_mask(student_mask, teacher_mask) -> jax.Array:
-  """[B, L], L = min(Rs, Rt): position i is paired when both sequences have a token i."""
-  length = min(student_mask.shape[1], teacher_mask.shape[1])
-  n = jnp.minimum(jnp.sum(student_mask, -1), jnp.sum(teacher_mask, -1))
-  return jnp.arange(length)[None] < n[:, None]
-
-
-def uld_loss(student_logits, teacher_logits, labels, student_mask, teacher_mask,
-             objective: objectives.Objective, *, weight=None) -> tuple[jax.Array, dict]:
-  """(loss, aux) for student logits [B, Rs, Vs] on its response tokens `labels` [B, Rs] and the
-  teacher's logits [B, Rt, Vt] on its own tokenization; see the module docstring.
-
-  The ULD term is reduced over the aligned positions, CE over the student's response mask, each
-  by `objective.reduction`; `weight` (default: the student mask's) divides both.
-  """
-  student_mask = jnp.asarray(student_mask, bool)
-  valid = aligned_mask(student_mask, jnp.asarray(teacher_mask, bool))
-  length = valid.shape[1]
-  per = uld_distance(student_logits=student_logits[:, :length],
-                     teacher_logits=jax.lax.stop_gradient(teacher_logits[:, :length]),
-                     temperature=objective.temperature)
-  uld_total, _ = objectives.masked_reduce(per, valid, objective.reduction)
-  z = jnp.asarray(student_logits, jnp.float32)
-  safe = jnp.clip(jnp.asarray(labels, jnp.int32), 0, z.shape[-1] - 1)
-  ce = -scoring.label_logprobs(z, safe)
-  ce_total, local_weight = objectives.masked_reduce(ce, student_mask, objective.reduction)
-  weight = jnp.maximum(local_weight if weight is None else weight, 1.0)
-  loss = (objective.alpha * objective.temperature ** 2 * uld_total
-          + (1.0 - objective.alpha) * ce_total) / weight
-  return loss, {"divergence": uld_total / weight, "hard_ce": ce_total / weight,
-                "aligned_tokens": jnp.sum(valid).astype(jnp.float32)}
-
-
 @dataclasses.dataclass(frozen=True)
-class CrossTokenizer:
-  """A teacher with its own tokenizer as the run's static "teacher graph" (its graphdef)."""
+class CrossTokenizer(Teacher):
+  """A teacher model with its own tokenizer: its graphdef (static) and the two tokenizers with
+  the length budgets (host side, for `prepare`)."""
 
-  graph: object
+  graph: nnx.GraphDef
+  student_tokenizer: Any = dataclasses.field(compare=False, repr=False, default=None)
+  teacher_tokenizer: Any = dataclasses.field(compare=False, repr=False, default=None)
+  lengths: dict = dataclasses.field(compare=False, repr=False, default_factory=dict)
 
-  def loss_terms(self, student_logits, teacher_params, batch, weight, objective):
-    """(loss, metrics): the teacher scores the batch's `teacher_*` view (see `TeacherView`)."""
+  kind = "cross-tokenizer"
+
+  @classmethod
+  def check(cls, config) -> list[str]:
+    return check(config)
+
+  @classmethod
+  def build(cls, config, built, mesh):
+    graph, params = place(built.teachers[0], mesh)
+    lengths = dict(prompt_len=config.data.max_prompt_len, response_len=config.data.max_response_len)
+    return cls(graph, built.tokenizer, built.teacher_tokenizer, lengths), params
+
+  def loss_terms(self, student: StudentView, params, batch, weight, objective):
+    """(loss, metrics): the teacher scores the batch's `teacher_*` view (see `prepare`)."""
     view = {k[len("teacher_"):]: batch[k] for k in TEACHER_KEYS}
-    t_logits = scoring.response_logits(nnx.merge(self.graph, teacher_params), view)
-    loss, aux = uld_loss(student_logits, jax.lax.stop_gradient(t_logits), batch["response_tokens"],
-                         batch["response_mask"], view["response_mask"], objective, weight=weight)
+    t_logits = scoring.response_logits(nnx.merge(self.graph, params), view)
+    loss, aux = uld_loss(student.logits(), jax.lax.stop_gradient(t_logits),
+                         batch["response_tokens"], batch["response_mask"], view["response_mask"],
+                         objective, weight=weight)
     return loss, dict(aux, loss=loss)
+
+  def prepare(self, batch: dict, keys, mesh) -> dict:
+    """The teacher's tokenization of the whole global batch (`TEACHER_KEYS`), made on every
+    host and placed as the batch is."""
+    del keys
+    rows = {k: sharding.fetch(batch[k]) for k in scoring.BATCH_KEYS}
+    view = retokenize(rows, self.student_tokenizer, self.teacher_tokenizer, **self.lengths)
+    return sharding.place_rows(mesh, view)
+
+  def modules(self, params):
+    return [nnx.merge(self.graph, params)]
+
+  def describe(self) -> str:
+    return "a teacher with another tokenizer (ULD)"
 
 
 def retokenize(rows: dict, student_tokenizer, teacher_tokenizer, *, prompt_len: int,
@@ -138,26 +108,6 @@ def retokenize(rows: dict, student_tokenizer, teacher_tokenizer, *, prompt_len: 
     out["teacher_response_tokens"][r, :len(ids)] = ids
     out["teacher_response_mask"][r, :len(ids)] = True
   return out
-
-
-class TeacherView:
-  """Adds the teacher's tokenization (`TEACHER_KEYS`) to a global batch, on the host.
-
-  Every host fetches the whole batch and re-tokenizes it, then keeps its own shards, so the
-  arrays are laid out exactly as the batch is.
-  """
-
-  def __init__(self, student_tokenizer, teacher_tokenizer, mesh, *, prompt_len, response_len):
-    self.student_tokenizer, self.teacher_tokenizer, self.mesh = (student_tokenizer,
-                                                                 teacher_tokenizer, mesh)
-    self.lengths = dict(prompt_len=prompt_len, response_len=response_len)
-
-  def __call__(self, batch: dict) -> dict:
-    rows = {k: sharding.fetch(batch[k]) for k in scoring.BATCH_KEYS}
-    view = retokenize(rows, self.student_tokenizer, self.teacher_tokenizer, **self.lengths)
-    place = sharding.batch_sharding(self.mesh)
-    return {k: jax.make_array_from_callback(v.shape, place, lambda index, v=v: v[index])
-            for k, v in view.items()}
 
 
 def check(config) -> list[str]:

@@ -7,6 +7,8 @@ optim, train, mesh, eval.
 
 import ml_collections
 
+from gkd import sources
+
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
   """How to build one model (teacher or student).
@@ -70,11 +72,11 @@ def default_config() -> ml_collections.ConfigDict:
       "num_train_examples": 0,  # 0: the whole split
   })
 
-  # Where each step's training sequences come from (fractions sum to 1; drawn per step as in the
-  # GKD paper). `student` is the on-policy fraction λ. per_example=True draws the source per
-  # row instead (the batch mixes sources; a step may then sample with both models).
-  c.mix = ml_collections.ConfigDict({"dataset": 1.0, "teacher": 0.0, "student": 0.0,
-                                     "per_example": False})
+  # Where each step's training sequences come from (gkd.sources): each per-row source's fraction
+  # (dataset, teacher, student; they sum to 1; drawn per step as in the GKD paper). `student` is
+  # the on-policy fraction λ. per_example=True draws the source per row instead (the batch mixes
+  # sources; a step may then sample with both models).
+  c.mix = sources.default_mix()
   # Adaptive off-policy with a replay buffer (DistiLLM; gkd.sources.replay): capacity > 0 (rows) keeps the
   # student's samples and reuses them. Each step trains on student data (fresh or replayed) with
   # probability p, starting at mix.student (dataset otherwise); every `every` steps the student's
@@ -92,6 +94,10 @@ def default_config() -> ml_collections.ConfigDict:
       # Samples per prompt (TRL's num_generations): a step's train.batch_size rows are
       # batch_size / num_samples prompts, each repeated num_samples times.
       "num_samples": 1,
+      # Sequence-level KD (mix.teacher): True keeps one teacher generation per sample key, made
+      # when first needed (fixed targets); False draws fresh teacher samples every step, as the
+      # student is sampled on-policy (the same number of samples for both).
+      "cache_teacher_samples": True,
       # Speculative KD (Xu et al., 2025): K > 0 lets the teacher vet every on-policy token,
       # keeping the student's proposal when it is in the teacher's top-K and otherwise drawing
       # the teacher's own (at teacher_temperature). 0: plain on-policy sampling. Logged as

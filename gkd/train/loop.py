@@ -20,9 +20,7 @@ import jax
 import numpy as np
 import tqdm
 
-from gkd import models, rundir
-from gkd.sources import mixing
-from gkd.teachers import ensemble
+from gkd import models, rundir, sources
 from gkd.train import guards, report, validate, writer
 from gkd.train.run import Run, host_copy
 
@@ -56,9 +54,9 @@ def train(config, workdir: str) -> dict:
 
 def _max_seq_lens(run) -> dict:
   lens = {"student": run.student().config.max_seq_len}
-  if run.teacher_params is not None:  # a teacher model (not a store)
-    lens["teacher"] = min(t.config.max_seq_len
-                          for t in ensemble.members(run.teacher_graph, run.teacher_params))
+  models = run.teacher.modules(run.teacher_params)
+  if models:  # a teacher model (not a store)
+    lens["teacher"] = min(t.config.max_seq_len for t in models)
   return lens
 
 
@@ -83,7 +81,7 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     nonlocal pending, step_start
     if pending is None:
       return
-    step, metrics, info = pending
+    step, metrics, info, log_now = pending
     pending = None
     metrics = jax.device_get(metrics)
     info = {k: float(v) if isinstance(v, jax.Array) else v for k, v in info.items()}
@@ -91,10 +89,10 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     info["step_s"], step_start = now - step_start, now
     info["train_tokens_per_s"] = float(metrics["response_tokens"]) / max(info["step_s"], 1e-9)
     finite = all(np.isfinite(metrics[k]) for k in guards.GUARDED if k in metrics)
-    if step % tc.log_every == 0 or step == tc.num_steps or not finite or "replay_validation_nll" in info:
+    if step % tc.log_every == 0 or step == tc.num_steps or not finite or log_now:
       log.write(step, {**metrics, **info})
     guards.check_finite(step, metrics, workdir=workdir, last_saved=last_saved)
-    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", src=info["source"][0],
+    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", src=sources.letter(info["source"]),
                     tok_s=f"{info['train_tokens_per_s']:.0f}")
 
   def save(step: int):
@@ -104,8 +102,8 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
     last_saved = step
 
   with jax.set_mesh(run.mesh):
-    if run.replay is not None and run.schedule.reference is None:  # the loss p adapts against
-      run.adapt_replay()
+    for source in run.sources.values():
+      source.begin()
     if start == 0 and config.eval.at_start:  # the "before" point of learning curves and the report
       log.write(0, run.evaluate().metrics, prefix="eval/")
     warned = False
@@ -120,17 +118,10 @@ def _train(run: Run, config, workdir: str, stop: guards.StopFlag) -> dict:
                      config.data.max_prompt_len, config.data.max_response_len)
       run.state, metrics = run.train_step(run.state, batch, run.teacher_params, run.student_base)
       flush()
-      info = {"source": source, "source_id": mixing.source_id(source),
-              "truncated_total": run.truncated}
-      if run.replacement_rate is not None:  # fetched with the metrics, one step late
-        info["skd_replacement_rate"], run.replacement_rate = run.replacement_rate, None
-      if run.reward is not None:
-        info["rl_reward"], run.reward = run.reward, None
-      if run.replay is not None:
-        if (step + 1) % config.mix.replay.every == 0:  # before a save at this step: it holds p
-          info["replay_validation_nll"] = run.adapt_replay()
-        info.update(replay_p=run.schedule.p, replay_size=len(run.replay))
-      pending = (step + 1, metrics, info)
+      more, log_now = run.after_step(step + 1)  # device values are fetched with the metrics
+      info = {"source": source, "source_id": sources.source_id(source),
+              "truncated_total": run.truncated, **more}
+      pending = (step + 1, metrics, info, log_now)
       bar.update(1)
       stopping = guards.stop_agreed(stop.set, step + 1, tc.log_every)
       if run.checkpointer.due(step + 1) or stopping:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gkd import sampling, sharding
+from gkd import sampling, sharding, teachers
 from gkd.data.tasks import testbed_tokenizer
 from gkd.models import gguf, llama, lora, safetensors
 from gkd.objectives import Objective
@@ -101,10 +101,10 @@ def analyze(config) -> dict:
            "prompt_mask": jax.ShapeDtypeStruct((b, p), bool, sharding=rows),
            "response_tokens": jax.ShapeDtypeStruct((b, r), jnp.int32, sharding=rows),
            "response_mask": jax.ShapeDtypeStruct((b, r), bool, sharding=rows)}
-  step = functools.partial(step_lib.train_step, student_graph=s_graph, teacher_graph=t_graph,
+  teacher = teachers.Live(t_graph) if t_graph is not None else teachers.Labels()
+  step = functools.partial(step_lib.train_step, student_graph=s_graph, teacher=teacher,
                            objective=Objective.from_config(config.objective), optimizer=optimizer,
-                           grad_accum_steps=config.optim.grad_accum_steps, sft=config.mode == "sft",
-                           lora_scale=lora_scale)
+                           grad_accum_steps=config.optim.grad_accum_steps, lora_scale=lora_scale)
   with jax.set_mesh(mesh):
     train = jax.jit(step, donate_argnums=0).lower(state, batch, t_params, base).compile()
     out = {"state": _nbytes(state), "teacher": _nbytes(t_params) if t_params else 0,

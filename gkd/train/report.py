@@ -10,10 +10,10 @@ import os
 import jax
 import jax.numpy as jnp
 
-from gkd import rundir, sampling
+from gkd import rundir, sampling, sources
 from gkd.data.pipeline import encode_example
 from gkd.models import llama
-from gkd.teachers import ensemble
+from gkd.teachers.build import teacher_configs
 
 ROWS = (  # (metric, label): the rows shown when both runs measured them
     ("forward_kl", "held-out KL(teacher‖student)"),
@@ -38,7 +38,7 @@ def _describe(model_cfg) -> str:
 def _describe_teachers(config) -> str:
   if config.get("teacher_store", ""):
     return f"the teacher store {config.teacher_store}"
-  listed = ensemble.configs(config)
+  listed = teacher_configs(config)
   more = f" and {len(listed) - 1} more teacher(s)" if len(listed) > 1 else ""
   return _describe(listed[0]) + more
 
@@ -72,7 +72,7 @@ def summary(config, workdir: str, history: list[dict], example: dict, sizes: dic
   lines = [f"gkd: {config.train.num_steps} steps, {what} {_describe(config.student)}{size['student']}"
            + ("" if config.mode == "sft" else
               f" from {_describe_teachers(config)}{size.get('teacher', '')}")
-           + f"; mix {dict(config.mix)}, {_describe_loss(config.objective)}",
+           + f"; {sources.describe(config)}; {_describe_loss(config.objective)}",
            f"  outputs in {workdir}: {rundir.METRICS}, {rundir.TENSORBOARD}/, "
            f"{rundir.CHECKPOINTS}/, {rundir.FINAL_METRICS}, {rundir.EVAL_EXAMPLES}, "
            f"{rundir.EXPORT}/ (Hugging Face format)",
@@ -96,12 +96,11 @@ def print_summary(run, workdir: str, result) -> None:
     return
   raw = run.evaluator.examples[first["example_id"]]
   example = {"prompt": raw["prompt"], "response": raw["response"], "student": first["completion"]}
-  if run.teacher_sampler is not None:
-    graph, params = ensemble.primary(run.teacher_graph, run.teacher_params)
-    example["teacher"] = teacher_completion(run.config, run.tokenizer, graph, params, raw["prompt"])
+  generator = run.teacher.generator(run.teacher_params)
+  if generator is not None:
+    example["teacher"] = teacher_completion(run.config, run.tokenizer, *generator, raw["prompt"])
   sizes = {"student": llama.count_params(run.student())}
-  if run.teacher_params is not None:
-    sizes["teacher"] = sum(llama.count_params(t)
-                           for t in ensemble.members(run.teacher_graph, run.teacher_params))
+  if run.teacher.modules(run.teacher_params):
+    sizes["teacher"] = sum(llama.count_params(t) for t in run.teacher.modules(run.teacher_params))
   print(summary(run.config, workdir, rundir.read_jsonl(os.path.join(workdir, rundir.METRICS)),
                 example, sizes), flush=True)

@@ -4,28 +4,19 @@ Each check names the field. The objective's own checks live with it (`gkd.object
 and `gkd.divergences.get`); their errors are reported here under `objective.`.
 """
 
-import math
-
 import jax
 
-from gkd import divergences, sharding
+from gkd import divergences, sharding, sources, teachers
 from gkd.errors import ConfigError
 from gkd.objectives import Objective, layer_distill
-from gkd.sources import mixing, replay
-from gkd.teachers import ensemble, store, uld
+from gkd.teachers.build import MODEL_SOURCES
 
 MODES = ("gkd", "sft")
-MODEL_SOURCES = ("init", "gguf", "pretrained", "derive")  # where a model's weights come from
 
 
 def _check(ok: bool, message: str):
   if not ok:
     raise ConfigError(message)
-
-
-def _unit(name: str, value: float):
-  _check(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
-         f"{name}={value!r} must lie in [0, 1].")
 
 
 def validate(config, *, num_devices: int | None = None) -> None:
@@ -41,16 +32,10 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _check(bool(config.student.derive_every_k) != bool(list(config.student.derive_layers)),
            "student.source='derive' needs exactly one of derive_every_k, derive_layers.")
 
-  problems = (ensemble.check(config, sources=MODEL_SOURCES[:-1])  # every source but "derive"
-              + uld.check(config) + store.check(config) + replay.check(config))
+  problems = teachers.check(config) + sources.check(config)
   _check(not problems, problems[0] if problems else "")
 
   mix = config.mix
-  for key in mixing.BATCH_SOURCES:
-    _unit(f"mix.{key}", mix[key])
-  total = mix.dataset + mix.teacher + mix.student
-  _check(math.isclose(total, 1.0, abs_tol=1e-6),
-         f"mix fractions dataset+teacher+student must sum to 1, got {total:g}.")
   _check(config.mode == "gkd" or mix.dataset == 1.0,
          "mode='sft' trains on the dataset only: set mix.dataset=1.")
 
