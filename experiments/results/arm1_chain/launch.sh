@@ -16,7 +16,10 @@ train() {  # workdir, then gkd.main args; skipped when finished
 case "${1:-all}" in
   stages|all)
     train $R/teacher --config=$C:stage=teacher &
-    train $R/student --config=$C:stage=student
+    train $R/student --config=$C:stage=student,labelled=20000
+    # The plan's rule picks the student's labels from the stages' validation accuracies: all
+    # 20,000 if the teacher leads by 15 points or more, else the first 2,000 (this one).
+    train $R/student_n2000 --config=$C:stage=student,labelled=2000
     wait ;;&
   gate|all)
     [ -f $R/methods/gate.json ] || $PY -m gkd.eval.gate --config=$C --out=$R/methods ;;&
@@ -29,3 +32,6 @@ case "${1:-all}" in
     $PY -m gkd.sweep --config=$C:sweep=methods --workdir=$R/methods --parallel=${PARALLEL:-2}
     $PY experiments/results/arm1_chain/exposure.py $R/methods $R/teacher_test ;;
 esac
+# Committing what finished (small files; per-example rows gzipped):
+#   bash experiments/results/collect.sh runs/arm1_chain/methods experiments/results/arm1_chain/methods
+#   find experiments/results/arm1_chain/methods -name eval_examples.jsonl -exec gzip -nf {} +
