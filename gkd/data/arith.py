@@ -58,3 +58,75 @@ def solve(expression: str, *, compact: bool = False) -> tuple[list[str], int]:
 
   value = visit(tree.body)
   return steps, value
+
+
+def signed_terms(expression: str) -> list[int]:
+  """The signed terms of a chain of + and − over integers: "12+45-6" → [12, 45, -6]."""
+  terms, sign, digits = [], 1, ""
+  for i, ch in enumerate(expression.replace(" ", "")):
+    if ch.isdigit():
+      digits += ch
+    elif ch in "+-" and digits:
+      terms.append(sign * int(digits))
+      sign, digits = (1 if ch == "+" else -1), ""
+    elif ch == "-" and i == 0:
+      sign = -1
+    else:
+      raise ValueError(f"Not a chain of + and - over integers: {expression!r}")
+  if not digits:
+    raise ValueError(f"Not a chain of + and - over integers: {expression!r}")
+  return terms + [sign * int(digits)]
+
+
+def _term_step(total: int, term: int) -> str:
+  return f"{total}{'-' if term < 0 else '+'}{abs(term)}={total + term}"
+
+
+def sum_in_order(terms: list[int], order: list[int]) -> tuple[list[str], int]:
+  """Steps adding `terms` in the order of the indices `order` (a permutation): the running
+  total, the next term's sign and size, its new value, e.g. [-6, 12] → "-6+12=6"."""
+  if sorted(order) != list(range(len(terms))) or len(terms) < 2:
+    raise ValueError(f"order {order} is not a permutation of {len(terms)} >= 2 terms")
+  total, steps = terms[order[0]], []
+  for i in order[1:]:
+    steps.append(_term_step(total, terms[i]))
+    total += terms[i]
+  return steps, total
+
+
+def first_bad_step(terms: list[int], completion: str) -> int | None:
+  """Checks a "steps. Answer: N" solution of a term sum in any order; returns the index of its
+  first wrong step (len(steps) when only the answer or a missing term is wrong), or None.
+
+  A step is right when it adds an unused term (by its sign and size; 0 and −0 are one term) to
+  the running total without an arithmetic slip; the first step starts from an unused term.
+  """
+  body, _, answer = completion.partition(". Answer: ")
+  steps = [s.strip() for s in body.split(",")] if body.strip() else []
+  unused, total = list(terms), None
+  for k, step in enumerate(steps):
+    left, _, result = step.partition("=")
+    try:
+      a_text, sign, b_text = _split_step(left)
+      a, b, c = int(a_text), int(b_text) * (-1 if sign == "-" else 1), int(result)
+    except ValueError:
+      return k
+    if total is None:  # the first step starts from a term of the sum
+      if a not in unused:
+        return k
+      unused.remove(a)
+    if (total is not None and a != total) or b not in unused or a + b != c:
+      return k
+    unused.remove(b)
+    total = c
+  if unused or answer.strip() != str(sum(terms)):
+    return len(steps)
+  return None
+
+
+def _split_step(left: str) -> tuple[str, str, str]:
+  """"-12+5" → ("-12", "+", "5"): the operator is the last + or − after the first character."""
+  cut = max(left.rfind("+"), left.rfind("-"))
+  if cut < 1:
+    raise ValueError(left)
+  return left[:cut], left[cut], left[cut + 1:]

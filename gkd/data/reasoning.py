@@ -1,5 +1,5 @@
-"""Reasoning tasks from reasoning-gym: the CPU testbed `arithmetic`, and the
-`basic_arithmetic`, `chain_sum` and `gsm_symbolic` levels.
+"""Reasoning tasks from reasoning-gym: the CPU testbed `arithmetic`, the term-order sums
+`chain_orders`, and the `basic_arithmetic`, `chain_sum` and `gsm_symbolic` levels.
 
 Splits are fixed by the task seed: each split draws from its own reasoning-gym
 seed, the test split first, then validation without any test prompt, then train
@@ -10,6 +10,7 @@ on. Examples are dicts with "prompt", "response", "answer" and "grader".
 from __future__ import annotations
 
 import functools
+import random
 from typing import Callable
 
 from gkd.data import arith, splits
@@ -130,3 +131,50 @@ def generate(name: str, split: str, *, seed: int, num_train: int, num_validation
   """Examples of reasoning task `name` in `split` (fresh dicts; the cache stays intact)."""
   splits = _all_splits(name, seed, num_train, num_validation, num_test)
   return [dict(e) for e in splits[split]]
+
+
+# chain_orders: sums of signed terms (reasoning-gym chain_sum) solved by adding the terms one at a
+# time in an order drawn per example, e.g. "12+45-6+8=" -> "-6+8=2, 2+12=14, 14+45=59. Answer: 59".
+# Every order is a valid solution, so the first steps a model writes decide the partial sums that
+# follow; order="left" keeps the expression's own order (one path) as a control.
+CHAIN_ORDERS_DEFAULTS = (("seed", 0), ("num_train", 20000), ("num_validation", 500),
+                         ("num_test", 2000), ("min_terms", 4), ("max_terms", 6), ("min_digits", 1),
+                         ("max_digits", 2), ("order", "random"))
+CHAIN_ORDERS = ("random", "left")
+
+
+def chain_orders_example(config: tuple, order: str, rg_seed: int, index: int, size: int) -> dict:
+  """Entry `index` of the chain_sum stream seeded `rg_seed`, solved term by term in `order`."""
+  entry = _rg_entry("chain_sum", dict(config), rg_seed, index, size)
+  expression = entry["metadata"]["expression"].replace(" ", "")
+  terms = arith.signed_terms(expression)
+  ids = list(range(len(terms)))
+  if order == "random":  # seeded by the entry, so a split's examples never depend on its size
+    random.Random(f"{rg_seed}/{index}").shuffle(ids)
+  steps, value = arith.sum_in_order(terms, ids)
+  _check_value(value, entry)
+  return {"prompt": f"{expression}=", "response": f"{', '.join(steps)}. Answer: {value}",
+          "answer": str(value), "grader": "numeric"}
+
+
+@functools.lru_cache(maxsize=8)
+def _chain_orders_splits(seed: int, sizes: tuple, config: tuple, order: str):
+  make = functools.partial(chain_orders_example, config, order)
+  return _draw(make, dict(sizes), seed)
+
+
+def generate_chain_orders(split: str, *, seed: int, num_train: int, num_validation: int,
+                          num_test: int, min_terms: int, max_terms: int, min_digits: int,
+                          max_digits: int, order: str) -> list[dict]:
+  """Examples of the `chain_orders` task in `split` (see CHAIN_ORDERS_DEFAULTS)."""
+  if order not in CHAIN_ORDERS:
+    raise ValueError(f"order={order!r}; use one of {CHAIN_ORDERS}.")
+  if not 2 <= min_terms <= max_terms:
+    raise ValueError(f"need 2 <= min_terms <= max_terms, got {min_terms}, {max_terms}.")
+  sizes = (("train", num_train), ("validation", num_validation), ("test", num_test))
+  for split_name, n in sizes:
+    if n < 0:
+      raise ValueError(f"num_{split_name}={n} must be >= 0")
+  config = tuple(sorted(dict(min_terms=min_terms, max_terms=max_terms, min_digits=min_digits,
+                             max_digits=max_digits).items()))
+  return [dict(e) for e in _chain_orders_splits(seed, sizes, config, order)[split]]

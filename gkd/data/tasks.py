@@ -7,6 +7,7 @@ at least "prompt", "response", "answer" and "grader", and grades completions.
 
 Tasks (`TASK_NAMES`):
   arithmetic        CPU testbed: short arithmetic with a worked solution (char-level friendly)
+  chain_orders      sums of 4-6 terms added in an order drawn per example (several valid paths)
   basic_arithmetic  reasoning-gym basic_arithmetic, step-by-step solution ending "#### N"
   chain_sum         reasoning-gym chain_sum, same format
   gsm_symbolic      reasoning-gym gsm_symbolic (the GKD paper's GSM8K setting, offline)
@@ -105,6 +106,11 @@ _TASKS = {
         "arithmetic", "CPU testbed: '7+5-3=' -> '7+5=12, 12-3=9. Answer: 9' (prompt <= 32, "
         "response <= 64 chars), from reasoning-gym chain_sum and basic_arithmetic.",
         _sizes(20000, 500, 2000)),
+    "chain_orders": Task(
+        "chain_orders", "Sums of signed terms (reasoning-gym chain_sum, 4-6 terms) solved one term "
+        "at a time in an order drawn per example: '3-5+8=' -> '-5+8=3, 3+3=6. Answer: 6'; "
+        "order='left' keeps the written order.", reasoning.CHAIN_ORDERS_DEFAULTS,
+        reasoning.generate_chain_orders),
     "basic_arithmetic": _reasoning(
         "basic_arithmetic", "reasoning-gym basic_arithmetic (2-6 terms, + - * /, parentheses) "
         "with a step-by-step solution ending '#### N'.", _sizes(20000, 500, 1000)),

