@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['teacher.source="init"', 'teacher.preset="tiny"', 'teacher.dtype="float32"',
         'student.dtype="float32"', 'tokenizer="testbed"', 'data.chat_template=False',
         'data.task="arithmetic"', "train.batch_size=4", "sampling.num_samples=2",
-        "optim.grad_accum_steps=2"]
+        "optim.grad_accum_steps=2", "mesh.num_devices=1"]
 
 
 def _module():

@@ -52,18 +52,41 @@ def main():
   import jax
   import jax.numpy as jnp
   from flax import nnx
-  from transformers import AutoTokenizer
+  from transformers import AutoTokenizer, GenerationConfig
 
   tokenizer = AutoTokenizer.from_pretrained(REPO / ".cache" / "smollm2-135m-instruct-hf")
   rows = [json.loads(line) for line in (HERE / "prompts.jsonl").read_text().splitlines() if line.strip()]
-  dataset = datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
+  # Pre-tokenized with the prompts apart: EasyDeL 0.3's GKDTrainer finds the prompts of an on-policy
+  # batch only in prompt_input_ids (or completion_mask / labels), which its conversational
+  # preprocessing does not give it (SFTTrainer adds completion_mask in the _preprocess_batch_input
+  # that GKDTrainer overrides), so a "messages" dataset silently trains off-policy.
+  width = max(len(r["prompt_ids"]) for r in rows)
+  total = width + args.max_new_tokens
+
+  def example(r):
+    pad = [tokenizer.pad_token_id] * (width - len(r["prompt_ids"]))
+    prompt, prompt_mask = pad + r["prompt_ids"], [0] * len(pad) + [1] * len(r["prompt_ids"])
+    answer = tokenizer(r["messages"][-1]["content"], add_special_tokens=False)["input_ids"]
+    answer = (answer + [tokenizer.eos_token_id])[:args.max_new_tokens]
+    tail = [tokenizer.pad_token_id] * (args.max_new_tokens - len(answer))
+    return {"input_ids": prompt + answer + tail, "attention_mask": prompt_mask + [1] * len(answer) + [0] * len(tail),
+            "completion_mask": [0] * width + [1] * len(answer) + [0] * len(tail),
+            "prompt_input_ids": prompt, "prompt_attention_mask": prompt_mask}
+
+  dataset = datasets.Dataset.from_list([example(r) for r in rows])
 
   def model(fields, seed):
     config = ed.LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, rms_norm_eps=1e-5,
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                             pad_token_id=tokenizer.pad_token_id, **fields)
-    return ed.LlamaForCausalLM(config=config, dtype=jnp.float32, param_dtype=jnp.float32,
-                               rngs=nnx.Rngs(seed))
+    module = ed.LlamaForCausalLM(config=config, dtype=jnp.float32, param_dtype=jnp.float32,
+                                 rngs=nnx.Rngs(seed))
+    # from_pretrained would set it; EasyDeL's generate reads it (without it generation fails and
+    # the trainer trains off-policy).
+    module.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                                eos_token_id=tokenizer.eos_token_id,
+                                                pad_token_id=tokenizer.pad_token_id)
+    return module
 
   student, teacher = model(hf_config(args.student), 0), model(TEACHER, 1)
   steps, gens = [], []
@@ -93,7 +116,7 @@ def main():
       save_directory=out_dir, total_batch_size=args.batch, max_training_steps=1 + args.timed_steps,
       learning_rate=1e-4, optimizer="adamw", scheduler="none", warmup_steps=0, weight_decay=0.0,
       clip_grad=1.0, lmbda=1.0, beta=0.5, temperature=1.0, max_new_tokens=args.max_new_tokens,
-      max_length=48 + args.max_new_tokens, do_eval=False, save_steps=None, do_last_save=False,
+      max_length=total, do_eval=False, save_steps=None, do_last_save=False,
       use_wandb=False, report_metrics=False, progress_bar_type="json", log_steps=1000,
       shuffle_train_dataset=False)
   trainer = Timed(arguments=config, processing_class=tokenizer, model=student, teacher_model=teacher,
