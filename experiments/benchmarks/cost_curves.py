@@ -25,7 +25,6 @@ of calling the kernel's OOM killer onto a neighbour. Cost on a quiet 2-core CPU:
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -80,10 +79,6 @@ def expected_bytes(system, p, rows):
   return max(r["peak_rss_bytes"] * max(size(p) / size(r), 1.0) ** 0.8 for r in done)
 
 
-def limit_address_space(nbytes):
-  return lambda: resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
-
-
 def run_gkd(p, args, cap):
   del cap  # XLA:CPU reserves address space far beyond what it touches: no RLIMIT_AS here
   with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as tmp:
@@ -102,11 +97,13 @@ def run_gkd(p, args, cap):
 
 
 def run_trl(p, args, cap):
-  cmd = [os.path.join(REPO, ".venv-trl", "bin", "python"), os.path.join(HERE, "trl_gkd_reference.py"),
+  # prlimit, not a preexec_fn: this process has started JAX's threads, and fork + Python code
+  # in the child can deadlock.
+  cmd = ["prlimit", f"--as={cap}", "--", os.path.join(REPO, ".venv-trl", "bin", "python"),
+         os.path.join(HERE, "trl_gkd_reference.py"),
          "--trainer", "gkd", "--warmup-steps", "1", "--timed-steps", str(args.timed),
          "--batch", str(p["batch"]), "--max-new-tokens", str(p["new_tokens"]), "--student", p["student"]]
-  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                        preexec_fn=limit_address_space(cap))
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   lines = [line for line in proc.stdout.splitlines() if line.startswith("{\"impl\"")]
   if proc.returncode or not lines:
     return {"error": proc.stderr[-1500:], "returncode": proc.returncode,
@@ -188,6 +185,9 @@ def plot(args):
         continue
       kw = dict(color=color, marker=marker, label=system)
       axs[0, col].plot([x(r) for r in mine], [r["seconds_per_step"] for r in mine], **kw)
+      if system == "gkd":  # the roofline: the sum of the phases' bounds (roofline.py)
+        axs[0, col].plot([x(r) for r in mine], [sum(p["bound_s"] for p in r["phases"]) for r in mine],
+                         color=color, linestyle="--", label="gkd roofline bound")
       axs[1, col].plot([x(r) for r in mine], [r["peak_rss_bytes"] / GiB for r in mine], **kw)
     for row, what in enumerate(("s/step", "peak RSS (GiB)")):
       ax = axs[row, col]
@@ -199,8 +199,11 @@ def plot(args):
       ax.legend(fontsize=8)
   cpus = sorted({r["cpu_model"] for r in best.values()})
   commits = sorted({r["commit"][:7] for r in best.values()})
+  loads = [r.get(k) for r in best.values() for k in ("load_avg_1m_before", "load_avg_1m_after")]
+  loads = [x for x in loads if x is not None] or [float("nan")]
   fig.suptitle(f"On-policy GKD step cost, one factor at a time from batch 8 / 64 new tokens / "
-               f"student 4x256 ({', '.join(cpus)}; commit {', '.join(commits)})", fontsize=10)
+               f"student 4x256 ({', '.join(cpus)}; commit {', '.join(commits)}; 1-min load "
+               f"{min(loads):.1f}-{max(loads):.1f})", fontsize=10)
   fig.tight_layout()
   fig.savefig(args.plot, dpi=110)
   print(f"wrote {args.plot}", file=sys.stderr)
