@@ -12,7 +12,8 @@ through 64-512, the student through the shapes in students.py. The random studen
 EOS, so every row generates exactly batch x new tokens on both sides.
 
 Resumable: a point whose row is already in `--out` without an error is skipped, so the grid can
-be run in pieces (e.g. one quiet window each, through quiet.sh). Each point runs in its own
+be run in pieces (e.g. one quiet window each, through quiet.sh); with `--max_load 3` the points
+measured under a higher load are measured again (the plot takes each point's last row). Each point runs in its own
 process (its own peak RSS) and its row names the CPU, the commit, the load before and after and
 the memory available before it. A point is not started while the machine has less memory
 available than it is expected to need (the largest earlier row of that system, scaled by the
@@ -72,11 +73,18 @@ def mem_available():
 
 
 def expected_bytes(system, p, rows):
-  """The largest earlier peak RSS of `system`, scaled by size(); None without an earlier row."""
+  """Earlier peaks of `system` with their part above the fixed cost scaled by size(): the fixed
+  cost is the RSS after loading the models where the row has it, else the system's smallest
+  peak. None without an earlier row."""
   done = [r for r in rows if r["system"] == system and r.get("peak_rss_bytes")]
   if not done:
     return None
-  return max(r["peak_rss_bytes"] * max(size(p) / size(r), 1.0) ** 0.8 for r in done)
+  smallest = min(r["peak_rss_bytes"] for r in done)
+
+  def scaled(r):
+    fixed = r.get("rss_after_load", smallest)
+    return fixed + (r["peak_rss_bytes"] - fixed) * max(size(p) / size(r), 1.0)
+  return max(scaled(r) for r in done)
 
 
 def run_gkd(p, args, cap):
@@ -93,6 +101,7 @@ def run_gkd(p, args, cap):
   r = rows[-1]
   return {"seconds_per_step": r["seconds_per_step"], "step_seconds": r["step_seconds"],
           "peak_rss_bytes": r["peak_rss_bytes"], "phases": r["phases"], "limits": r["limits"],
+          "rss_after_load": r["peak_rss_bytes_by_stage"]["after_load"],
           "generated_tokens_per_step": r["generated_tokens_per_step"]}
 
 
@@ -134,7 +143,8 @@ def measure(args):
   rows = []
   if os.path.exists(args.out):
     rows = [json.loads(line) for line in open(args.out) if line.strip()]
-  done = {key(r) for r in rows if "error" not in r and "skipped" not in r}
+  done = {key(r) for r in rows if "error" not in r and "skipped" not in r
+          and r["load_avg_1m_before"] <= args.max_load}
   for p in points(args.axes.split(",")):
     for system in args.systems.split(","):
       if (system, p["batch"], p["new_tokens"], p["student"]) in done:
@@ -215,6 +225,8 @@ def main():
   parser.add_argument("--axes", default="batch,length,student")
   parser.add_argument("--timed", type=int, default=2)
   parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "cost_curves.jsonl"))
+  parser.add_argument("--max_load", type=float, default=float("inf"),
+                      help="re-measure points whose row was taken at a higher 1-minute load")
   parser.add_argument("--plot", default="", help="draw the rows of --out into this PNG and exit")
   args = parser.parse_args()
   unknown = set(args.systems.split(",")) - set(SYSTEMS) or set(args.axes.split(",")) - set(AXES)

@@ -69,7 +69,7 @@ def cpu_facts() -> dict:
 
 
 SHAPE = re.compile(r"^([a-z]+\d*)\[([\d,]*)\]")
-INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\([^=]*\)|\S+) ([a-z][a-z\-]*)\((.*)$")
+INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.+?) ([a-z][a-z\-]*)\((.*)$")
 
 
 def parse_hlo(text: str) -> dict:
