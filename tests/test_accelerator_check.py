@@ -26,7 +26,8 @@ def _module():
   return module
 
 
-def test_runs_the_gpu_config_with_tiny_models_and_reports_every_figure(shared_data_dir, tmp_path, capsys):
+def test_runs_the_gpu_config_with_tiny_models_and_reports_every_figure(shared_data_dir, tmp_path,
+                                                                         capsys):
   out = tmp_path / "rows.jsonl"
   record = _module().main(["--config", "configs/smollm2_gpu.py:runlocal=true", "--steps", "2",
                            "--matmul_n", "128", "--out", str(out), *(f"--set={s}" for s in TINY)])
