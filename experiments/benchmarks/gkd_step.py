@@ -1,15 +1,19 @@
 """Throughput of the GKD step with the real SmolLM2 teacher, against this machine's roofline.
 
   python experiments/benchmarks/gkd_step.py [--steps 5] [--batch 8] [--new_tokens 64]
-      [--lmbda 1.0] [--chunk 16] [--out experiments/results/bench_side_by_side.jsonl]
+      [--lmbda 1.0] [--chunk 16] [--student 4x256] [--dtype float32]
+      [--out experiments/results/bench_side_by_side.jsonl]
 
 Workload (the same as experiments/benchmarks/trl_gkd_reference.py, for the side-by-side ratio):
 teacher SmolLM2-135M-Instruct (GGUF, dequantized to float32), student a random 4-layer d=256
-Llama sharing its tokenizer, `--batch` chat-formatted prompts from prompts.jsonl, generalized JSD
+Llama sharing its tokenizer (`--student` names another from students.py), `--batch` chat-formatted prompts from prompts.jsonl, generalized JSD
 β=0.5, AdamW with clipping at 1.0. Each step draws its source with probability λ (`--lmbda`):
 the student's own samples (64 new tokens at T=1) or the dataset's reference answers
 (supervised KD). Sampled responses are trimmed to their longest real length rounded up to a
 bucket (`sampling.trim_to_bucket`), so the teacher and the update skip all-padding columns.
+`--dtype bfloat16` is a workload of its own (never compared with float32 rows): both models
+compute in bf16 (the teacher stored in bf16, the student's master weights and AdamW state in
+float32), for CPUs whose matrix units take bf16 (AVX512-BF16, AMX).
 
 Prints a table to stderr and appends one JSON line to `--out` holding, for each phase
 (sampling, teacher scoring, student update): the median time over the timed steps, the FLOPs,
@@ -29,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
@@ -39,8 +44,9 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import roofline as R  # noqa: E402
+from students import ROPE_THETA, STUDENTS  # noqa: E402
 from gkd.models import gguf, llama  # noqa: E402
-from gkd import divergences, sampling, scoring  # noqa: E402
+from gkd import divergences, sampling, scoring, teachers  # noqa: E402
 from gkd.objectives import Objective  # noqa: E402
 from gkd.train import step as step_lib  # noqa: E402
 
@@ -92,7 +98,38 @@ def phase_record(name, seconds, cost, limits):
   return rec
 
 
-def main():
+def build(args) -> types.SimpleNamespace:
+  """The workload's models, batches and jitted programs (also used by cpu_profile.py)."""
+  teacher, tokenizer = gguf.load_gguf(dtype=args.dtype, param_dtype=args.dtype)
+  student = llama.Llama(llama.LlamaConfig(
+      vocab_size=teacher.config.vocab_size, max_seq_len=2048, rope_theta=ROPE_THETA,
+      dtype=args.dtype, **STUDENTS[args.student]), rngs=nnx.Rngs(0))
+  rss_after_load = R.peak_rss_bytes()
+  rows = read_prompts(args.batch)
+  prompt_tokens, prompt_mask = left_pad([r["prompt_ids"] for r in rows], tokenizer.pad_id)
+  data_tokens, data_mask = dataset_responses(rows, tokenizer)
+  sg, ss = nnx.split(student)
+  tg, ts = nnx.split(teacher)
+  teacher_params = ts.to_pure_dict()
+  del teacher, student, ts
+  teacher_proto = teachers.Live(tg)
+  objective = Objective(divergences.get("generalized_jsd", beta=0.5), chunk_size=args.chunk)
+  optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))  # as TRL's defaults
+  params = {"student": ss.to_pure_dict()}
+  state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  train_step = jax.jit(functools.partial(step_lib.train_step, student_graph=sg, teacher=teacher_proto,
+                                         objective=objective, optimizer=optimizer), donate_argnums=0)
+  teacher_scores = jax.jit(lambda p, b: scoring.token_scores(nnx.merge(tg, p), b))
+  sampler = sampling.Sampler(sg, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, temperature=1.0)
+  return types.SimpleNamespace(
+      sg=sg, tg=tg, teacher=teacher_proto, teacher_params=teacher_params, objective=objective,
+      optimizer=optimizer, state=state, train_step=train_step, teacher_scores=teacher_scores,
+      sampler=sampler, prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
+      data_tokens=data_tokens, data_mask=data_mask, tokenizer=tokenizer,
+      rss_after_load=rss_after_load)
+
+
+def arg_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser()
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--batch", type=int, default=8)
@@ -100,32 +137,24 @@ def main():
   parser.add_argument("--lmbda", type=float, default=1.0, help="probability of an on-policy step")
   parser.add_argument("--chunk", type=int, default=16, help="objective.chunk_size (0: plain loss)")
   parser.add_argument("--out", default="", help="append the JSON record to this file")
+  parser.add_argument("--student", default="4x256", choices=sorted(STUDENTS))
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="compute dtype of both models (bfloat16: a workload of its own)")
   parser.add_argument("--label", default="", help="free text stored with the record")
-  args = parser.parse_args()
+  return parser
 
+
+def main():
+  args = arg_parser().parse_args()
   host = R.machine()
   limits = R.machine_limits()
-  teacher, tokenizer = gguf.load_gguf()
-  student = llama.Llama(llama.LlamaConfig(
-      vocab_size=teacher.config.vocab_size, dim=256, n_layers=4, n_heads=4, n_kv_heads=2,
-      ffn_dim=768, max_seq_len=2048, rope_theta=100000.0), rngs=nnx.Rngs(0))
-  rss = {"after_load": R.peak_rss_bytes()}
-  rows = read_prompts(args.batch)
-  prompt_tokens, prompt_mask = left_pad([r["prompt_ids"] for r in rows], tokenizer.pad_id)
-  data_tokens, data_mask = dataset_responses(rows, tokenizer)
-
-  sg, ss = nnx.split(student)
-  tg, ts = nnx.split(teacher)
-  teacher_params = ts.to_pure_dict()
-  del teacher, student, ts
-  objective = Objective(divergences.get("generalized_jsd", beta=0.5), chunk_size=args.chunk)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))  # as TRL's defaults
-  params = {"student": ss.to_pure_dict()}
-  state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  train_step = jax.jit(functools.partial(step_lib.train_step, student_graph=sg, teacher_graph=tg,
-                                         objective=objective, optimizer=optimizer), donate_argnums=0)
-  teacher_scores = jax.jit(lambda p, b: scoring.token_scores(nnx.merge(tg, p), b))
-  sampler = sampling.Sampler(sg, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, temperature=1.0)
+  w = build(args)
+  rss = {"after_load": w.rss_after_load}
+  prompt_tokens, prompt_mask, data_tokens, data_mask = (
+      w.prompt_tokens, w.prompt_mask, w.data_tokens, w.data_mask)
+  sg, teacher_params, objective, optimizer = w.sg, w.teacher_params, w.objective, w.optimizer
+  teacher_proto, state, train_step, teacher_scores, sampler = (
+      w.teacher, w.state, w.train_step, w.teacher_scores, w.sampler)
 
   coin = np.random.default_rng(0)
   sources = ["student" if coin.random() < args.lmbda else "dataset" for _ in range(args.steps)]
@@ -175,7 +204,7 @@ def main():
       # XLA counts a scan's body once: cost the same step with the whole response in one chunk.
       one_chunk = dataclasses.replace(objective, chunk_size=int(batch["response_tokens"].shape[1]))
       c_one = R.program_cost(jax.jit(functools.partial(
-          step_lib.train_step, student_graph=sg, teacher_graph=tg, objective=one_chunk,
+          step_lib.train_step, student_graph=sg, teacher=teacher_proto, objective=one_chunk,
           optimizer=optimizer)), state, batch, teacher_params)
       c_update = {k: c_one[k] - c_teacher[k] for k in ("flops", "bytes", "transcendentals")}
     # Compile time: a program's first call minus its median steady call.
@@ -222,6 +251,7 @@ def main():
   record = {
       "impl": "gkd-jax", "label": args.label, **host, "batch": args.batch,
       "new_tokens": args.new_tokens, "lmbda": args.lmbda, "chunk": args.chunk,
+      "student": args.student, "dtype": args.dtype,
       "seconds_per_step": statistics.median(seconds), "step_seconds": [round(s, 3) for s in seconds],
       "generated_tokens_per_step": statistics.median(
           [r["response_tokens"] for r in per_step if r["source"] == "student"] or [0]),

@@ -8,8 +8,8 @@
   bytes accessed, transcendentals), the device memory from `memory_analysis()` and the compile time.
 * `roofline(cost, limits)` is the bound: max(flops/matmul rate, bytes/bandwidth); `exp_bound` adds
   transcendentals/exp rate as the explanation when a phase sits above its matmul/memory bound.
-* `hot_ops(fn, compiled_text)` profiles a call with `jax.profiler` and sums the time of each HLO op
-  (the CPU runtime records one event per thunk), naming what the op computes.
+* `op_times(fn)` profiles a call with `jax.profiler` and sums the time of each HLO op (the CPU
+  runtime records one event per thunk); `hot_ops(fn, compiled_text)` names what the hottest compute.
 * `machine()` names the CPU model, the cores, the load average and the git commit for each record.
 """
 
@@ -141,21 +141,30 @@ def _kind(computes: str) -> str:
   return "other elementwise/reduce"
 
 
-def hot_ops(fn, compiled_text: str, top: int = 5) -> dict:
-  """Profiles one call of `fn()`: {"top": the `top` HLO ops by total time with their share and
-  what they compute, "by_kind": the time share of matmuls, transcendental elementwise work,
-  copies and other elementwise work}."""
+def op_times(fn) -> tuple[collections.Counter, collections.Counter]:
+  """({HLO op name: seconds}, {HLO op name: executions}) over one profiled call of `fn()` (the
+  CPU runtime records one event per thunk run, loop bodies once per trip; ops that run
+  concurrently each count their own time)."""
   with tempfile.TemporaryDirectory() as d:
     jax.profiler.start_trace(d)
     jax.block_until_ready(fn())
     jax.profiler.stop_trace()
     traces = glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True)
     events = json.load(gzip.open(sorted(traces)[-1]))["traceEvents"]
-  per_op = collections.Counter()
+  per_op, calls = collections.Counter(), collections.Counter()
   for e in events:
     args = e.get("args") or {}
     if e.get("ph") == "X" and "hlo_op" in args:
       per_op[args["hlo_op"]] += e.get("dur", 0.0) * 1e-6
+      calls[args["hlo_op"]] += 1
+  return per_op, calls
+
+
+def hot_ops(fn, compiled_text: str, top: int = 5) -> dict:
+  """Profiles one call of `fn()`: {"top": the `top` HLO ops by total time with their share and
+  what they compute, "by_kind": the time share of matmuls, transcendental elementwise work,
+  copies and other elementwise work}."""
+  per_op, _ = op_times(fn)
   total = sum(per_op.values()) or 1.0
   what = _describe(compiled_text)
   by_kind = collections.Counter()

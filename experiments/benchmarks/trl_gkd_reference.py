@@ -9,7 +9,8 @@ Set-up and run (from the repository root; CPU only, no network at run time besid
 `--write-prompts` regenerates experiments/benchmarks/prompts.jsonl (committed; the JAX side reads the same file).
 `--prepare` is implied by a plain run when the cache is missing. Options: --warmup-steps, --timed-steps, --threads,
 --trainer {gkd,distillation} (TRL's DistillationTrainer: always on-policy, a chunked JSD from hidden states), --lmbda
-(GKDTrainer's on-policy fraction; 0 = supervised KD on the reference answers), --batch.
+(GKDTrainer's on-policy fraction; 0 = supervised KD on the reference answers), --batch, --max-new-tokens, --student
+(a name from students.py), --bf16 (TRL's bf16=True, CPU autocast: a workload of its own, never compared with float32).
 
 Expected cost on the 2-core CPU: set-up ~2 min (wheels are local or on PyPI); --prepare ~1 min once (dequantizing the
 Q4_1 GGUF; writes a 538 MB float32 safetensors); a default run ~2-4 min: the least-contended steps took ~14-15 s
@@ -58,8 +59,8 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_PROMPTS = 64
 PROMPT_SEED = 20240501
 
-STUDENT = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-               intermediate_size=768, tie_word_embeddings=True, rope_theta=100000.0)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from students import hf_config  # noqa: E402
 GKD = dict(lmbda=1.0, beta=0.5, temperature=1.0, max_new_tokens=64, batch_size=8, learning_rate=1e-4)
 
 
@@ -178,20 +179,21 @@ def read_prompts() -> list[dict]:
 # --------------------------------------------------------------------------------------------------- benchmark
 
 
-def build_student(teacher_config):
+def build_student(teacher_config, name: str):
   import torch
   from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+  student_fields = hf_config(name)
   config = LlamaConfig(
       vocab_size=teacher_config.vocab_size, max_position_embeddings=teacher_config.max_position_embeddings,
       rms_norm_eps=1e-5, hidden_act="silu", bos_token_id=teacher_config.bos_token_id,
-      eos_token_id=teacher_config.eos_token_id, pad_token_id=teacher_config.pad_token_id, **STUDENT)
-  config.rope_parameters = {"rope_type": "default", "rope_theta": STUDENT["rope_theta"]}
+      eos_token_id=teacher_config.eos_token_id, pad_token_id=teacher_config.pad_token_id, **student_fields)
+  config.rope_parameters = {"rope_type": "default", "rope_theta": student_fields["rope_theta"]}
   torch.manual_seed(0)
   student = LlamaForCausalLM(config).to(torch.float32)
   student.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
                                                pad_token_id=config.pad_token_id)
-  assert student.config.rope_parameters["rope_theta"] == STUDENT["rope_theta"]
+  assert student.config.rope_parameters["rope_theta"] == student_fields["rope_theta"]
   assert student.lm_head.weight.data_ptr() == student.model.embed_tokens.weight.data_ptr(), "embeddings not tied"
   return student
 
@@ -214,7 +216,7 @@ def run(args) -> dict:
   prepare_teacher()
   tokenizer = AutoTokenizer.from_pretrained(CACHE_DIR)
   teacher = AutoModelForCausalLM.from_pretrained(CACHE_DIR, dtype=torch.float32).eval()
-  student = build_student(teacher.config)
+  student = build_student(teacher.config, args.student)
   rows = read_prompts()
   if args.trainer == "gkd":
     dataset = datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
@@ -299,18 +301,18 @@ def run(args) -> dict:
       beta=GKD["beta"], temperature=GKD["temperature"],
       # The TRL configs' defaults differ from TrainingArguments: gradient_checkpointing=True (which would also turn
       # the KV cache off in GKD's generation) and bf16=True. Both off: float32, plain backprop.
-      gradient_checkpointing=False, bf16=False, fp16=False,
+      gradient_checkpointing=False, bf16=args.bf16, fp16=False,
       use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0,
       eval_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
   )
   if args.trainer == "gkd":
-    config = GKDConfig(**common, lmbda=args.lmbda, max_new_tokens=GKD["max_new_tokens"], seq_kd=False)
+    config = GKDConfig(**common, lmbda=args.lmbda, max_new_tokens=args.max_new_tokens, seq_kd=False)
     trainer = CountingGKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
                                  processing_class=tokenizer, callbacks=[timer])
     assert trainer.generation_config.use_cache and trainer.generation_config.do_sample
     assert trainer.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
   else:
-    config = DistillationConfig(**common, max_completion_length=GKD["max_new_tokens"], top_k=0, top_p=1.0,
+    config = DistillationConfig(**common, max_completion_length=args.max_new_tokens, top_k=0, top_p=1.0,
                                 shuffle_dataset=False)
     trainer = CountingDistillationTrainer(model=student, teacher_model=teacher, args=config,
                                           train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
@@ -333,7 +335,7 @@ def run(args) -> dict:
       "train_tokens_per_s": sum(s["train_tokens"] for s in timed) / secs,
       "padded_train_tokens_per_s": sum(s["padded_tokens"] for s in timed) / secs,
       "generated_tokens_per_step": sum(s["gen_tokens"] for s in timed) / len(timed),
-      "generated_tokens_upper_bound_per_step": args.batch * GKD["max_new_tokens"],
+      "generated_tokens_upper_bound_per_step": args.batch * args.max_new_tokens,
       "train_tokens_per_step": sum(s["train_tokens"] for s in timed) / len(timed),
       "loss_tokens_per_step": sum(s["loss_tokens"] for s in timed) / len(timed),
       "step_seconds": [round(s["seconds"], 3) for s in timer.steps],
@@ -346,8 +348,10 @@ def run(args) -> dict:
       "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
       "datasets": datasets.__version__, "python": sys.version.split()[0],
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-      "workload": {**GKD, "batch_size": args.batch, "lmbda": args.lmbda, "student": STUDENT, "teacher": "SmolLM2-135M-Instruct Q4_1 GGUF -> float32",
-                   "prompts": str(PROMPTS.relative_to(REPO)), "dtype": "float32"},
+      "workload": {**GKD, "batch_size": args.batch, "lmbda": args.lmbda, "max_new_tokens": args.max_new_tokens,
+                   "student": args.student, "student_config": hf_config(args.student),
+                   "teacher": "SmolLM2-135M-Instruct Q4_1 GGUF -> float32",
+                   "prompts": str(PROMPTS.relative_to(REPO)), "dtype": "bfloat16 autocast" if args.bf16 else "float32"},
   }
   return result
 
@@ -363,6 +367,9 @@ def main():
                  help="GKDTrainer (λ-mixed) or DistillationTrainer (always on-policy, chunked JSD)")
   p.add_argument("--lmbda", type=float, default=GKD["lmbda"], help="GKDTrainer's on-policy fraction")
   p.add_argument("--batch", type=int, default=GKD["batch_size"])
+  p.add_argument("--max-new-tokens", type=int, default=GKD["max_new_tokens"])
+  p.add_argument("--student", default="4x256", help="a student name from students.py")
+  p.add_argument("--bf16", action="store_true", help="TRL's bf16=True (CPU autocast): its own workload")
   args = p.parse_args()
   if args.prepare or args.write_prompts:
     import torch
