@@ -34,7 +34,7 @@ def test_different_families_and_tokenizers_need_uld(tmp_path):
 def test_different_families_and_tokenizers_train_through_uld(tmp_path):
   run = loop.Run(cross_family_config(tmp_path, "uld"), str(tmp_path / "run"))
   assert run.student().config.family == "qwen3"
-  assert run.teacher_view.teacher_tokenizer.backend.get_vocab() != run.tokenizer.backend.get_vocab()
+  assert run.teacher.teacher_tokenizer.backend.get_vocab() != run.tokenizer.backend.get_vocab()
   for source in ("dataset", "student"):  # reference answers, then on-policy samples
     batch = run.make_batch(0, source)
     run.state, metrics = run.train_step(run.state, batch, run.teacher_params)

@@ -43,12 +43,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
 from gkd import sampling, scoring
 from gkd.data import graders, pipeline, tasks
+from gkd.errors import UserError
 from gkd.rundir import atomic_write
 
 THRESHOLDS = {"same_path": 0.9, "near_deterministic": 0.9, "unrecoverable": 0.25,
@@ -254,34 +253,43 @@ def write(out_dir: str, report: dict, rows: list[dict]) -> str:
   return path
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (teacher, student, task).")
-_OUT = flags.DEFINE_string("out", None, "Directory for gate.json (the sweep's workdir).")
-_NUM = flags.DEFINE_integer("num_examples", 500, "Validation prompts measured.")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Prompts per batch (0: config.eval.batch_size).")
-_PREFIXES = flags.DEFINE_list("prefix_lengths", [str(k) for k in PREFIX_LENGTHS],
-                              "Student prefix lengths k the teacher continues.")
-
-
 def main(argv):
   del argv
+  from absl import flags
   from gkd.teachers.build import build_models
 
-  config = _CONFIG.value
-  if config is None or not _OUT.value:
-    raise app.UsageError("--config and --out are required.")
+  f = flags.FLAGS
+  config = f.config
   tokenizer, teacher, student = build_models(config)
   if teacher is None:
-    raise app.UsageError("The gate needs a config with a teacher model (mode='gkd', no teacher_store).")
-  prefix_lengths = sorted(int(k) for k in _PREFIXES.value)
+    raise UserError("The gate needs a config with a teacher model (mode='gkd', no teacher_store).")
+  prefix_lengths = sorted(int(k) for k in f.prefix_lengths)
   gate = Gate(config, tokenizer, teacher, student, prefix_lengths=prefix_lengths)
-  rows = gate.run(_NUM.value, _BATCH.value or config.eval.batch_size)
+  rows = gate.run(f.num_examples, f.batch_size or config.eval.batch_size)
   report = summarize(rows, prefix_lengths, max_position=config.data.max_response_len)
   report = {"setting": setting(config), "split": "validation", **report}
-  path = write(_OUT.value, report, rows)
-  print(f"{path}: {report['verdict']} {report['reasons']} (agreement {report['agreement']['exact']:.3f}, "
-        f"samples equal to greedy {report['student_samples']['equals_greedy']:.3f}, "
-        f"recovery {report['recovery']['rate']})")
+  path = write(f.out, report, rows)
+  print(f"{path}: {report['verdict']} {report['reasons']} (agreement "
+        f"{report['agreement']['exact']:.3f}, samples equal to greedy "
+        f"{report['student_samples']['equals_greedy']:.3f}, recovery {report['recovery']['rate']})")
+
+
+def cli():
+  """The command line (`python -m gkd.eval.gate`; flags are defined here, not at import)."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  from gkd import cli as commands
+
+  config_flags.DEFINE_config_file("config", None, "Experiment config (teacher, student, task).")
+  flags.DEFINE_string("out", None, "Directory for gate.json (the sweep's workdir).")
+  flags.DEFINE_integer("num_examples", 500, "Validation prompts measured.")
+  flags.DEFINE_integer("batch_size", 0, "Prompts per batch (0: config.eval.batch_size).")
+  flags.DEFINE_list("prefix_lengths", [str(k) for k in PREFIX_LENGTHS],
+                    "Student prefix lengths k the teacher continues.")
+  flags.mark_flags_as_required(["config", "out"])
+  commands.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()
