@@ -59,7 +59,8 @@ def get_config(arg=None):
       c[role].update(source="init", path="")
       c[role].llama.update(TINY)
     c.tokenizer = "testbed"
-    c.data.update(num_train_examples=32, max_prompt_len=64, max_response_len=16)
+    # The testbed tokenizer reads characters: a prompt of a few lines is about 200 of them.
+    c.data.update(num_train_examples=32, max_prompt_len=240, max_response_len=16)
     c.train.update(num_steps=2, checkpoint_every=1)
     c.eval.update(num_examples=8, batch_size=8, max_new_tokens=8)
   if arg.steps:

@@ -65,9 +65,12 @@ def _shape_mismatch(saved_tree, abstract) -> str | None:
 
 
 # Fields that change how a run goes, not what it computes: a workdir resumes (or reports its
-# finished result) under other values of these. A "mesh." field names the hardware.
+# finished result) under other values of these. A "mesh." field names the hardware; a scoring
+# server may come back at another address (its model, teacher.served_model, is compared).
 RUN_ONLY_FIELDS = ("train.progress_bar", "train.log_every", "train.checkpoint_every",
-                   "train.keep_checkpoints", "eval.every", "data.data_dir", "mesh.")
+                   "train.keep_checkpoints", "eval.every", "data.data_dir", "mesh.",
+                   "teacher.url", "teacher.timeout_s", "teacher.retries", "teacher.backoff_s",
+                   "teacher.max_prompts")
 
 
 def config_diff(workdir: str, config, *, common: bool = False) -> list[str]:
