@@ -26,6 +26,7 @@ def _module():
   return module
 
 
+@pytest.mark.e2e  # runs a config's steps through the script
 def test_runs_the_gpu_config_with_tiny_models_and_reports_every_figure(shared_data_dir, tmp_path,
                                                                          capsys):
   out = tmp_path / "rows.jsonl"

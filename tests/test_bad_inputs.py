@@ -299,6 +299,7 @@ def test_every_bad_input_is_one_error_line(made):
   assert not (made / "o1").exists() and not (made / "o3").exists()  # nothing imported
 
 
+@pytest.mark.slow  # the table above already goes through each command's main; this adds python -m
 def test_the_same_through_python_m_and_with_traceback(made):
   """A few of the table's cases as plain `python -m` processes, one per command; --traceback
   adds the traceback; an unexpected exception (a config missing whole sections) keeps it."""

@@ -31,6 +31,7 @@ def test_different_families_and_tokenizers_need_uld(tmp_path):
     build_models.build_models(cross_family_config(tmp_path, ""))
 
 
+@pytest.mark.e2e  # trains
 def test_different_families_and_tokenizers_train_through_uld(tmp_path):
   run = loop.Run(cross_family_config(tmp_path, "uld"), str(tmp_path / "run"))
   assert run.student().config.family == "qwen3"

@@ -173,6 +173,7 @@ def test_verdict_thresholds():
   assert gate.verdict(m)["thresholds"] == gate.THRESHOLDS
 
 
+@pytest.mark.e2e  # drives the command line
 def test_cli_writes_gate_json(tmp_path, shared_data_dir):
   out = tmp_path / "sweep"
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1")

@@ -15,6 +15,7 @@ sys.path.insert(0, ROOT)
 from configs import smollm2_gpu, teacher_1b, testbed  # noqa: E402
 
 
+@pytest.mark.e2e  # compiles whole train steps of a config
 def test_state_bytes_match_the_closed_form_and_the_peak_covers_them():
   c = testbed.get_config("stage=gkd,runlocal=true")
   apply_overrides(c, {"mesh.num_devices": 1, "student.dtype": "bfloat16", "teacher.dtype": "bfloat16"})
@@ -30,6 +31,7 @@ def test_state_bytes_match_the_closed_form_and_the_peak_covers_them():
   assert out["peak"] >= max(out["train_step"], out["state"] + out["teacher"] + out["student_sampler"])
 
 
+@pytest.mark.e2e  # compiles five configs' train steps
 def test_teachers_without_a_model_hold_no_teacher_weights():
   """A scoring server's log-probs come in the batch and the current-weights self teacher reads
   the student's: neither holds teacher weights; an EMA self teacher adds one copy of the

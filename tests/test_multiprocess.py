@@ -169,6 +169,7 @@ def test_processes_equal_one_and_survive_sigkill(reference, n):
   _assert_same(_result(base / f"p{n}_killed"), ref)
 
 
+@pytest.mark.slow  # SIGKILL of one process is in the default tier; SIGTERM of one process too (test_process)
 def test_sigterm_to_one_process_stops_all_at_one_saved_step_and_resumes(reference):
   """A scheduler may signal the processes of a job at different moments: they must still stop
   together (a process that stops alone leaves the others hanging in the next collective)."""

@@ -28,6 +28,7 @@ def test_sweep_starts_with_sft_and_shares_the_start():
   assert (own.source, own.path) == ("gguf", "")
 
 
+@pytest.mark.slow  # SFT, export and a pretrained student each run by default elsewhere
 def test_runlocal_stages_chain(tmp_path):
   sft = cfg.get_config("stage=sft,runlocal=true")
   sft.train.progress_bar = False
