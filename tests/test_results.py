@@ -29,7 +29,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
 README = os.path.join(ROOT, "experiments", "README.md")
-BUDGET_BYTES = 20_000_000  # the committed results, exports included; README and issue 25 say why
+# The committed results, exports included (issue 25: about 20 MB). 4 MB above that is the room
+# the two evidence arms' pre-registered sweeps need (arm 1: 35 runs of 2,000 test rows each).
+BUDGET_BYTES = 24_000_000
 
 _NUM = r"[+\-−]?\d+(?:,\d{3})*(?:\.\d+)?"
 _COMMENT = re.compile(r"<!--\s*(.*?)\s*-->", re.S)
