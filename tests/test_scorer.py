@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gkd import sharding, teachers
+from gkd import hosts, sharding, teachers
 from gkd.errors import ServiceError, UserError
 from gkd.models import llama
 from gkd.teachers import build as models_lib
@@ -158,3 +158,20 @@ def test_runs_with_a_server_match_the_live_teacher_and_resume_after_it_fails(tmp
   for a, b in zip(final_state(tmp_path / "scorer"), final_state(tmp_path / "resumed"),
                   strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.e2e
+def test_a_failure_on_another_process_stops_this_one_at_the_same_step(tmp_path, shared_data_dir,
+                                                                       monkeypatch):
+  """Processes of a multi-host run ask the server on their own; when another process's request
+  failed (hosts.all_agree says so), this one puts its data back and stops too, instead of going
+  on to a collective the other never reaches."""
+  teacher = models_lib.build(run_config()).teachers[0]
+  graph, state = nnx.split(teacher)
+  with FakeVLLM(graph, state.to_pure_dict()) as server:
+    run = loop.Run(scorer_config(server.url), str(tmp_path / "run"))
+    before = run.loader.get_state()
+    monkeypatch.setattr(hosts, "all_agree", lambda ok: False)
+    with pytest.raises(ServiceError, match="another process"):
+      run.make_batch(0, "student")
+  assert run.loader.get_state() == before

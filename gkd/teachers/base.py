@@ -66,6 +66,7 @@ class Teacher:
   in_eval: ClassVar[bool] = False  # the evaluator measures held-out KLs against it
   fixed_responses: ClassVar[bool] = False  # its responses are stored already: nothing to cache
   scores_tokens: ClassVar[bool] = False  # it implements token_logprobs
+  calls_service: ClassVar[bool] = False  # prepare() may raise errors.ServiceError
 
   @classmethod
   def check(cls, config) -> list[str]:

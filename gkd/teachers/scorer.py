@@ -148,6 +148,7 @@ class Scorer(Teacher):
 
   kind = "scorer"
   scores_tokens = True
+  calls_service = True
 
   @classmethod
   def check(cls, config) -> list[str]:

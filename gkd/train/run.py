@@ -218,12 +218,16 @@ class Run:
       batch.update(response_tokens=tokens, response_mask=mask)
     else:
       batch.update(self.sources[source].respond(batch, keys, rng))
+    failure = None
     try:
       batch.update(self.teacher.prepare(batch, keys, self.mesh))
-    except errors.ServiceError:  # nothing is consumed: a resumed run makes this batch again
-      self.loader.set_state(before[0])
+    except errors.ServiceError as e:
+      failure = e
+    # A service can fail on one process and not on another: all stop at this step or none does.
+    if self.teacher.calls_service and not hosts.all_agree(failure is None):
+      self.loader.set_state(before[0])  # nothing is consumed: a resumed run makes this batch again
       self.truncated = before[1]
-      raise
+      raise failure or errors.ServiceError("the teacher's service failed on another process.")
     for each in self.sources.values():
       each.observe(source, batch)
     if self.config.train.trim_responses:  # the teacher and the update skip all-padding columns
