@@ -1,8 +1,8 @@
 """How gkd's commands fail: one `error:` line for every failure a user can cause.
 
 `run(main)` is absl's `app.run` for every gkd command (gkd.main, gkd.sweep, gkd.teacher_store,
-gkd.blackbox, gkd.train.memory). It defines `--traceback` and prints, on stderr, one line
-`error: <what is wrong and what to do>` for
+gkd.blackbox, gkd.train.memory, gkd.eval.gate). It defines `--traceback` and prints, on stderr,
+one line `error: <what is wrong and what to do>` for
   * a `gkd.errors.UserError` raised by the command (exit status: its `exit_code`, 1 unless
     it says otherwise, e.g. 143 for a SIGTERM that saved the run);
   * a flag the command does not know or cannot parse, a config file that cannot be loaded,
