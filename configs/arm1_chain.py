@@ -84,12 +84,12 @@ METHODS = {
     "gkd_jsd0.9": {**testbed.DIVERGENCES["JSD(0.9)"], **testbed.on_policy(1.0)},
     "mixed_jsd0.9": {**testbed.DIVERGENCES["JSD(0.9)"], **testbed.on_policy(0.5)},
     # The plan's secondary comparisons, added once the methods were on main (plan.md). OPSD's
-    # teacher reads "{reference}\n{prompt}" cut to its last 32 tokens: the models' 128 positions
-    # minus the 96 response ones. What is cut is the reference's start; its answer stays.
+    # teacher reads the default template (the reference, then the prompt) cut to its last 32
+    # tokens: the models' 128 positions minus the 96 response ones. What is cut is the start;
+    # the reference's answer and the prompt stay.
     "gkd_rkl_sampled": {**M["gkd_rkl"], "objective.estimator": "sampled_token"},
     "opsd_jsd0.9": {**testbed.DIVERGENCES["JSD(0.9)"], **testbed.on_policy(1.0),
-                    "teacher.source": "self", "teacher.self_template": "{reference}\n{prompt}",
-                    "teacher.self_prompt_len": 32},
+                    "teacher.source": "self", "teacher.self_prompt_len": 32},
 }
 
 
