@@ -6,6 +6,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,6 +20,14 @@ def apply_overrides(config, overrides: dict):
       node = node[part]
     node[leaf] = value
   return config
+
+
+@nnx.jit
+def forward(model, tokens, **kwargs):
+  """model(tokens, **kwargs) as one compiled program. Called outside jit a model runs op by op,
+  compiling each op for each new shape; on the CPU that takes several times longer than
+  compiling the whole forward pass once."""
+  return model(tokens, **kwargs)
 
 
 def count_traces(fn):

@@ -29,8 +29,9 @@ def _api_lines(config):
   loader = pipeline.loader_for_config(config, tokenizer, split="train", batch_size=16,
                                       shuffle=False, num_epochs=1, num_examples=16)
   batch = next(loader)
-  logits = teacher(jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"]], 1),
-                   attention_mask=jnp.concatenate([batch["prompt_mask"], batch["response_mask"]], 1))
+  logits = helpers.forward(
+      teacher, jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"]], 1),
+      attention_mask=jnp.concatenate([batch["prompt_mask"], batch["response_mask"]], 1))
   p = batch["prompt_tokens"].shape[1]
   logp = np.log(helpers.softmax64(np.asarray(logits)[:, p - 1:-1]))
   name = lambda i: tokenizer.backend.id_to_token(i) if i in special else tokenizer.decode([i])

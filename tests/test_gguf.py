@@ -13,6 +13,7 @@ from gkd import sampling
 from gkd.models import gguf as gguf_io
 from gkd.models import llama
 from gkd.models.tokenizer import CHATML, Tokenizer
+from tests import helpers
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -43,7 +44,7 @@ def test_round_trip(tmp_path, tie):
   loaded, tok2 = gguf_io.load_gguf(path)
   assert loaded.config.replace(norm_eps=1e-5) == model.config  # GGUF stores eps as float32
   tokens = jnp.asarray([tok.encode("the other")])
-  np.testing.assert_array_equal(loaded(tokens), model(tokens))
+  np.testing.assert_array_equal(helpers.forward(loaded, tokens), helpers.forward(model, tokens))
   assert tok2.encode("the 12") == tok.encode("the 12")
   assert tok2.chat_template == CHATML and (tok2.bos_id, tok2.eos_id) == (1, 2)
 
@@ -101,7 +102,8 @@ def test_linear_rope_scaling_round_trips(tmp_path):
   loaded, _ = gguf_io.load_gguf(path)
   assert (loaded.config.rope_scaling, loaded.config.rope_factor) == ("linear", 4.0)
   tokens = jnp.arange(12)[None]
-  np.testing.assert_allclose(loaded(tokens), model(tokens), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(helpers.forward(loaded, tokens), helpers.forward(model, tokens),
+                             rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -166,13 +168,13 @@ def test_smollm2_real_model(smollm2):
   assert "Paris" in tok.decode(out.tokens[0])
   # 2. The KV-cache decode matches a full forward pass token for token.
   full = jnp.concatenate([jnp.asarray([ids]), out.tokens], axis=1)
-  logits = model(full)[0, len(ids) - 1:-1]
+  logits = helpers.forward(model, full)[0, len(ids) - 1:-1]
   np.testing.assert_array_equal(jnp.argmax(logits, -1), out.tokens[0])
   want = jnp.take_along_axis(jax.nn.log_softmax(logits), out.tokens[0][:, None], -1)[:, 0]
   np.testing.assert_allclose(out.logprobs[0], want, atol=2e-3)
   # 3. Shakespeare perplexity is sane (tens, not thousands).
   tokens = jnp.asarray([tok.encode(_shakespeare())[:256]])
-  logp = jax.nn.log_softmax(model(tokens)[0, :-1])
+  logp = jax.nn.log_softmax(helpers.forward(model, tokens)[0, :-1])
   nll = -jnp.take_along_axis(logp, tokens[0, 1:, None], -1).mean()
   ppl = float(jnp.exp(nll))
   print(f"SmolLM2 Shakespeare perplexity: {ppl:.1f}")

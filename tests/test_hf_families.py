@@ -19,6 +19,7 @@ import pytest
 from gkd import sampling
 from gkd.errors import ModelConfigError, UserError
 from gkd.models import hf_config, llama, load_pretrained, save_pretrained
+from tests import helpers
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "hf")
 FAMILIES = ("llama3", "qwen2", "qwen3", "gemma3", "mistral", "smollm3")
@@ -52,7 +53,8 @@ def reference(family: str):
 
 def logit_error(model, ref) -> tuple[float, float]:
   """(max |gkd − transformers| over real positions, the reference's largest |logit|)."""
-  got = np.asarray(model(jnp.asarray(ref["tokens"]), attention_mask=jnp.asarray(ref["mask"])))
+  got = np.asarray(helpers.forward(model, jnp.asarray(ref["tokens"]),
+                                   attention_mask=jnp.asarray(ref["mask"])))
   real = ref["mask"]
   want = ref["logits"][real]
   return float(np.abs(got[real] - want).max()), float(np.abs(want).max())
@@ -91,7 +93,8 @@ def test_greedy_decoding_with_the_kv_cache_matches_transformers(tmp_path, family
   np.testing.assert_array_equal(np.asarray(out.tokens), ref["greedy"])
 
   seq = jnp.concatenate([prompt, out.tokens], 1)
-  full = model(seq, attention_mask=jnp.concatenate([mask, jnp.ones((2, 8), bool)], 1))
+  full = helpers.forward(model, seq,
+                         attention_mask=jnp.concatenate([mask, jnp.ones((2, 8), bool)], 1))
   cache = model.init_cache(2, seq.shape[1])
   h, cache = model.forward_cached(prompt, cache, positions=llama.default_positions(mask),
                                   attention_mask=mask)
@@ -181,7 +184,7 @@ def test_export_round_trips(tmp_path, family):
   assert again.config == model.config
   ref = reference(family)
   tokens = jnp.asarray(ref["tokens"])
-  np.testing.assert_array_equal(again(tokens), model(tokens))
+  np.testing.assert_array_equal(helpers.forward(again, tokens), helpers.forward(model, tokens))
   chat = [{"role": "user", "content": "Say hi."}]
   assert tok2.apply_chat_template(chat) == tokenizer.apply_chat_template(chat)
   written = json.loads((tmp_path / "out" / "config.json").read_text())

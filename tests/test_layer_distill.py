@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from gkd import scoring
 from gkd.models import llama
@@ -57,17 +58,24 @@ def test_response_layers_are_each_blocks_output_at_the_response_positions():
            "prompt_mask": jnp.ones((2, 4), bool),
            "response_tokens": jnp.asarray(rng.integers(1, 200, (2, 3)), jnp.int32),
            "response_mask": jnp.ones((2, 3), bool)}
-  final, layers = scoring.response_layers(model, batch)
+  final, layers = nnx.jit(scoring.response_layers)(model, batch)
   assert len(layers) == 3 and final.shape == layers[0].shape == (2, 3, model.config.dim)
-  # By hand: run the blocks one at a time over prompt + response, keep positions 3..5.
+
+  @nnx.jit
+  def by_hand(model, tokens):  # the blocks one at a time over prompt + response
+    positions = jnp.broadcast_to(jnp.arange(7), (2, 7))
+    causal = jnp.tril(jnp.ones((7, 7), bool))[None]
+    x, outputs = model.embed_tokens(tokens), []
+    for block in model.layers:
+      x, _ = block(x, positions, causal)
+      outputs.append(x)
+    return model.final_norm(x), outputs
+
   tokens = jnp.concatenate([batch["prompt_tokens"], batch["response_tokens"]], axis=1)
-  positions = jnp.broadcast_to(jnp.arange(7), (2, 7))
-  causal = jnp.tril(jnp.ones((7, 7), bool))[None]
-  x = model.embed_tokens(tokens)
-  for block, got in zip(model.layers, layers):
-    x, _ = block(x, positions, causal)
+  want_final, outputs = by_hand(model, tokens)
+  for got, x in zip(layers, outputs):  # positions 3..5 are the response's
     np.testing.assert_allclose(got, x[:, 3:6], rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(final, model.final_norm(x)[:, 3:6], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(final, want_final[:, 3:6], rtol=1e-5, atol=1e-5)
 
 
 

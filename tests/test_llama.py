@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from gkd.models import llama
+from tests import helpers
 
 TINY = llama.PRESETS["tiny"]
 
@@ -22,7 +23,7 @@ def _tokens(b, t, seed=1, vocab=TINY.vocab_size):
 
 def test_shapes_dtype_and_head(model):
   tokens = _tokens(2, 7)
-  logits = model(tokens)
+  logits = helpers.forward(model, tokens)
   assert logits.shape == (2, 7, TINY.vocab_size) and logits.dtype == jnp.float32
   final, per_layer = model.hidden_states(tokens)
   assert final.shape == (2, 7, TINY.dim) and len(per_layer) == TINY.n_layers
@@ -53,7 +54,7 @@ def test_keep_from_gives_the_same_states_and_skips_the_context_in_the_last_block
 def test_causal(model):
   tokens = _tokens(1, 8)
   changed = tokens.at[0, 5].set((tokens[0, 5] + 1) % TINY.vocab_size)
-  a, b = model(tokens), model(changed)
+  a, b = helpers.forward(model, tokens), helpers.forward(model, changed)
   np.testing.assert_allclose(a[:, :5], b[:, :5], atol=1e-6)
   assert not np.allclose(a[:, 5:], b[:, 5:])
 
@@ -62,7 +63,8 @@ def test_rope_is_relative(model):
   # Shifting every position by a constant leaves attention (and logits) unchanged.
   tokens = _tokens(1, 6)
   pos = jnp.arange(6)[None]
-  np.testing.assert_allclose(model(tokens, positions=pos), model(tokens, positions=pos + 37),
+  np.testing.assert_allclose(helpers.forward(model, tokens, positions=pos),
+                             helpers.forward(model, tokens, positions=pos + 37),
                              rtol=1e-4, atol=1e-4)
 
 
@@ -70,11 +72,12 @@ def test_left_padding_matches_unpadded_row(model):
   short = _tokens(1, 4, seed=2)
   padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), short], axis=1)
   mask = jnp.array([[False] * 3 + [True] * 4])
-  out = model(padded, attention_mask=mask)
+  out = helpers.forward(model, padded, attention_mask=mask)
   assert np.isfinite(np.asarray(out)).all()  # padding positions too
-  np.testing.assert_allclose(out[:, 3:], model(short), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out[:, 3:], helpers.forward(model, short), rtol=1e-5, atol=1e-5)
   # A fully padded row must not produce NaN either.
-  assert np.isfinite(np.asarray(model(padded, attention_mask=jnp.zeros_like(mask)))).all()
+  blank = helpers.forward(model, padded, attention_mask=jnp.zeros_like(mask))
+  assert np.isfinite(np.asarray(blank)).all()
 
 
 def test_kv_cache_matches_full_forward(model):
@@ -85,16 +88,21 @@ def test_kv_cache_matches_full_forward(model):
   new = _tokens(2, n, seed=4)
   full_tokens = jnp.concatenate([prompt, new], axis=1)
   full_mask = jnp.concatenate([mask, jnp.ones((2, n), bool)], axis=1)
-  full = model(full_tokens, attention_mask=full_mask)
+  full = helpers.forward(model, full_tokens, attention_mask=full_mask)
+
+  @nnx.jit
+  def step(model, tokens, cache, **kw):  # compiled, as the sampler's decode steps are
+    h, cache = model.forward_cached(tokens, cache, **kw)
+    return model.logits(h), cache
 
   cache = model.init_cache(2, p + n)
   pos = llama.default_positions(mask)
-  h, cache = model.forward_cached(prompt, cache, positions=pos, attention_mask=mask)
-  np.testing.assert_allclose(model.logits(h)[:, -1], full[:, p - 1], rtol=1e-4, atol=1e-4)
+  logits, cache = step(model, prompt, cache, positions=pos, attention_mask=mask)
+  np.testing.assert_allclose(logits[:, -1], full[:, p - 1], rtol=1e-4, atol=1e-4)
   nxt = pos[:, -1] + 1
   for i in range(n):
-    h, cache = model.forward_cached(new[:, i:i + 1], cache, positions=(nxt + i)[:, None])
-    np.testing.assert_allclose(model.logits(h)[:, 0], full[:, p + i], rtol=1e-4, atol=1e-4)
+    logits, cache = step(model, new[:, i:i + 1], cache, positions=(nxt + i)[:, None])
+    np.testing.assert_allclose(logits[:, 0], full[:, p + i], rtol=1e-4, atol=1e-4)
   assert int(cache.index) == p + n
 
 
@@ -122,7 +130,7 @@ def test_split_merge_under_jit(model):
     return nnx.merge(graphdef, state)(tokens)
 
   tokens = _tokens(2, 5)
-  np.testing.assert_allclose(f(state, tokens), model(tokens), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(f(state, tokens), helpers.forward(model, tokens), rtol=1e-5, atol=1e-5)
   names = {".".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
   for name in ("embed.embedding", "layers.0.attn.q.kernel", "layers.1.mlp.down.kernel",
                "layers.0.attn_norm.scale", "final_norm.scale"):
@@ -133,7 +141,7 @@ def test_untied_bf16_and_count():
   cfg = TINY.replace(tie_embeddings=False, dtype="bfloat16", param_dtype="bfloat16")
   m = llama.init_model(cfg, seed=0)
   assert m.embed.embedding[...].dtype == jnp.bfloat16
-  logits = m(_tokens(1, 4))
+  logits = helpers.forward(m, _tokens(1, 4))
   assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
   d, f, v, hd = cfg.dim, cfg.ffn_dim, cfg.vocab_size, cfg.hd
   per_layer = d * hd * (cfg.n_heads * 2 + cfg.n_kv_heads * 2) + 3 * d * f + 2 * d
@@ -144,7 +152,8 @@ def test_untied_bf16_and_count():
 def test_derive_student(model):
   full = llama.derive_student(model, layers=range(TINY.n_layers), rngs=nnx.Rngs(5))
   tokens = _tokens(2, 5)
-  np.testing.assert_allclose(full(tokens), model(tokens), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(helpers.forward(full, tokens), helpers.forward(model, tokens),
+                             rtol=1e-6, atol=1e-6)
   four = llama.init_model(TINY.replace(n_layers=4), seed=1)
   s = llama.derive_student(four, every_k=2, rngs=nnx.Rngs(5))
   assert s.config.n_layers == 2

@@ -63,8 +63,8 @@ def test_adapter_gradients_follow_the_chain_rule(batch):  # noqa: F811
   kw = dict(student_graph=sg, teacher=teachers.Live(tg), objective=Objective())
   loss = lambda p, b=None, **k: step_lib.loss_terms(p, ts.to_pure_dict(), batch, 3.0, b, **kw, **k)[0]
   merged = lora.merged(base, adapters, scale)
-  g_full = jax.grad(loss)({"student": merged})["student"]
-  g_lora = jax.grad(lambda p: loss(p, base, lora_scale=scale))({"lora": adapters})["lora"]
+  g_full = jax.jit(jax.grad(loss))({"student": merged})["student"]
+  g_lora = jax.jit(jax.grad(lambda p: loss(p, base, lora_scale=scale)))({"lora": adapters})["lora"]
   for i in (0, 1):
     a, b = adapters["layers"][i]["attn"]["v"]["lora_a"], adapters["layers"][i]["attn"]["v"]["lora_b"]
     dw = np.asarray(g_full["layers"][i]["attn"]["v"]["kernel"], np.float64)

@@ -10,6 +10,7 @@ from safetensors.numpy import load_file, save_file
 
 from gkd.models import llama
 from gkd.models.safetensors import load_pretrained, save_pretrained
+from tests import helpers
 from test_gguf import tiny_bpe  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
@@ -33,7 +34,7 @@ def test_round_trip(tmp_path, kw):
   assert hf["tie_word_embeddings"] == kw["tie_embeddings"]
   assert ("lm_head.weight" in load_file(str(tmp_path / "model.safetensors"))) != kw["tie_embeddings"]
   loaded, tok2 = load_pretrained(str(tmp_path))
-  np.testing.assert_array_equal(loaded(TOKENS), model(TOKENS))
+  np.testing.assert_array_equal(helpers.forward(loaded, TOKENS), helpers.forward(model, TOKENS))
   assert tok2.encode("the 42") == tok.encode("the 42")
   assert (tok2.bos_id, tok2.eos_id, tok2.pad_id, tok2.chat_template) == (1, 2, 2, "chatml")
 
@@ -50,10 +51,11 @@ def test_sharded_bf16(tmp_path):
   index = {"weight_map": {k: s for s, keys in shards.items() for k in keys}}
   json.dump(index, open(tmp_path / "model.safetensors.index.json", "w"))
   loaded, _ = load_pretrained(str(tmp_path))
-  np.testing.assert_array_equal(loaded(TOKENS), model(TOKENS))
+  np.testing.assert_array_equal(helpers.forward(loaded, TOKENS), helpers.forward(model, TOKENS))
   half, _ = load_pretrained(str(tmp_path), dtype="bfloat16")
   assert half.embed.embedding[...].dtype == jnp.bfloat16
-  np.testing.assert_allclose(half(TOKENS), model(TOKENS), atol=0.1)
+  np.testing.assert_allclose(helpers.forward(half, TOKENS), helpers.forward(model, TOKENS),
+                             atol=0.1)
 
 
 def test_bad_inputs(tmp_path):

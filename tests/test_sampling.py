@@ -1,5 +1,6 @@
 """Tests for gkd.sampling on tiny random models."""
 
+import functools
 import re
 
 import jax
@@ -35,7 +36,7 @@ def test_logprobs_match_full_forward(model):
   assert out.mask.all()
   full = jnp.concatenate([prompt, out.tokens], axis=1)
   fmask = jnp.concatenate([pmask, out.mask], axis=1)
-  logp = jax.nn.log_softmax(model(full, attention_mask=fmask), axis=-1)[:, 7:-1]
+  logp = jax.nn.log_softmax(helpers.forward(model, full, attention_mask=fmask), axis=-1)[:, 7:-1]
   want = jnp.take_along_axis(logp, out.tokens[..., None], axis=-1)[..., 0]
   np.testing.assert_allclose(out.logprobs, want, rtol=1e-4, atol=1e-4)
   # The cache-free baseline picks the same tokens with the same key.
@@ -131,7 +132,7 @@ def _first_token_samples(model, settings, n, seed=0):
   prompt = jnp.tile(jnp.asarray([[3, 1, 4, 1, 5]], jnp.int32), (n, 1))
   out = sampling.sample(model, prompt, jnp.ones_like(prompt, bool), rng=jax.random.key(seed),
                         max_new_tokens=1, eos_id=NO_EOS, **settings)
-  probs = jax.nn.softmax(model(prompt[:1])[0, -1])
+  probs = jax.nn.softmax(helpers.forward(model, prompt[:1])[0, -1])
   return np.asarray(out.tokens[:, 0]), np.asarray(probs), out
 
 
@@ -153,10 +154,14 @@ def test_t1_samples_match_softmax():
   np.testing.assert_allclose(out.logprobs[:, 0], np.log(probs[tokens]), rtol=1e-4, atol=1e-4)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 3))
+def _choose_tiled(logits, n, key, settings):
+  return sampling.choose(jnp.tile(logits[None], (n, 1)), key, settings)
+
+
 def _choose_samples(logits, n, seed, **settings):
   s = sampling.SamplerSettings(max_new_tokens=1, return_logprobs=True, **settings)
-  tok, lp = jax.jit(lambda k: sampling.choose(jnp.tile(logits[None], (n, 1)), k, s))(
-      jax.random.key(seed))
+  tok, lp = _choose_tiled(jnp.asarray(logits), n, jax.random.key(seed), s)
   return np.asarray(tok), np.asarray(lp)
 
 

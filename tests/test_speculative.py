@@ -56,7 +56,7 @@ def test_each_token_matches_a_full_forward_replay_of_propose_then_verify(models)
   prompt, pmask = helpers.left_pad(ROWS, 8)
   seq = jnp.concatenate([prompt, out.tokens], axis=1)
   smask = jnp.concatenate([pmask, out.mask], axis=1)
-  s_all, t_all = (m(seq, attention_mask=smask)[:, 7:-1] for m in models)
+  s_all, t_all = (helpers.forward(m, seq, attention_mask=smask)[:, 7:-1] for m in models)
   rng = jax.random.key(3)
   plain = sampling.SamplerSettings(1)
   for t in range(out.tokens.shape[1]):

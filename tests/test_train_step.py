@@ -14,6 +14,7 @@ from gkd.models import llama
 from gkd.objectives import Objective
 from gkd.train import defaults
 from gkd.train import step as step_lib
+from tests import helpers
 
 V, P, R, B = 48, 5, 7, 4
 
@@ -47,8 +48,9 @@ def reference_jsd_loss(student, teacher, batch, beta):
   """Full-sequence logits from model.__call__, shifted by hand; JSD(β) in float64 NumPy."""
   tokens = np.concatenate([batch["prompt_tokens"], batch["response_tokens"]], 1)
   mask = np.concatenate([batch["prompt_mask"], batch["response_mask"]], 1)
-  ls = _log_softmax64(student(jnp.asarray(tokens), attention_mask=jnp.asarray(mask)))
-  lt = _log_softmax64(teacher(jnp.asarray(tokens), attention_mask=jnp.asarray(mask)))
+  tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+  ls = _log_softmax64(helpers.forward(student, tokens, attention_mask=mask))
+  lt = _log_softmax64(helpers.forward(teacher, tokens, attention_mask=mask))
   ps, pt = np.exp(ls), np.exp(lt)
   m = beta * pt + (1 - beta) * ps
   jsd = beta * (pt * (lt - np.log(m))).sum(-1) + (1 - beta) * (ps * (ls - np.log(m))).sum(-1)
@@ -115,7 +117,8 @@ def test_sft_step_is_masked_cross_entropy(batch):
   _, metrics = fn(state, batch, None)
   tokens = np.concatenate([batch["prompt_tokens"], batch["response_tokens"]], 1)
   mask = np.concatenate([batch["prompt_mask"], batch["response_mask"]], 1)
-  logp = _log_softmax64(student(jnp.asarray(tokens), attention_mask=jnp.asarray(mask)))
+  logp = _log_softmax64(helpers.forward(student, jnp.asarray(tokens),
+                                        attention_mask=jnp.asarray(mask)))
   per_seq = [np.mean([-logp[b, P - 1 + t, batch["response_tokens"][b, t]]
                       for t in range(R) if batch["response_mask"][b, t]])
              for b in range(B) if batch["response_mask"][b].any()]
@@ -127,9 +130,9 @@ def test_teacher_gets_no_gradient(batch):
   student, teacher = tiny(0), tiny(1)
   sg, ss = nnx.split(student)
   tg, ts = nnx.split(teacher)
-  grads = jax.grad(lambda t: step_lib.loss_terms({"student": ss.to_pure_dict()}, t, batch, 4.0,
-                                                 student_graph=sg, teacher=teachers.Live(tg),
-                                                 objective=objective)[0])(ts.to_pure_dict())
+  grads = jax.jit(jax.grad(lambda t: step_lib.loss_terms(
+      {"student": ss.to_pure_dict()}, t, batch, 4.0, student_graph=sg, teacher=teachers.Live(tg),
+      objective=objective)[0]))(ts.to_pure_dict())
   assert all(np.all(g == 0) for g in jax.tree.leaves(grads))
 
 
