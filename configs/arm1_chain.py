@@ -95,10 +95,14 @@ METHODS = {
 
 def get_sweep(arg=None):
   """`sweep=methods`: the nine METHODS × `seeds` seeds, seed-major (SFT continued first: the
-  paired baseline), 500 steps each. With `runlocal=true`, supervised KD and on-policy JSD(0.9)."""
+  paired baseline), 500 steps each. `sweep=teacher_check`: on-policy JSD(0.9), seed 0 alone (run
+  again on a retrained teacher export, plan.md). With `runlocal=true`, supervised KD and
+  on-policy JSD(0.9)."""
   arg = _args(arg)
   if arg.runlocal:
     return [{**METHODS["supervised_kd"], "seed": 0}, {**METHODS["gkd_jsd0.9"], "seed": 0}]
+  if arg.sweep == "teacher_check":  # plan.md, amendment of 2026-12-03
+    return [{**METHODS["gkd_jsd0.9"], "seed": 0}]
   if arg.sweep != "methods":
-    raise ValueError(f"sweep={arg.sweep!r}; expected methods.")
+    raise ValueError(f"sweep={arg.sweep!r}; expected methods or teacher_check.")
   return [{**p, "seed": seed} for seed in range(arg.seeds) for p in METHODS.values()]
