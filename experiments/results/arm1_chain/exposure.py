@@ -18,13 +18,13 @@ test examples, seeds pooled (a spread for a descriptive table, not a paired test
 """
 
 import argparse
-import gzip
 import importlib.util
 import json
 import os
 
 import numpy as np
 
+from gkd import rundir
 from gkd.data import arith, tasks
 from gkd.eval import stats
 from gkd.eval.summary import flat_overrides
@@ -32,18 +32,16 @@ from gkd.eval.summary import flat_overrides
 BUCKETS = ((0, 8), (8, 16), (16, 32), (32, 64), (64, 10**6))
 ON_POLICY = ("gkd_fkl", "gkd_rkl", "gkd_jsd0.9")
 OFF_POLICY = ("sft", "supervised_kd", "seq_kd")
+OTHERS = ("mixed_jsd0.9", "gkd_rkl_sampled", "opsd_jsd0.9")  # in the tables, not in H3's groups
 MAX_STEPS = 6
 
 
 def read_rows(run_dir: str) -> list[dict]:
-  """eval_examples.jsonl or its gzipped form, ordered by example id."""
-  path = os.path.join(run_dir, "eval_examples.jsonl")
-  if os.path.exists(path):
-    opener = open(path)
-  else:
-    opener = gzip.open(path + ".gz", "rt")
-  with opener as f:
-    rows = [json.loads(line) for line in f]
+  """A run's per-example rows (its eval_examples.jsonl[.gz], or the sweep's packed table), ordered
+  by example id."""
+  rows = rundir.read_examples(run_dir)
+  if rows is None:
+    raise FileNotFoundError(f"{run_dir}: no per-example eval rows")
   return sorted(rows, key=lambda r: r["example_id"])
 
 
@@ -84,8 +82,10 @@ def analyse(sweep: str, teacher_dir: str, config_path: str) -> dict:
       continue
     if examples is None:
       examples = tasks.get_task("chain_orders").generate("test")[:len(rows)]
-    out = per_method.setdefault(name, {"div": [], "correct": [], "bad": [], "steps": []})
-    for r, t, e in zip(rows, teacher, examples):
+    out = per_method.setdefault(name, {"div": [], "correct": [], "bad": [], "steps": [],
+                                       "example": []})
+    for i, (r, t, e) in enumerate(zip(rows, teacher, examples)):
+      out["example"].append(i)
       terms = arith.signed_terms(e["prompt"][:-1])
       out["div"].append(first_difference(r["completion"], t))
       out["correct"].append(r["accuracy"])
@@ -109,8 +109,50 @@ def hazard(m: dict, k: int):
   return int(np.sum(m["bad"][reached] == k)), int(np.sum(reached))
 
 
+def _hazard_counts(m: dict, steps, n: int):
+  """Per test example: (first errors at any of `steps`, solutions reaching them right so far)."""
+  bad, reached = np.zeros(n), np.zeros(n)
+  for k in steps:
+    at = ((m["bad"] < 0) | (m["bad"] >= k)) & (k < m["steps"])
+    np.add.at(reached, m["example"][at], 1)
+    np.add.at(bad, m["example"][at & (m["bad"] == k)], 1)
+  return bad, reached
+
+
+def hazard_growth(per_method: dict, num_resamples: int = 2000, seed: int = 0) -> dict:
+  """The plan's H3: the pooled hazard at steps >= 2 minus the pooled hazard at step 0, for the
+  on-policy methods pooled and the off-policy ones pooled, and on-policy minus off-policy, with
+  95% percentile intervals from resampling test examples (paired: one draw serves all methods
+  and seeds)."""
+  n = 1 + max(int(m["example"].max()) for m in per_method.values())
+  late = range(2, MAX_STEPS)
+  parts = {}
+  for group, names in (("on-policy", ON_POLICY), ("off-policy", OFF_POLICY)):
+    got = [per_method[name] for name in names if name in per_method]
+    if not got:
+      return {}
+    parts[group] = [sum(c) for c in zip(*(_hazard_counts(m, [0], n) + _hazard_counts(m, late, n)
+                                          for m in got))]
+  weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), num_resamples)
+
+  def growth(group, w):
+    b0, r0, b2, r2 = parts[group]
+    return (w @ b2) / (w @ r2) - (w @ b0) / (w @ r0)
+
+  out = {}
+  ones = np.ones(n)
+  draws = {g: growth(g, weights) for g in parts}
+  for name, value, spread in (
+      ("on-policy", growth("on-policy", ones), draws["on-policy"]),
+      ("off-policy", growth("off-policy", ones), draws["off-policy"]),
+      ("on-policy minus off-policy", growth("on-policy", ones) - growth("off-policy", ones),
+       draws["on-policy"] - draws["off-policy"])):
+    out[name] = (float(value), *map(float, np.percentile(spread, [2.5, 97.5])))
+  return out
+
+
 def report(per_method: dict) -> str:
-  order = [n for n in (*OFF_POLICY, *ON_POLICY, "mixed_jsd0.9") if n in per_method]
+  order = [n for n in (*OFF_POLICY, *ON_POLICY, *OTHERS) if n in per_method]
   lines = ["# Exposure-bias analysis (exposure.py)", "",
            "## Where the greedy solution first leaves the teacher's (character position)", "",
            "| method | n | never leaves | " + " | ".join(f"[{a}, {b if b < 10**6 else '∞'})"
@@ -134,8 +176,14 @@ def report(per_method: dict) -> str:
       cells.append(f"{bad / reached:.3f} ({bad}/{reached})" if reached else "—")
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   lines += ["", "Step k < n−1 is the k-th sum of an n-term problem; step n−1 is the answer "
-            "(wrong when a term was left out or the answer differs from the last sum).", ""]
-  return "\n".join(lines)
+            "(wrong when a term was left out or the answer differs from the last sum).", "",
+            "## H3: growth of the hazard, step >= 2 minus step 0 (pooled)", "",
+            f"On-policy: {', '.join(ON_POLICY)}; off-policy: {', '.join(OFF_POLICY)} (plan.md). "
+            "95% intervals resample the test examples.", "",
+            "| group | hazard growth |", "|---|---|"]
+  for group, (value, low, high) in hazard_growth(per_method).items():
+    lines.append(f"| {group} | {value:+.4f} [{low:+.4f}, {high:+.4f}] |")
+  return "\n".join(lines + [""])
 
 
 def plot(per_method: dict, path: str):
@@ -145,7 +193,7 @@ def plot(per_method: dict, path: str):
 
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   for name, m in per_method.items():
-    style = "-" if name in ON_POLICY else "--"
+    style = "-" if name in ON_POLICY else "--" if name in OFF_POLICY else ":"
     xs, ys = [], []
     for k in range(MAX_STEPS):
       bad, reached = hazard(m, k)
@@ -160,7 +208,7 @@ def plot(per_method: dict, path: str):
   ax1.set(xlabel="first divergence from the teacher's greedy solution (chars)",
           ylabel="accuracy", title="accuracy by where the solution leaves the teacher's")
   ax2.set(xlabel="solution step", ylabel="P(first wrong step = k | right so far)",
-          title="hazard of the first error (solid: on-policy)")
+          title="hazard of the first error (solid: on-policy; dashed: off)")
   ax2.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
