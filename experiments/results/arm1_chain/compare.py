@@ -79,3 +79,14 @@ print("\nThe amendment's methods (secondary):")
 for a, b in [("gkd_rkl_sampled", "gkd_rkl"), ("gkd_rkl_sampled", "seq_kd"), ("opsd_jsd0.9", "sft"),
              ("opsd_jsd0.9", "gkd_jsd0.9")]:
   print(" ", diff(a, b))
+
+# The amendment of 2026-12-03: on-policy JSD(0.9) seed 0 on the first teacher export (the sweep's
+# point) and on the retrained one (teacher_check/), example by example.
+CHECK = os.path.join(os.path.dirname(HERE), "teacher_check", "points",
+                     "divergence=generalized_jsd,beta=0.9,student=1.0,dataset=0.0,seed=0")
+if os.path.isdir(CHECK) and 0 in runs.get("gkd_jsd0.9", {}):
+  again, first = accuracy(read_examples(CHECK)), runs["gkd_jsd0.9"][0]
+  d = stats.paired_difference_ci(again[None], first[None])
+  print(f"\nTeacher check: gkd_jsd0.9 seed 0, retrained export minus first: accuracy "
+        f"{again.mean():.4f} vs {first.mean():.4f}, {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}], "
+        f"discordance {float(np.mean(again != first)):.3f}")
