@@ -80,6 +80,14 @@ for a, b in [("gkd_rkl_sampled", "gkd_rkl"), ("gkd_rkl_sampled", "seq_kd"), ("op
              ("opsd_jsd0.9", "gkd_jsd0.9")]:
   print(" ", diff(a, b))
 
+# For scale: how often two seeds of one method disagree on a test example.
+print("\nBetween seeds of one method (every pair of its seeds):")
+for method, by_seed in runs.items():
+  seeds = sorted(by_seed)
+  pairs = [np.mean(by_seed[i] != by_seed[j]) for i in seeds for j in seeds if i < j]
+  if pairs:
+    print(f"  {method}: discordance {np.mean(pairs):.3f} (pairs {min(pairs):.3f}-{max(pairs):.3f})")
+
 # The amendment of 2026-12-03: on-policy JSD(0.9) seed 0 on the first teacher export (the sweep's
 # point) and on the retrained one (teacher_check/), example by example.
 CHECK = os.path.join(os.path.dirname(HERE), "teacher_check", "points",
