@@ -102,15 +102,10 @@ def _ci(x) -> str:
   return f"{i.mean:.3f} [{i.low:.3f}, {i.high:.3f}]"
 
 
-def hazard(m: dict, k: int):
-  """(first errors at step k, solutions reaching step k with every earlier step right)."""
-  reached = (m["bad"] < 0) | (m["bad"] >= k)
-  reached &= k < m["steps"]  # a solution of n terms has n-1 sums and the answer: steps 0..n-1
-  return int(np.sum(m["bad"][reached] == k)), int(np.sum(reached))
-
-
 def _hazard_counts(m: dict, steps, n: int):
-  """Per test example: (first errors at any of `steps`, solutions reaching them right so far)."""
+  """Per test example (n of them): first wrong steps at any of `steps`, and solutions that reach
+  those steps with every earlier step right (a solution of n terms has steps 0..n-1: n-1 sums and
+  the answer)."""
   bad, reached = np.zeros(n), np.zeros(n)
   for k in steps:
     at = ((m["bad"] < 0) | (m["bad"] >= k)) & (k < m["steps"])
@@ -119,36 +114,37 @@ def _hazard_counts(m: dict, steps, n: int):
   return bad, reached
 
 
+def hazard(m: dict, k: int):
+  """(first errors at step k, solutions reaching step k with every earlier step right)."""
+  bad, reached = _hazard_counts(m, [k], 1 + int(m["example"].max()))
+  return int(bad.sum()), int(reached.sum())
+
+
 def hazard_growth(per_method: dict, num_resamples: int = 2000, seed: int = 0) -> dict:
   """The plan's H3: the pooled hazard at steps >= 2 minus the pooled hazard at step 0, for the
-  on-policy methods pooled and the off-policy ones pooled, and on-policy minus off-policy, with
-  95% percentile intervals from resampling test examples (paired: one draw serves all methods
-  and seeds)."""
+  on-policy methods pooled and the off-policy ones pooled, and on-policy minus off-policy, each
+  (value, low, high) with a 95% percentile interval from resampling test examples (paired: one
+  draw serves all methods and seeds)."""
   n = 1 + max(int(m["example"].max()) for m in per_method.values())
-  late = range(2, MAX_STEPS)
-  parts = {}
+  counts = {}
   for group, names in (("on-policy", ON_POLICY), ("off-policy", OFF_POLICY)):
     got = [per_method[name] for name in names if name in per_method]
     if not got:
       return {}
-    parts[group] = [sum(c) for c in zip(*(_hazard_counts(m, [0], n) + _hazard_counts(m, late, n)
-                                          for m in got))]
-  weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), num_resamples)
+    counts[group] = [sum(c) for c in zip(*(_hazard_counts(m, [0], n)
+                                            + _hazard_counts(m, range(2, MAX_STEPS), n)
+                                            for m in got))]
 
-  def growth(group, w):
-    b0, r0, b2, r2 = parts[group]
+  def growth(group, w):  # w: example weights, [n] or [resamples, n]
+    b0, r0, b2, r2 = counts[group]
     return (w @ b2) / (w @ r2) - (w @ b0) / (w @ r0)
 
-  out = {}
-  ones = np.ones(n)
-  draws = {g: growth(g, weights) for g in parts}
-  for name, value, spread in (
-      ("on-policy", growth("on-policy", ones), draws["on-policy"]),
-      ("off-policy", growth("off-policy", ones), draws["off-policy"]),
-      ("on-policy minus off-policy", growth("on-policy", ones) - growth("off-policy", ones),
-       draws["on-policy"] - draws["off-policy"])):
-    out[name] = (float(value), *map(float, np.percentile(spread, [2.5, 97.5])))
-  return out
+  weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), num_resamples)
+  value = {g: growth(g, np.ones(n)) for g in counts}
+  draws = {g: growth(g, weights) for g in counts}
+  value["on-policy minus off-policy"] = value["on-policy"] - value["off-policy"]
+  draws["on-policy minus off-policy"] = draws["on-policy"] - draws["off-policy"]
+  return {g: (float(value[g]), *map(float, np.percentile(draws[g], [2.5, 97.5]))) for g in value}
 
 
 def report(per_method: dict) -> str:
