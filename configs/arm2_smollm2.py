@@ -51,7 +51,7 @@ def get_config(arg=None):
     c.teacher.update(source="pretrained", path=arg.teacher)
     c.student.update(source="derive", derive_every_k=10)
     c.optim.learning_rate = 3e-4
-    c.train.num_steps = 600
+    c.train.num_steps = 300
     c.eval.update(every=100, at_start=True)
   elif arg.stage == "gkd":
     c.teacher.update(source="pretrained", path=arg.teacher)
