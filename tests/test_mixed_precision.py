@@ -12,8 +12,7 @@ from gkd.data import tasks
 from gkd.models import llama
 from gkd.teachers import build as bm
 from gkd.train import loop
-from tests import helpers
-from tests.helpers import apply_overrides, smoke_gkd_config
+from tests.helpers import apply_overrides, forward, smoke_gkd_config
 
 BF16 = {"student.dtype": "bfloat16", "teacher.dtype": "bfloat16"}
 
@@ -89,9 +88,9 @@ def test_loaders_keep_float32_storage_under_bf16_compute(tmp_path):
   assert _float_dtypes(llama.flat_params(student)) == {jnp.dtype(jnp.float32)}
   assert _float_dtypes(llama.flat_params(teacher)) == {jnp.dtype(jnp.bfloat16)}
   tokens = jnp.arange(12, dtype=jnp.int32).reshape(2, 6) % 200
-  ref = helpers.forward(model, tokens)
+  ref = forward(model, tokens)
   for m in (student, teacher):  # bf16 compute: float32 logits close to the float32 model's
-    out = helpers.forward(m, tokens)
+    out = forward(m, tokens)
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(out, ref, atol=0.05 * float(jnp.abs(ref).max()))
 
