@@ -215,5 +215,8 @@ def parse_arg(arg: str, **defaults):
       raise ConfigError(f"Config argument {item!r}: expected key=value with key in "
                         f"{sorted(defaults)}")
     kind = type(defaults[key])
-    out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    try:
+      out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    except ValueError:
+      raise ConfigError(f"Config argument {item!r}: {key} takes {kind.__name__} values, not {value!r}.") from None
   return ml_collections.ConfigDict(out)
