@@ -27,11 +27,16 @@ TINY = dict(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len
 
 
 def _args(arg):
-  # `every`: the student keeps every k-th of the teacher's 30 layers (plan.md: 10, then 5, then 3).
+  # The student keeps every `every`-th of the teacher's 30 layers and is warmed up for `warmup`
+  # SFT steps (plan.md's amendments: 10, then 5, then 3 layers apart; then a longer warm-up).
   arg = parse_arg(arg, stage="gkd", steps=0, seed=0, seeds=3, runlocal=False, sweep="methods",
-                  every=10, teacher=f"{ROOT}/teacher/export", student="")
-  arg.student = arg.student or f"{ROOT}/student_every{arg.every}/export"
+                  every=10, warmup=300, teacher=f"{ROOT}/teacher/export", student="")
+  arg.student = arg.student or f"{ROOT}/{student_name(arg.every, arg.warmup)}/export"
   return arg
+
+
+def student_name(every: int, warmup: int) -> str:
+  return f"student_every{every}" + (f"_sft{warmup}" if warmup != 300 else "")
 
 
 def get_config(arg=None):
@@ -55,7 +60,7 @@ def get_config(arg=None):
     c.teacher.update(source="pretrained", path=arg.teacher)
     c.student.update(source="derive", derive_every_k=arg.every)
     c.optim.learning_rate = 3e-4
-    c.train.num_steps = 300
+    c.train.num_steps = arg.warmup
     c.eval.update(every=100, at_start=True)
   elif arg.stage == "gkd":
     c.teacher.update(source="pretrained", path=arg.teacher)

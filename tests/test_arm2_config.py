@@ -40,3 +40,11 @@ def test_quality_diversity_keeps_the_configs_argument():
 def test_a_bad_stride_fails_with_one_line():
   with pytest.raises(ConfigError, match="every takes int values, not 'five'"):
     arm2_smollm2.get_config("every=five")
+
+
+def test_warmup_sets_the_students_sft_steps_and_its_name():
+  assert arm2_smollm2.get_config("stage=student").train.num_steps == 300
+  c = arm2_smollm2.get_config("stage=student,warmup=1200")
+  assert c.train.num_steps == 1200 and c.student.derive_every_k == 10
+  assert (arm2_smollm2.get_config("warmup=1200").student.path
+          == "runs/arm2_smollm2/student_every10_sft1200/export")

@@ -4,15 +4,18 @@
 #   nohup env PY=.venv/bin/python bash experiments/results/arm2_smollm2/launch.sh STEP > runs/arm2_smollm2/STEP.log 2>&1 &
 # STEP: teacher (fine-tune SmolLM2-135M-Instruct), student (derive + SFT warm-up), gate, tests (the
 # two stages' test evals), methods (the pre-registered sweep), samples (quality-diversity curve).
-# EVERY=k picks the student: every k-th of the teacher's layers (plan.md: 10, then 5, then 3).
+# EVERY=k and WARMUP=n pick the student: every k-th of the teacher's layers, n SFT steps (plan.md).
 set -euo pipefail
 export PYTHONPATH=$PWD XLA_FLAGS="--xla_force_host_platform_device_count=1"
 PY=${PY:-python}
 R=runs/arm2_smollm2
 EVERY=${EVERY:-10}
 C=configs/arm2_smollm2.py:every=$EVERY
-S=$R/student_every$EVERY
-M=$R/methods_every$EVERY
+WARMUP=${WARMUP:-300}
+C=$C,warmup=$WARMUP
+NAME=student_every$EVERY; [ "$WARMUP" = 300 ] || NAME=${NAME}_sft$WARMUP  # as student_name there
+S=$R/$NAME
+M=$R/methods${NAME#student}
 mkdir -p $R
 train() {  # workdir, then gkd.main args; skipped when finished
   [ -f "$1/final_metrics.json" ] || $PY -m gkd.main "$2" --workdir="$1" --config.train.progress_bar=false "${@:3}"
@@ -33,5 +36,5 @@ case "${1:-all}" in
     $PY -m gkd.sweep --config=$C,sweep=methods --workdir=$M --parallel=${PARALLEL:-1} ;;&
   samples|all)
     $PY experiments/quality_diversity.py --config=$C --sweep=$M --start=$S/export \
-      --out=experiments/results/arm2_smollm2/methods_every$EVERY --seeds=0,1,2 ;;
+      --out=experiments/results/arm2_smollm2/methods${NAME#student} --seeds=0,1,2 ;;
 esac
