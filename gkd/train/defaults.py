@@ -218,5 +218,6 @@ def parse_arg(arg: str, **defaults):
     try:
       out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
     except ValueError:
-      raise ConfigError(f"Config argument {item!r}: {key} takes {kind.__name__} values, not {value!r}.") from None
+      raise ConfigError(f"Config argument {item!r}: {key} takes {kind.__name__} values, "
+                        f"not {value!r}.") from None
   return ml_collections.ConfigDict(out)
