@@ -5,9 +5,9 @@ order drawn per example) until it is competent; a student cut from every k-th of
 steps on the same references, as the GKD paper does; then the methods of arm 1 distil the one
 into the other. plan.md's amendments say which (every, warmup) pairs were tried, and why.
   python -m gkd.main --config=configs/arm2_smollm2.py:stage=teacher --workdir=runs/arm2_smollm2/teacher
-  python -m gkd.main --config=configs/arm2_smollm2.py:stage=student,every=5 --workdir=runs/arm2_smollm2/student_every5
-  python -m gkd.eval.gate --config=configs/arm2_smollm2.py:every=5 --out=runs/arm2_smollm2/methods_every5 --num_examples=200
-  python -m gkd.sweep --config=configs/arm2_smollm2.py:sweep=methods,every=5 --workdir=runs/arm2_smollm2/methods_every5
+  python -m gkd.main --config=configs/arm2_smollm2.py:stage=student,warmup=1200 --workdir=runs/arm2_smollm2/student_every10_sft1200
+  python -m gkd.eval.gate --config=configs/arm2_smollm2.py:warmup=1200 --out=runs/arm2_smollm2/methods_every10_sft1200 --num_examples=200
+  python -m gkd.sweep --config=configs/arm2_smollm2.py:sweep=methods,warmup=1200 --workdir=runs/arm2_smollm2/methods_every10_sft1200
 Stages choose on 200 validation examples; distillation runs end with a greedy eval on 1,000 test
 examples. Costs on the shared 2-core CPU: experiments/README.md, arm 2. `runlocal=true` swaps in
 tiny random models for a seconds-long smoke run of the same wiring.
@@ -23,6 +23,7 @@ from gkd.data import tasks  # noqa: E402
 from gkd.train.defaults import default_config, parse_arg  # noqa: E402
 
 ROOT = "runs/arm2_smollm2"
+PLAN_WARMUP = 300  # the plan's SFT steps for the student; other lengths name their folders
 TINY = dict(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len=128)
 
 
@@ -30,13 +31,14 @@ def _args(arg):
   # The student keeps every `every`-th of the teacher's 30 layers and is warmed up for `warmup`
   # SFT steps (plan.md's amendments: 10, then 5, then 3 layers apart; then a longer warm-up).
   arg = parse_arg(arg, stage="gkd", steps=0, seed=0, seeds=3, runlocal=False, sweep="methods",
-                  every=10, warmup=300, teacher=f"{ROOT}/teacher/export", student="")
+                  every=10, warmup=PLAN_WARMUP, teacher=f"{ROOT}/teacher/export", student="")
   arg.student = arg.student or f"{ROOT}/{student_name(arg.every, arg.warmup)}/export"
   return arg
 
 
 def student_name(every: int, warmup: int) -> str:
-  return f"student_every{every}" + (f"_sft{warmup}" if warmup != 300 else "")
+  """The student's folder under runs/arm2_smollm2/ (its sweep's: the same with methods_every)."""
+  return f"student_every{every}" + (f"_sft{warmup}" if warmup != PLAN_WARMUP else "")
 
 
 def get_config(arg=None):

@@ -9,13 +9,9 @@ set -euo pipefail
 export PYTHONPATH=$PWD XLA_FLAGS="--xla_force_host_platform_device_count=1"
 PY=${PY:-python}
 R=runs/arm2_smollm2
-EVERY=${EVERY:-10}
-C=configs/arm2_smollm2.py:every=$EVERY
-WARMUP=${WARMUP:-300}
-C=$C,warmup=$WARMUP
-NAME=student_every$EVERY; [ "$WARMUP" = 300 ] || NAME=${NAME}_sft$WARMUP  # as student_name there
-S=$R/$NAME
-M=$R/methods${NAME#student}
+C="configs/arm2_smollm2.py:${EVERY:+every=$EVERY},${WARMUP:+warmup=$WARMUP}"  # unset: config defaults
+S=$(dirname "$($PY -c "from configs import arm2_smollm2 as a; print(a.get_config('${C#*:}').student.path)")")
+M=$R/methods${S#$R/student}
 mkdir -p $R
 train() {  # workdir, then gkd.main args; skipped when finished
   [ -f "$1/final_metrics.json" ] || $PY -m gkd.main "$2" --workdir="$1" --config.train.progress_bar=false "${@:3}"
@@ -36,5 +32,5 @@ case "${1:-all}" in
     $PY -m gkd.sweep --config=$C,sweep=methods --workdir=$M --parallel=${PARALLEL:-1} ;;&
   samples|all)
     $PY experiments/quality_diversity.py --config=$C --sweep=$M --start=$S/export \
-      --out=experiments/results/arm2_smollm2/methods${NAME#student} --seeds=0,1,2 ;;
+      --out=experiments/results/arm2_smollm2/${M#$R/} --seeds=0,1,2 ;;
 esac
