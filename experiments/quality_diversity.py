@@ -12,7 +12,8 @@ first `num_prompts` test prompts, `samples` completions per prompt at each tempe
                  that repeat an earlier one in it;
   teacher NLL    at T=1, the teacher's −log p of each sampled token, by position (tokens).
 The SFT student (the sweep's start, `--start`) and the teacher itself are measured the same way.
-Writes OUT/quality_diversity.jsonl (one row per model × temperature) and OUT/quality_diversity.png.
+Writes OUT/quality_diversity.jsonl (one row per model × temperature), OUT/quality_diversity.png
+(gkd.eval.plots.quality_diversity) and OUT/quality_diversity.md (plan.md's H3, seed by seed).
 Neither objective optimises these directly: they are the judge, not the target.
 """
 
@@ -28,11 +29,15 @@ from flax import nnx
 
 from gkd import sampling, scoring
 from gkd.data import pipeline, tasks
-from gkd.eval import metrics
+from gkd.eval import metrics, plots
 from gkd.eval.gate import score
+from gkd.rundir import read_jsonl
 from gkd.teachers.build import build_models
 
 TEMPS = (0.25, 0.5, 1.0, 1.5)
+# H3's diversity axis (plan.md, fifth amendment): the share of distinct samples per prompt
+# saturates at 1 on long solutions; distinct word bigrams across a prompt's samples do not.
+DIVERSITY = "distinct_2"
 
 
 def load_config(config_spec: str, arg: str):
@@ -95,32 +100,63 @@ def measure(config, tokenizer, teacher, student, *, num_prompts: int, samples: i
   return rows
 
 
-def plot(rows: list[dict], path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+def curve(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+  """A model's (diversity, quality) points over the temperatures, sorted by diversity."""
+  rows = sorted(rows, key=lambda r: (r[DIVERSITY], r["temperature"]))
+  return np.array([r[DIVERSITY] for r in rows]), np.array([r["quality"] for r in rows])
 
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-  by_model = collections.defaultdict(list)
+
+def gap_at_equal_diversity(a: list[dict], b: list[dict], *, min_overlap=0.05, grid=50):
+  """The mean of a's quality minus b's over `grid` diversities spanning the overlap of their
+  diversity ranges, each curve joined linearly (plan.md, fourth amendment); None when the
+  overlap is narrower than `min_overlap`."""
+  (xa, ya), (xb, yb) = curve(a), curve(b)
+  lo, hi = max(xa[0], xb[0]), min(xa[-1], xb[-1])
+  if hi - lo < min_overlap:
+    return None
+  x = np.linspace(lo, hi, grid)
+  return float(np.mean(np.interp(x, xa, ya) - np.interp(x, xb, yb)))
+
+
+def nll_slope(row: dict, *, min_tokens=20) -> float:
+  """The least-squares slope of the teacher's NLL of a model's T=1 samples against the token
+  position, over the positions holding at least `min_tokens` sampled tokens."""
+  counts = np.array(row["tokens_by_position"])
+  nll = np.array(row["teacher_nll_by_position"])
+  positions = np.flatnonzero(counts >= min_tokens)
+  return float(np.polyfit(positions, nll[positions], 1)[0])
+
+
+def verdict(values: list, *, better) -> str:
+  """"supported" when every seed's value is on the hypothesis's side, "against" when none is."""
+  if not values or any(v is None for v in values):
+    return "undefined"
+  hits = [better(v) for v in values]
+  return "supported" if all(hits) else "against" if not any(hits) else "inconclusive"
+
+
+def h3_report(rows: list[dict], on_policy: list[str], off_policy: list[str],
+              primary: str) -> str:
+  """plan.md's H3, seed by seed: each on-policy method against each off-policy one, the gap in
+  quality at equal diversity (H3a) and the difference in the teacher-NLL slope (H3b)."""
+  by = collections.defaultdict(list)
   for r in rows:
-    by_model[r["model"]].append(r)
-  for name, rs in sorted(by_model.items()):
-    rs = sorted(rs, key=lambda r: r["temperature"])
-    ax1.plot([r["unique"] for r in rs], [r["quality"] for r in rs], marker="o", label=name)
-    for r in rs:
-      ax1.annotate(f"{r['temperature']:g}", (r["unique"], r["quality"]), fontsize=6)
-    t1 = next(r for r in rs if r["temperature"] == 1.0)
-    n = np.array(t1["tokens_by_position"])
-    ys = np.array(t1["teacher_nll_by_position"])
-    keep = n >= 20
-    ax2.plot(np.arange(len(ys))[keep], ys[keep], label=name)
-  ax1.set(xlabel="diversity: distinct samples per prompt (share)", ylabel="quality of samples",
-          title="quality vs diversity over sampling temperature")
-  ax2.set(xlabel="token position in the sample", ylabel="teacher NLL (nats)",
-          title="teacher's NLL of the student's T=1 samples")
-  ax2.legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+    by[(r.get("method"), r.get("seed"))].append(r)
+  seeds = sorted({s for m, s in by if m == primary})
+  lines = [f"| on-policy | off-policy | seeds | H3a: quality gap at equal {DIVERSITY}, per seed "
+           "| H3a | H3b: teacher-NLL slope difference, per seed | H3b |", "|---" * 7 + "|"]
+  fmt = lambda vs, f: ", ".join("undefined" if v is None else format(v, f) for v in vs)
+  for on in [primary] + [m for m in on_policy if m != primary]:
+    for off in off_policy:
+      both = [s for s in seeds if by.get((on, s)) and by.get((off, s))]
+      gaps = [gap_at_equal_diversity(by[(on, s)], by[(off, s)]) for s in both]
+      t1 = lambda m, s: next(r for r in by[(m, s)] if r["temperature"] == 1.0)
+      slopes = [nll_slope(t1(on, s)) - nll_slope(t1(off, s)) for s in both]
+      name = f"**{on}**" if on == primary else on
+      lines.append(f"| {name} | {off} | {','.join(map(str, both))} | {fmt(gaps, '+.4f')} "
+                   f"| {verdict(gaps, better=lambda v: v > 0)} | {fmt(slopes, '+.5f')} "
+                   f"| {verdict(slopes, better=lambda v: v < 0)} |")
+  return "\n".join(lines) + "\n"
 
 
 def main():
@@ -132,43 +168,46 @@ def main():
   parser.add_argument("--num_prompts", type=int, default=200)
   parser.add_argument("--samples", type=int, default=4)
   parser.add_argument("--seeds", default="0", help="comma-separated seeds of the sweep to measure")
+  parser.add_argument("--primary", default="gkd_jsd0.9", help="H3's on-policy method (plan.md)")
   args = parser.parse_args()
   seeds = {int(s) for s in args.seeds.split(",")}
   os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, "quality_diversity.jsonl")
-  done = set()
-  if os.path.exists(path):  # resumable: models already measured are kept
-    with open(path) as f:
-      done = {json.loads(line)["model"] for line in f}
+  done = {r["model"] for r in read_jsonl(path)}  # resumable: models already measured are kept
   _, module = load_config(args.config, "stage=gkd")
   names = {json.dumps(m, sort_keys=True): n for n, m in module.METHODS.items()}
-  with open(os.path.join(args.sweep, "results.jsonl")) as f:
-    points = [json.loads(line) for line in f]
-  models = []
-  if args.start:
-    models.append(("start (SFT student)", args.start))
-  for p in points:
+  fraction = {n: float(m.get("mix.student", 0.0)) for n, m in module.METHODS.items()}
+  models = [("start", {}, args.start)] if args.start else []
+  for p in read_jsonl(os.path.join(args.sweep, "results.jsonl")):
     seed = p["overrides"].get("seed")
     method = names.get(json.dumps({k: v for k, v in p["overrides"].items() if k != "seed"},
                                   sort_keys=True), p["point"])
     export = os.path.join(args.sweep, "points", p["point"], "export")
     if p.get("status") == "done" and seed in seeds and os.path.isdir(export):
-      models.append((f"{method} seed {seed}", export))
-  models.append(("teacher", None))
-  for name, export in models:
+      info = {"method": method, "seed": seed, "student_fraction": fraction.get(method, 0.0)}
+      models.append((f"{method} seed {seed}", info, export))
+  models.append(("teacher", {}, None))
+  for name, info, export in models:
     if name in done:
       continue
-    config, _ = load_config(args.config, "stage=gkd" + (f",student={export}" if export else ""))
-    if export is None:  # the teacher itself in the student's slot
+    config, _ = load_config(args.config, "stage=gkd")
+    if export:  # set here, not as a config argument: a point's name holds commas
+      config.student.path = export
+    else:  # the teacher itself in the student's slot
       config.student.update(source=config.teacher.source, path=config.teacher.path)
     tokenizer, teacher, student = build_models(config)
     rows = measure(config, tokenizer, teacher, student, num_prompts=args.num_prompts,
                    samples=args.samples)
     with open(path, "a") as f:  # a model's rows together: a killed run redoes only that model
-      f.writelines(json.dumps({"model": name, **row}) + "\n" for row in rows)
+      f.writelines(json.dumps({"model": name, "method": info.get("method", name), **info, **row})
+                   + "\n" for row in rows)
     print(f"{name}: done", flush=True)
-  with open(path) as f:
-    plot([json.loads(line) for line in f], os.path.join(args.out, "quality_diversity.png"))
+  rows = read_jsonl(path)
+  plots.quality_diversity(rows, diversity=DIVERSITY, save_to=args.out)
+  on = [n for n, f in fraction.items() if f > 0]
+  off = [n for n, f in fraction.items() if f == 0 and n != "sft"]
+  with open(os.path.join(args.out, "quality_diversity.md"), "w") as f:
+    f.write(h3_report(rows, on, off, args.primary))
 
 
 if __name__ == "__main__":

@@ -270,3 +270,42 @@ def metric_curves(history: list[dict], path: str, *, teacher_prefix: str = "teac
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return keys
+
+
+def quality_diversity(rows: list[dict], *, diversity="distinct_2", save_to=None):
+  """experiments/quality_diversity.py's rows (one per model × temperature): the quality of the
+  samples against their `diversity` (a row's field) over the sampling temperature, and the
+  teacher's per-position NLL of the T=1 samples. A method's seeds are averaged into one line;
+  on-policy methods (a student fraction above 0) solid, the others dashed, the SFT start grey
+  and the teacher black."""
+  groups = {}
+  for r in rows:
+    groups.setdefault(r.get("method", r["model"]), []).append(r)
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+  colors = iter(c for i, c in enumerate(plt.cm.tab10.colors) if i != 7)  # 7: the start's grey
+  fixed = {"start": dict(color="gray", ls=":"), "teacher": dict(color="black", ls=":")}
+  for name, rs in groups.items():
+    temps = sorted({r["temperature"] for r in rs})
+    at = [[r for r in rs if r["temperature"] == t] for t in temps]
+    x = [np.mean([r[diversity] for r in a]) for a in at]
+    y = [np.mean([r["quality"] for r in a]) for a in at]
+    style = fixed.get(name) or dict(color=next(colors),
+                                    ls="-" if rs[0].get("student_fraction", 0) > 0 else "--")
+    seeds = len({r.get("seed") for r in rs})
+    ax1.plot(x, y, marker="o", ms=3, label=name + (f" ({seeds} seeds)" if seeds > 1 else ""),
+             **style)
+    for t, xi, yi in zip(temps, x, y):
+      ax1.annotate(f"{t:g}", (xi, yi), fontsize=6, alpha=0.6)
+    t1 = [r for r in rs if r["temperature"] == 1.0 and "teacher_nll_by_position" in r]
+    if t1:
+      counts = np.sum([r["tokens_by_position"] for r in t1], axis=0)
+      nll = np.mean([r["teacher_nll_by_position"] for r in t1], axis=0)
+      keep = counts >= 20 * len(t1)
+      ax2.plot(np.arange(len(nll))[keep], nll[keep], **style)
+  ax1.set(xlabel=f"diversity: {diversity} of a prompt's samples", ylabel="quality of the samples",
+          title="Quality against diversity (labels: temperature)")
+  ax2.set(xlabel="token position in the sample", ylabel="teacher NLL (nats)",
+          title="Teacher's NLL of the T=1 samples")
+  fig.legend(*ax1.get_legend_handles_labels(), loc="center right", fontsize=7)
+  fig.subplots_adjust(right=0.83, wspace=0.25)
+  return _save(fig, save_to, "quality_diversity.png")
