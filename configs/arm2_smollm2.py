@@ -87,7 +87,11 @@ def get_config(arg=None):
   return c
 
 
-METHODS = arm1_chain.METHODS
+# Arm 1 cut OPSD's teacher prompt (the reference, then the prompt) to 32 tokens to fit its char
+# models' 128 positions. SmolLM2's student has 8,192, so here the teacher reads the whole reference
+# (the default length, max_prompt_len + max_response_len; plan.md, sixth amendment).
+METHODS = {**arm1_chain.METHODS, "opsd_jsd0.9": {
+    k: v for k, v in arm1_chain.METHODS["opsd_jsd0.9"].items() if k != "teacher.self_prompt_len"}}
 
 
 def get_sweep(arg=None):

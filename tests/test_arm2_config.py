@@ -48,3 +48,14 @@ def test_warmup_sets_the_students_sft_steps_and_its_name():
   assert c.train.num_steps == 1200 and c.student.derive_every_k == 10
   assert (arm2_smollm2.get_config("warmup=1200").student.path
           == "runs/arm2_smollm2/student_every10_sft1200/export")
+
+
+def test_self_distillations_teacher_reads_the_whole_reference():
+  point = next(p for p in arm2_smollm2.get_sweep() if p.get("teacher.source") == "self")
+  c = arm2_smollm2.get_config("stage=gkd")
+  for key, value in point.items():
+    if key != "seed":
+      group, name = key.split(".") if "." in key else ("", key)
+      (c[group] if group else c)[name] = value
+  length = c.teacher.self_prompt_len or c.data.max_prompt_len + c.data.max_response_len
+  assert length >= c.data.max_prompt_len + c.data.max_response_len  # the reference's every token
