@@ -3,7 +3,6 @@ fourth amendment), and its sampling pass on tiny random models, with the invaria
 
 import importlib.util
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -83,9 +82,9 @@ def test_h3_report_pairs_seeds_and_names_the_verdicts(qd):
   assert sup.endswith("+0.00500, +0.00500, +0.00500 | against |")
 
 
-def test_measure_on_tiny_models_keeps_its_invariants(qd, tmp_path):
-  os.environ["GKD_DATA_DIR"] = str(tmp_path / "tfds")
-  sys.path.insert(0, ROOT)
+def test_measure_on_tiny_models_keeps_its_invariants(qd, tmp_path, monkeypatch):
+  monkeypatch.setenv("GKD_DATA_DIR", str(tmp_path / "tfds"))
+  monkeypatch.syspath_prepend(ROOT)
   from configs import testbed
   from gkd.eval import plots
   from gkd.teachers.build import build_models
