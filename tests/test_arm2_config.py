@@ -1,7 +1,6 @@
-"""configs/arm2_smollm2.py's student stride (`every`, plan.md's amendments) reaches every stage,
-and experiments/quality_diversity.py passes a config's own argument on."""
+"""configs/arm2_smollm2.py: the student's stride (`every`) and warm-up (`warmup`) reach every
+stage, and the methods are arm 1's but for plan.md's amendments."""
 
-import importlib.util
 import os
 import sys
 
@@ -12,14 +11,7 @@ sys.path.insert(0, ROOT)
 
 from configs import arm2_smollm2  # noqa: E402
 from gkd.errors import ConfigError  # noqa: E402
-
-
-def _quality_diversity():
-  path = os.path.join(ROOT, "experiments", "quality_diversity.py")
-  spec = importlib.util.spec_from_file_location("quality_diversity", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tests.helpers import apply_overrides  # noqa: E402
 
 
 def test_every_sets_the_derived_layers_and_the_students_path():
@@ -27,14 +19,6 @@ def test_every_sets_the_derived_layers_and_the_students_path():
   assert arm2_smollm2.get_config("stage=student,every=5").student.derive_every_k == 5
   assert arm2_smollm2.get_config("every=3").student.path == "runs/arm2_smollm2/student_every3/export"
   assert arm2_smollm2.get_config("every=3,student=x/export").student.path == "x/export"
-
-
-def test_quality_diversity_keeps_the_configs_argument():
-  qd = _quality_diversity()
-  config, _ = qd.load_config(os.path.join(ROOT, "configs/arm2_smollm2.py:every=5"), "stage=gkd")
-  assert config.student.path == "runs/arm2_smollm2/student_every5/export"
-  config, _ = qd.load_config(os.path.join(ROOT, "configs/arm2_smollm2.py"), "stage=gkd,student=y")
-  assert config.student.path == "y"
 
 
 def test_a_bad_stride_fails_with_one_line():
@@ -52,10 +36,6 @@ def test_warmup_sets_the_students_sft_steps_and_its_name():
 
 def test_self_distillations_teacher_reads_the_whole_reference():
   point = next(p for p in arm2_smollm2.get_sweep() if p.get("teacher.source") == "self")
-  c = arm2_smollm2.get_config("stage=gkd")
-  for key, value in point.items():
-    if key != "seed":
-      group, name = key.split(".") if "." in key else ("", key)
-      (c[group] if group else c)[name] = value
+  c = apply_overrides(arm2_smollm2.get_config("stage=gkd"), point)
   length = c.teacher.self_prompt_len or c.data.max_prompt_len + c.data.max_response_len
   assert length >= c.data.max_prompt_len + c.data.max_response_len  # the reference's every token
