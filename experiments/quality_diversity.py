@@ -146,11 +146,11 @@ def h3_report(rows: list[dict], on_policy: list[str], off_policy: list[str],
   lines = [f"| on-policy | off-policy | seeds | H3a: quality gap at equal {DIVERSITY}, per seed "
            "| H3a | H3b: teacher-NLL slope difference, per seed | H3b |", "|---" * 7 + "|"]
   fmt = lambda vs, f: ", ".join("undefined" if v is None else format(v, f) for v in vs)
+  t1 = lambda m, s: next(r for r in by[(m, s)] if r["temperature"] == 1.0)
   for on in [primary] + [m for m in on_policy if m != primary]:
     for off in off_policy:
       both = [s for s in seeds if by.get((on, s)) and by.get((off, s))]
       gaps = [gap_at_equal_diversity(by[(on, s)], by[(off, s)]) for s in both]
-      t1 = lambda m, s: next(r for r in by[(m, s)] if r["temperature"] == 1.0)
       slopes = [nll_slope(t1(on, s)) - nll_slope(t1(off, s)) for s in both]
       name = f"**{on}**" if on == primary else on
       lines.append(f"| {name} | {off} | {','.join(map(str, both))} | {fmt(gaps, '+.4f')} "
@@ -177,7 +177,7 @@ def main():
   _, module = load_config(args.config, "stage=gkd")
   names = {json.dumps(m, sort_keys=True): n for n, m in module.METHODS.items()}
   fraction = {n: float(m.get("mix.student", 0.0)) for n, m in module.METHODS.items()}
-  models = [("start", {}, args.start)] if args.start else []
+  models = [("start", {"method": "start"}, args.start)] if args.start else []
   for p in read_jsonl(os.path.join(args.sweep, "results.jsonl")):
     seed = p["overrides"].get("seed")
     method = names.get(json.dumps({k: v for k, v in p["overrides"].items() if k != "seed"},
@@ -186,7 +186,7 @@ def main():
     if p.get("status") == "done" and seed in seeds and os.path.isdir(export):
       info = {"method": method, "seed": seed, "student_fraction": fraction.get(method, 0.0)}
       models.append((f"{method} seed {seed}", info, export))
-  models.append(("teacher", {}, None))
+  models.append(("teacher", {"method": "teacher"}, None))
   for name, info, export in models:
     if name in done:
       continue
@@ -199,8 +199,7 @@ def main():
     rows = measure(config, tokenizer, teacher, student, num_prompts=args.num_prompts,
                    samples=args.samples)
     with open(path, "a") as f:  # a model's rows together: a killed run redoes only that model
-      f.writelines(json.dumps({"model": name, "method": info.get("method", name), **info, **row})
-                   + "\n" for row in rows)
+      f.writelines(json.dumps({"model": name, **info, **row}) + "\n" for row in rows)
     print(f"{name}: done", flush=True)
   rows = read_jsonl(path)
   plots.quality_diversity(rows, diversity=DIVERSITY, save_to=args.out)
