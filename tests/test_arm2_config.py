@@ -11,6 +11,7 @@ sys.path.insert(0, ROOT)
 
 from configs import arm2_smollm2  # noqa: E402
 from gkd.errors import ConfigError  # noqa: E402
+from gkd.teachers.self_distill import teacher_prompt_len  # noqa: E402
 from tests.helpers import apply_overrides  # noqa: E402
 
 
@@ -37,5 +38,4 @@ def test_warmup_sets_the_students_sft_steps_and_its_name():
 def test_self_distillations_teacher_reads_the_whole_reference():
   point = next(p for p in arm2_smollm2.get_sweep() if p.get("teacher.source") == "self")
   c = apply_overrides(arm2_smollm2.get_config("stage=gkd"), point)
-  length = c.teacher.self_prompt_len or c.data.max_prompt_len + c.data.max_response_len
-  assert length >= c.data.max_prompt_len + c.data.max_response_len  # the reference's every token
+  assert teacher_prompt_len(c) >= c.data.max_prompt_len + c.data.max_response_len  # all of it

@@ -49,6 +49,13 @@ PLACEHOLDERS = ("prompt", "reference", "answer")
 TEACHER_KEYS = ("teacher_prompt_tokens", "teacher_prompt_mask")
 
 
+
+def teacher_prompt_len(config) -> int:
+  """The privileged teacher prompt's length in tokens: teacher.self_prompt_len, or (0) room for
+  the whole prompt and reference, data.max_prompt_len + data.max_response_len."""
+  d = config.data
+  return int(config.teacher.self_prompt_len) or d.max_prompt_len + d.max_response_len
+
 class PrivilegedPrompts:
   """Renders and tokenizes each training example's teacher prompt (host side, cached by id)."""
 
@@ -109,7 +116,7 @@ class SelfDistill(Teacher):
   @classmethod
   def build(cls, config, built, mesh):
     t, d = config.teacher, config.data
-    length = int(t.self_prompt_len) or d.max_prompt_len + d.max_response_len
+    length = teacher_prompt_len(config)
     examples = pipeline.eval_examples_for_config(config, "train", d.num_train_examples or None)
     prompts = PrivilegedPrompts(t.self_template, examples, built.tokenizer, length=length,
                                 chat_template=d.chat_template)

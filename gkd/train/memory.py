@@ -29,6 +29,7 @@ from gkd.models import gguf, llama, lora, safetensors
 from gkd.objectives import Objective
 from gkd.teachers.build import MODEL_FREE_TEACHERS, dtypes, llama_config, model_files
 from gkd.teachers.scorer import SCORES
+from gkd.teachers.self_distill import teacher_prompt_len
 from gkd.train import step as step_lib
 from gkd.train.optimizer import make_optimizer
 
@@ -111,7 +112,7 @@ def analyze(config) -> dict:
   elif config.mode == "gkd" and kind == "self":
     weights = config.teacher.self_weights
     teacher = teachers.KINDS[kind](weights, None if weights == "current" else s_graph)
-    length = config.teacher.self_prompt_len or p + r
+    length = teacher_prompt_len(config)
     arrays.update(teacher_prompt_tokens=((b, length), jnp.int32),
                   teacher_prompt_mask=((b, length), bool))
     copy = params["student"] if base is None else base  # the merged student's shapes
