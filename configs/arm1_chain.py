@@ -92,6 +92,16 @@ METHODS = {
                     "teacher.source": "self", "teacher.self_prompt_len": 32},
 }
 
+# The plan's comparisons, each a method minus another (compare.py beside the results); arm 2
+# makes the same ones.
+HYPOTHESES = {"H1": ("gkd_jsd0.9", "seq_kd"), "H2": ("gkd_jsd0.9", "supervised_kd")}
+SECONDARY = [("gkd_fkl", "seq_kd"), ("gkd_fkl", "supervised_kd"), ("gkd_rkl", "seq_kd"),
+             ("gkd_rkl", "supervised_kd"), ("mixed_jsd0.9", "gkd_jsd0.9")] + [
+    (m, "sft") for m in ("supervised_kd", "seq_kd", "gkd_fkl", "gkd_rkl", "gkd_jsd0.9",
+                         "mixed_jsd0.9")]
+AMENDED = [("gkd_rkl_sampled", "gkd_rkl"), ("gkd_rkl_sampled", "seq_kd"), ("opsd_jsd0.9", "sft"),
+           ("opsd_jsd0.9", "gkd_jsd0.9")]  # the amendment's two methods, secondary
+
 
 def get_sweep(arg=None):
   """`sweep=methods`: the nine METHODS × `seeds` seeds, seed-major (SFT continued first: the

@@ -92,6 +92,7 @@ def get_config(arg=None):
 # (the default length, max_prompt_len + max_response_len; plan.md, sixth amendment).
 METHODS = {**arm1_chain.METHODS, "opsd_jsd0.9": {
     k: v for k, v in arm1_chain.METHODS["opsd_jsd0.9"].items() if k != "teacher.self_prompt_len"}}
+HYPOTHESES, SECONDARY, AMENDED = arm1_chain.HYPOTHESES, arm1_chain.SECONDARY, arm1_chain.AMENDED
 
 
 def get_sweep(arg=None):

@@ -19,7 +19,6 @@ Neither objective optimises these directly: they are the judge, not the target.
 
 import argparse
 import collections
-import importlib.util
 import json
 import os
 
@@ -29,7 +28,7 @@ from flax import nnx
 
 from gkd import sampling, scoring
 from gkd.data import pipeline, tasks
-from gkd.eval import metrics, plots
+from gkd.eval import compare, metrics, plots
 from gkd.eval.gate import score
 from gkd.rundir import read_jsonl
 from gkd.teachers.build import build_models
@@ -43,9 +42,7 @@ DIVERSITY = "distinct_2"
 def load_config(config_spec: str, arg: str):
   """configs/NAME.py[:ARG] with `arg` appended to ARG."""
   path, _, base = config_spec.partition(":")
-  spec = importlib.util.spec_from_file_location("arm_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = compare.load_config_module(path)
   return module.get_config(",".join(filter(None, (base, arg)))), module
 
 
@@ -175,16 +172,12 @@ def main():
   path = os.path.join(args.out, "quality_diversity.jsonl")
   done = {r["model"] for r in read_jsonl(path)}  # resumable: models already measured are kept
   _, module = load_config(args.config, "stage=gkd")
-  names = {json.dumps(m, sort_keys=True): n for n, m in module.METHODS.items()}
   fraction = {n: float(m.get("mix.student", 0.0)) for n, m in module.METHODS.items()}
   models = [("start", {"method": "start"}, args.start)] if args.start else []
-  for p in read_jsonl(os.path.join(args.sweep, "results.jsonl")):
-    seed = p["overrides"].get("seed")
-    method = names.get(json.dumps({k: v for k, v in p["overrides"].items() if k != "seed"},
-                                  sort_keys=True), p["point"])
+  for method, seed, p in compare.finished_points(args.sweep, module.METHODS):
     export = os.path.join(args.sweep, "points", p["point"], "export")
-    if p.get("status") == "done" and seed in seeds and os.path.isdir(export):
-      info = {"method": method, "seed": seed, "student_fraction": fraction.get(method, 0.0)}
+    if seed in seeds and os.path.isdir(export):
+      info = {"method": method, "seed": seed, "student_fraction": fraction[method]}
       models.append((f"{method} seed {seed}", info, export))
   models.append(("teacher", {"method": "teacher"}, None))
   for name, info, export in models:

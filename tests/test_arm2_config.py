@@ -39,3 +39,10 @@ def test_self_distillations_teacher_reads_the_whole_reference():
   point = next(p for p in arm2_smollm2.get_sweep() if p.get("teacher.source") == "self")
   c = apply_overrides(arm2_smollm2.get_config("stage=gkd"), point)
   assert teacher_prompt_len(c) >= c.data.max_prompt_len + c.data.max_response_len  # all of it
+
+
+def test_every_planned_comparison_names_two_of_the_arms_methods():
+  pairs = [*arm2_smollm2.HYPOTHESES.values(), *arm2_smollm2.SECONDARY, *arm2_smollm2.AMENDED]
+  assert len(pairs) == 2 + 11 + 4  # plan.md: H1, H2, 11 secondary, the amendment's 4
+  for a, b in pairs:
+    assert a != b and {a, b} <= set(arm2_smollm2.METHODS), (a, b)

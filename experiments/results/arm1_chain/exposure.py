@@ -18,16 +18,13 @@ test examples, seeds pooled (a spread for a descriptive table, not a paired test
 """
 
 import argparse
-import importlib.util
-import json
 import os
 
 import numpy as np
 
 from gkd import rundir
 from gkd.data import arith, tasks
-from gkd.eval import stats
-from gkd.eval.summary import flat_overrides
+from gkd.eval import compare, stats
 
 BUCKETS = ((0, 8), (8, 16), (16, 32), (32, 64), (64, 10**6))
 ON_POLICY = ("gkd_fkl", "gkd_rkl", "gkd_jsd0.9")
@@ -53,32 +50,14 @@ def first_difference(a: str, b: str) -> int:
   return -1 if len(a) == len(b) else min(len(a), len(b))
 
 
-def method_names(config_path: str) -> dict:
-  """{frozen flat overrides: method name} from the config's METHODS."""
-  spec = importlib.util.spec_from_file_location("arm_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return {_key(m): name for name, m in module.METHODS.items()}
-
-
-def _key(overrides: dict):
-  flat = flat_overrides({k: v for k, v in overrides.items() if k != "seed"})
-  return tuple(sorted((k, str(v)) for k, v in flat.items()))
-
-
 def analyse(sweep: str, teacher_dir: str, config_path: str) -> dict:
-  names = method_names(config_path)
-  with open(os.path.join(sweep, "results.jsonl")) as f:
-    points = [json.loads(line) for line in f]
+  methods = compare.load_config_module(config_path).METHODS
   teacher = [r["completion"] for r in read_rows(teacher_dir)]
   examples = None
   per_method = {}
-  for p in points:
-    if p.get("status") != "done":
-      continue
-    name = names.get(_key(p["overrides"]))
+  for name, _, p in compare.finished_points(sweep, methods):
     rows = read_rows(os.path.join(sweep, "points", p["point"]))
-    if name is None or len(rows) != len(teacher):
+    if len(rows) != len(teacher):
       continue
     if examples is None:
       examples = tasks.get_task("chain_orders").generate("test")[:len(rows)]
