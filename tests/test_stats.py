@@ -187,3 +187,13 @@ def test_summary_csvs_quote_values_that_hold_a_comma(tmp_path):
     table = list(csv.DictReader(out[name].splitlines()))
     assert table[-1]["layer_map"] == "0:1,1:3" and None not in table[-1], name
   assert list(csv.DictReader(out["differences.csv"].splitlines()))[0]["accuracy_diff"] == "0.1"
+
+
+def test_detectable_effect_is_2_8_standard_errors_of_a_95_percent_interval():
+  ci = stats.Interval(0.01, 0.01 - 0.0196, 0.01 + 0.0196, num_seeds=3, num_examples=1000)
+  assert stats.standard_error(ci) == pytest.approx(0.0196 / 1.959964)
+  assert stats.detectable_effect(ci) == pytest.approx((1.959964 + 0.841621) * 0.0196 / 1.959964)
+  # A plain binomial proportion: the interval's SE is the closed form sqrt(p(1 - p) / n).
+  x = (np.random.default_rng(4).random(4000) < 0.3).astype(float)
+  se = np.sqrt(x.mean() * (1 - x.mean()) / x.size)
+  assert stats.detectable_effect(stats.mean_ci(x)) == pytest.approx(2.801585 * se, rel=0.06)

@@ -26,6 +26,8 @@ import dataclasses
 import numpy as np
 
 _CHUNK = 1000  # resamples drawn at a time: bounds memory at CHUNK × examples counts
+Z_95 = 1.959964  # the standard normal's 0.975 quantile: a 95% interval's half-width, in SEs
+Z_POWER_80 = 0.841621  # its 0.8 quantile: the further SEs an effect needs to be found 80% of the time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,3 +134,14 @@ def unpaired_difference_ci(a, b, *, confidence: float = 0.95, num_resamples: int
   return Interval(float(xa.mean() - xb.mean()), float(low), float(high),
                   num_seeds=min(xa.shape[0], xb.shape[0]),
                   num_examples=min(xa.shape[1], xb.shape[1]))
+
+
+def standard_error(interval: Interval) -> float:
+  """The standard error a 95% interval implies in the normal approximation: half-width / z_0.975."""
+  return interval.half_width / Z_95
+
+
+def detectable_effect(interval: Interval) -> float:
+  """The smallest true difference that a comparison with this 95% interval's width finds (its
+  interval excludes 0) with 80% power: (z_0.975 + z_0.8) × the standard error."""
+  return (Z_95 + Z_POWER_80) * standard_error(interval)

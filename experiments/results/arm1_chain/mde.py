@@ -12,17 +12,16 @@ v3's `paper` sweep (5 seeds × 2,000 test examples, per-example files), then giv
 designs planned, over a range of δ, since a new task's δ is not known before its runs.
 """
 
-import gzip
-import json
 import os
 
 import numpy as np
 
+from gkd import rundir
 from gkd.eval import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 V3 = os.path.join(HERE, "..", "testbed_v3", "paper", "points")
-Z = 1.959964 + 0.841621  # two-sided 5% level, 80% power
+Z = stats.Z_95 + stats.Z_POWER_80  # two-sided 5% level, 80% power
 PAIRS = {  # v3 comparisons of on-policy against off-policy, by point-name prefix
     "on-policy JSD(0.9) - SeqKD": ("divergence=generalized_jsd,beta=0.9,student=1.0,dataset=0.0",
                                    "divergence=forward_kl,dataset=0.0,teacher=1.0,student=0.0"),
@@ -37,11 +36,8 @@ DESIGNS = {"arm 1: 5 seeds x 2,000 test examples": (5, 2000),
 
 
 def accuracy(point: str) -> np.ndarray:
-  """Per-example accuracy of one run, ordered by example id (.jsonl or .jsonl.gz)."""
-  path = os.path.join(V3, point, "eval_examples.jsonl")
-  opener = (lambda: open(path)) if os.path.exists(path) else (lambda: gzip.open(path + ".gz", "rt"))
-  with opener() as f:
-    rows = [json.loads(line) for line in f]
+  """Per-example accuracy of one run, ordered by example id (its own rows or the packed table)."""
+  rows = rundir.read_examples(os.path.join(V3, point))
   return np.array([r["accuracy"] for r in sorted(rows, key=lambda r: r["example_id"])])
 
 
@@ -56,12 +52,12 @@ def main():
     xa, xb = method(a), method(b)
     ci = stats.paired_difference_ci(xa, xb)
     d = xa - xb
-    se = ci.half_width / 1.959964
+    se = stats.standard_error(ci)
     naive = d.std() / np.sqrt(d.size)
     delta = float(np.mean(d != 0))
     effects.append(se / naive)
     print(f"  {name}: {ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}], discordance {delta:.3f}, "
-          f"SE {se:.4f}, design effect {se / naive:.2f}, MDE {Z * se:.4f}")
+          f"SE {se:.4f}, design effect {se / naive:.2f}, MDE {stats.detectable_effect(ci):.4f}")
   deff = max(effects)
   print(f"\nMDE = {Z:.2f} x design effect ({deff:.2f}, the largest above) x sqrt(discordance / "
         "(seeds x examples)), in accuracy points:")

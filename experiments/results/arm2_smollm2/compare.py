@@ -17,7 +17,6 @@ CONFIG = compare.load_config_module(
     os.path.join(HERE, "..", "..", "..", "configs", "arm2_smollm2.py"))
 SEEDS = 3  # plan.md: H1 and H2 are read on the three seeds, not before
 MARGIN = 0.03  # plan.md: a CI entirely below +3 points counts against on-policy distillation
-POWER = 1.959964 + 0.841621  # two-sided 5% level, 80% power (as arm1_chain/mde.py)
 # Metrics neither objective optimises directly, besides accuracy (plan.md), per test example.
 OTHER_METRICS = ("nll", "teacher_logprob_of_samples")
 
@@ -35,11 +34,11 @@ for label, (a, b) in CONFIG.HYPOTHESES.items():
     print(f"\n{label}: {a} - {b}: no common seeds")
     continue
   print(f"\n{label}: {c}")
-  detectable = POWER * c.nominal.half_width / 1.959964
   reading = (compare.verdict(c.nominal, margin=MARGIN) if len(c.seeds) >= SEEDS
              else f"not read: {len(c.seeds)} of the plan's {SEEDS} seeds")
   print(f"  reading (plan.md): {reading}; "
-        f"detectable with 80% power at this interval's width: {detectable:.4f}")
+        f"detectable with 80% power at this interval's width: "
+        f"{stats.detectable_effect(c.nominal):.4f}")
   for metric in OTHER_METRICS:
     d = compare.paired(other[metric], a, b)
     if d:

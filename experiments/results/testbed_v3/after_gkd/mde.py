@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from gkd.eval import stats
-from gkd.rundir import read_jsonl
+from gkd.rundir import read_examples
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 POINTS = os.path.join(HERE, "..", "prompts_b", "points")
@@ -19,7 +19,7 @@ SEQKD = "divergence=forward_kl,dataset=0.0,teacher=1.0,student=0.0,num_train_exa
 
 
 def accuracy(name, seed):
-  rows = read_jsonl(os.path.join(POINTS, f"{name},seed={seed}", "eval_examples.jsonl"))
+  rows = read_examples(os.path.join(POINTS, f"{name},seed={seed}"))  # own rows or packed table
   return np.array([r["accuracy"] for r in sorted(rows, key=lambda r: r["example_id"])])
 
 
