@@ -37,8 +37,7 @@ def main():
   parser.add_argument("--num_examples", type=int, default=200)
   parser.add_argument("--batch_size", type=int, default=25)
   args = parser.parse_args()
-  path, _, arg = args.config.partition(":")
-  config = compare.load_config_module(path).get_config(arg or None)
+  config, _ = compare.load_config(args.config)
   d = config.data
   loaded = {role: models.load_pretrained(config[role].path) for role in ("student", "teacher")}
   tokenizer = loaded["student"][1]

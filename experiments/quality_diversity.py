@@ -39,13 +39,6 @@ TEMPS = (0.25, 0.5, 1.0, 1.5)
 DIVERSITY = "distinct_2"
 
 
-def load_config(config_spec: str, arg: str):
-  """configs/NAME.py[:ARG] with `arg` appended to ARG."""
-  path, _, base = config_spec.partition(":")
-  module = compare.load_config_module(path)
-  return module.get_config(",".join(filter(None, (base, arg)))), module
-
-
 def repetition(text: str, n: int = 3) -> float:
   """The share of a text's word n-grams that repeat an earlier one (0 when it has none)."""
   words = text.split()
@@ -171,7 +164,7 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, "quality_diversity.jsonl")
   done = {r["model"] for r in read_jsonl(path)}  # resumable: models already measured are kept
-  _, module = load_config(args.config, "stage=gkd")
+  _, module = compare.load_config(args.config, "stage=gkd")
   fraction = {n: float(m.get("mix.student", 0.0)) for n, m in module.METHODS.items()}
   models = [("start", {"method": "start"}, args.start)] if args.start else []
   for method, seed, p in compare.finished_points(args.sweep, module.METHODS):
@@ -183,7 +176,7 @@ def main():
   for name, info, export in models:
     if name in done:
       continue
-    config, _ = load_config(args.config, "stage=gkd")
+    config, _ = compare.load_config(args.config, "stage=gkd")
     if export:  # set here, not as a config argument: a point's name holds commas
       config.student.path = export
     else:  # the teacher itself in the student's slot

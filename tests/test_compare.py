@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gkd.eval import compare, stats
+from tests.helpers import ROOT
 
 METHODS = {
     "sft": {"train.mode": "sft", "mix.dataset": 1.0},
@@ -105,3 +106,11 @@ def test_without_a_family_wise_level_the_line_has_no_bonferroni_interval(tmp_pat
 def test_a_metric_some_points_lack_leaves_those_points_out(tmp_path):
   sweep = write_sweep(tmp_path, [({**METHODS["sft"], "seed": 0}, "done", {0: 1.0})])
   assert compare.per_example(sweep, METHODS, metric="teacher_nll") == {}
+
+
+def test_load_config_keeps_the_configs_argument():
+  arm2 = os.path.join(ROOT, "configs", "arm2_smollm2.py")
+  config, _ = compare.load_config(arm2 + ":every=5", "stage=gkd")
+  assert config.student.path == "runs/arm2_smollm2/student_every5/export"
+  config, _ = compare.load_config(arm2, "stage=gkd,student=y")
+  assert config.student.path == "y"

@@ -19,13 +19,6 @@ def qd():
   return module
 
 
-def test_load_config_keeps_the_configs_argument(qd):
-  config, _ = qd.load_config(os.path.join(ROOT, "configs/arm2_smollm2.py:every=5"), "stage=gkd")
-  assert config.student.path == "runs/arm2_smollm2/student_every5/export"
-  config, _ = qd.load_config(os.path.join(ROOT, "configs/arm2_smollm2.py"), "stage=gkd,student=y")
-  assert config.student.path == "y"
-
-
 def rows(points, **info):
   """One model's rows from (temperature, distinct-2, quality) points."""
   return [{"temperature": t, "distinct_2": d, "quality": q, **info} for t, d, q in points]

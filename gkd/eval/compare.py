@@ -26,6 +26,13 @@ def load_config_module(path: str):
   return module
 
 
+def load_config(spec: str, arg: str = ""):
+  """(config, module) for `configs/NAME.py[:ARG]`, with `arg` appended to ARG."""
+  path, _, base = spec.partition(":")
+  module = load_config_module(path)
+  return module.get_config(",".join(filter(None, (base, arg)))), module
+
+
 def method_key(overrides: dict) -> tuple:
   """A point's overrides without its seed, in one hashable spelling (nested dicts flattened)."""
   flat = flat_overrides({k: v for k, v in overrides.items() if k != "seed"})

@@ -49,12 +49,12 @@ PLACEHOLDERS = ("prompt", "reference", "answer")
 TEACHER_KEYS = ("teacher_prompt_tokens", "teacher_prompt_mask")
 
 
-
 def teacher_prompt_len(config) -> int:
   """The privileged teacher prompt's length in tokens: teacher.self_prompt_len, or (0) room for
   the whole prompt and reference, data.max_prompt_len + data.max_response_len."""
   d = config.data
   return int(config.teacher.self_prompt_len) or d.max_prompt_len + d.max_response_len
+
 
 class PrivilegedPrompts:
   """Renders and tokenizes each training example's teacher prompt (host side, cached by id)."""
