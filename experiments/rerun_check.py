@@ -3,7 +3,8 @@ of metrics.jsonl, and final_metrics.json) with the committed copy, leaving out t
 fields (names ending in `_s`: seconds and rates per second). Prints each difference and a one-line
 verdict; exits 1 unless every step both logged is equal and the final metrics are too.
 
-  python experiments/rerun_check.py runs/arm2_smollm2/teacher experiments/results/arm2_smollm2/stages/teacher
+  python experiments/rerun_check.py runs/arm2_smollm2/teacher \
+      experiments/results/arm2_smollm2/stages/teacher
 
 A rerun still in progress is compared over the steps it has logged so far (its verdict says how
 many). Reads either run's metrics.jsonl or its gzipped copy (collect.sh stores the latter).

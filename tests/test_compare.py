@@ -114,3 +114,25 @@ def test_load_config_keeps_the_configs_argument():
   assert config.student.path == "runs/arm2_smollm2/student_every5/export"
   config, _ = compare.load_config(arm2, "stage=gkd,student=y")
   assert config.student.path == "y"
+
+
+def test_rerun_difference_pairs_a_point_run_again_with_the_sweeps_own(tmp_path):
+  rng = np.random.default_rng(1)
+  first = (rng.random(40) < 0.5).astype(float)
+  again = first.copy()
+  again[:6] = 1.0 - again[:6]  # six examples flip
+  os.makedirs(tmp_path / "sweep")
+  sweep = write_sweep(tmp_path / "sweep", [
+      ({**METHODS["gkd_jsd0.9"], "seed": 0}, "done", dict(enumerate(first)))])
+  check = tmp_path / "check"
+  os.makedirs(check)
+  runs = compare.per_example(sweep, METHODS)
+  what = "retrained export minus first"
+  missing = str(check / "missing")
+  assert compare.rerun_difference(missing, runs, METHODS, "gkd_jsd0.9", 0, what) is None
+  write_sweep(check, [({**METHODS["gkd_jsd0.9"], "seed": 0}, "done", dict(enumerate(again)))])
+  assert compare.rerun_difference(str(check), runs, METHODS, "gkd_jsd0.9", 1, what) is None
+  line = compare.rerun_difference(str(check), runs, METHODS, "gkd_jsd0.9", 0, what)
+  d = stats.paired_difference_ci(again[None], first[None])
+  assert line == (f"gkd_jsd0.9 seed 0, {what}: accuracy {again.mean():.4f} vs {first.mean():.4f}, "
+                  f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}], discordance 0.150")

@@ -142,3 +142,18 @@ def between_seeds(runs: dict) -> list[str]:
       lines.append(f"{method}: discordance {np.mean(pairs):.3f} "
                    f"(pairs {min(pairs):.3f}-{max(pairs):.3f})")
   return lines
+
+
+def rerun_difference(check_dir: str, runs: dict, methods: dict, method: str, seed: int,
+                     what: str) -> str | None:
+  """One point run again in `check_dir` (say, on a retrained export) against the sweep's own run
+  of it, example by example: "METHOD seed S, WHAT: accuracy A vs B, difference [CI], discordance";
+  None until both runs exist."""
+  check = per_example(check_dir, methods) if os.path.isdir(check_dir) else {}
+  if seed not in check.get(method, {}) or seed not in runs.get(method, {}):
+    return None
+  again, first = check[method][seed], runs[method][seed]
+  d = stats.paired_difference_ci(again[None], first[None])
+  return (f"{method} seed {seed}, {what}: accuracy {again.mean():.4f} vs {first.mean():.4f}, "
+          f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}], "
+          f"discordance {float(np.mean(again != first)):.3f}")

@@ -48,10 +48,7 @@ for line in compare.between_seeds(runs):
 # The amendment of 2026-12-03: on-policy JSD(0.9) seed 0 on the first teacher export (the sweep's
 # point) and on the retrained one (teacher_check/), example by example.
 CHECK = os.path.join(os.path.dirname(HERE), "teacher_check")
-check = compare.per_example(CHECK, CONFIG.METHODS) if os.path.isdir(CHECK) else {}
-if 0 in check.get("gkd_jsd0.9", {}) and 0 in runs.get("gkd_jsd0.9", {}):
-  again, first = check["gkd_jsd0.9"][0], runs["gkd_jsd0.9"][0]
-  d = stats.paired_difference_ci(again[None], first[None])
-  print(f"\nTeacher check: gkd_jsd0.9 seed 0, retrained export minus first: accuracy "
-        f"{again.mean():.4f} vs {first.mean():.4f}, {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}], "
-        f"discordance {float(np.mean(again != first)):.3f}")
+line = compare.rerun_difference(CHECK, runs, CONFIG.METHODS, "gkd_jsd0.9", 0,
+                                "retrained export minus first")
+if line:
+  print(f"\nTeacher check: {line}")

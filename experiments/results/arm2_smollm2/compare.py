@@ -59,3 +59,10 @@ for a, b in CONFIG.AMENDED:
 print("\nBetween seeds of one method (every pair of its seeds):")
 for line in compare.between_seeds(runs):
   print(" ", line)
+
+# plan.md, seventh amendment: the machine was replaced and the pair retrained; on-policy JSD(0.9)
+# seed 0 on the retrained pair (retrained_pair/check/) against the sweep's run on the first pair.
+line = compare.rerun_difference(os.path.join(HERE, "retrained_pair", "check"), runs, CONFIG.METHODS,
+                                "gkd_jsd0.9", 0, "retrained pair minus first")
+if line:
+  print(f"\nPair check: {line}")
