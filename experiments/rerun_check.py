@@ -18,12 +18,17 @@ import sys
 from gkd import rundir
 
 
+def compared(row: dict) -> dict:
+  """A logged row without its wall-clock fields (seconds, rates per second)."""
+  return {k: v for k, v in row.items() if not k.endswith("_s")}
+
+
 def logged(run_dir: str) -> dict[int, dict]:
-  """{step: every non-wall-clock value logged at that step}; a step's train and eval rows merged."""
+  """{step: every compared value logged at that step}; a step's train and eval rows merged."""
   steps: dict[int, dict] = {}
   for row in rundir.read_jsonl(os.path.join(run_dir, "metrics.jsonl")):
-    steps.setdefault(row["step"], {}).update(
-        {k: v for k, v in row.items() if k != "step" and not k.endswith("_s")})
+    values = compared(row)
+    steps.setdefault(values.pop("step"), {}).update(values)
   return steps
 
 
@@ -32,7 +37,7 @@ def final(run_dir: str) -> dict | None:
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return {k: v for k, v in json.load(f).items() if not k.endswith("_s")}
+    return compared(json.load(f))
 
 
 def differences(rerun: str, committed: str) -> tuple[list[str], str]:
